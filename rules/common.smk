@@ -1,0 +1,92 @@
+# Helpers shared by every rules file: config lookups, wildcard values, input functions.
+import json
+from pathlib import Path
+
+from snakemake.utils import validate
+
+
+validate(config, workflow.source_path("../workflow/schemas/config.schema.yaml"))
+
+PKG = Path(workflow.basedir) / "src" / "evalsel"
+SCRIPTS = "workflow/scripts"
+
+SUBJECTS = list(config["benchmark"]["subjects"])
+SOURCES = {s["name"]: s for s in config["pool"]["sources"]}
+ARMS = list(config["arms"]) + (["dpo"] if config["dpo"]["enabled"] else [])
+SEEDS = [int(s) for s in config["train"]["seeds"]]
+TRAINED = [f"{arm}-seed{seed}" for arm in ARMS for seed in SEEDS]
+MODELS = ["base"] + TRAINED
+
+
+wildcard_constraints:
+    subject="|".join(SUBJECTS),
+    source="|".join(SOURCES),
+    shard=r"shard-\d{5}",
+    arm="|".join(ARMS),
+    seed=r"\d+",
+    model="|".join(["base"] + [r"[a-z_]+-seed\d+"]),
+
+
+def pkg(*modules):
+    """Package modules a rule imports: listed as inputs so that editing them re-runs the rule."""
+    return [str(PKG / m) for m in ("__init__.py", "io.py") + tuple(modules)]
+
+
+def pool_shards(source):
+    """Shard names of one pool source, known once its pool_prepare checkpoint has run."""
+    out = checkpoints.pool_prepare.get(source=source).output[0]
+    with open(Path(out) / "manifest.json", encoding="utf-8") as fh:
+        return json.load(fh)["shards"]
+
+
+def all_pool_vectors(wildcards=None):
+    return [
+        f"results/vectors/pool/{src}/{shard}.npy"
+        for src in SOURCES
+        for shard in pool_shards(src)
+    ]
+
+
+def all_pool_shards(wildcards=None):
+    return [f"results/pool/{src}/{shard}.jsonl" for src in SOURCES for shard in pool_shards(src)]
+
+
+def base_model_path():
+    """The base causal LM: the tiny demo model built by the DAG, or a hub name / local path."""
+    if config["demo"]["build_tiny_lm"]:
+        return "results/models/tiny_lm"
+    return config["train"]["base_model"]
+
+
+def base_model_input():
+    """Input list that makes training/eval depend on the tiny model when the demo builds it."""
+    return ["results/models/tiny_lm"] if config["demo"]["build_tiny_lm"] else []
+
+
+def embedder_model():
+    if config["demo"]["build_tiny_embedder"]:
+        return "results/models/tiny_embedder"
+    return config["embedding"]["model"]
+
+
+def embedder_input():
+    return ["results/models/tiny_embedder"] if config["demo"]["build_tiny_embedder"] else []
+
+
+def model_adapter(model):
+    """Adapter directory of an evaluated model name ('base' has none)."""
+    if model == "base":
+        return []
+    arm, seed = model.rsplit("-seed", 1)
+    return [f"results/train/{arm}/seed{seed}/adapter"]
+
+
+def final_targets():
+    targets = [
+        "results/report/compare.md",
+        "results/report/compare.json",
+        "results/report/compare.png",
+        "results/recall/contamination.json",
+    ]
+    targets += [f"results/merged/{arm}-seed{seed}" for arm in config["merge"]["arms"] for seed in SEEDS]
+    return targets

@@ -1,0 +1,167 @@
+"""File helpers shared by every step: strict JSONL reading, atomic writes, logging.
+
+Every artifact is written through :func:`atomic_write` so that a killed job never
+leaves a half-written file that a rerun would trust.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+log = logging.getLogger("evalsel")
+
+
+class InputError(ValueError):
+    """Bad user input. The message names the file, the line and the field."""
+
+    def __init__(self, path: str | os.PathLike | None, line: int | None, field: str | None, problem: str):
+        self.path = None if path is None else str(path)
+        self.line = line
+        self.field = field
+        self.problem = problem
+        where = self.path or "<input>"
+        if line is not None:
+            where += f":{line}"
+        if field:
+            where += f": field '{field}'"
+        super().__init__(f"{where}: {problem}")
+
+
+def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
+    """Yield ``(line_number, object)`` for each non-blank line; 1-based line numbers.
+
+    Raises :class:`InputError` naming the file and line on malformed JSON.
+    """
+    path = Path(path)
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield lineno, json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(path, lineno, None, f"malformed JSON ({exc.msg} at column {exc.colno})") from None
+
+
+def load_jsonl(path: str | os.PathLike) -> list[Any]:
+    return [obj for _, obj in read_jsonl(path)]
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8"):
+    """Open a temporary file beside ``path``; rename it over ``path`` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        if "b" in mode:
+            fh = open(tmp, mode)
+        else:
+            fh = open(tmp, mode, encoding=encoding)
+        with fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_jsonl(path: str | os.PathLike, records: Iterable[Any]) -> int:
+    """Write records atomically, one JSON object per line; returns the count."""
+    n = 0
+    with atomic_write(path) as fh:
+        for rec in records:
+            fh.write(json.dumps(rec, ensure_ascii=False))
+            fh.write("\n")
+            n += 1
+    return n
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    with atomic_write(path) as fh:
+        json.dump(obj, fh, ensure_ascii=False, indent=2, sort_keys=False, default=_json_default)
+        fh.write("\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def _json_default(obj):
+    # numpy scalars and arrays reach JSON as plain numbers and lists
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def text_hash(text: str, n: int = 16) -> str:
+    """Stable hex id of a text (sha1, first ``n`` hex digits)."""
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:n]
+
+
+def setup_logging(log_file: str | os.PathLike | None = None, level: int = logging.INFO) -> logging.Logger:
+    """Send the ``evalsel`` logger (and warnings, and stderr) to ``log_file`` and stderr.
+
+    A Snakemake job passes ``snakemake.log[0]`` so a failed job explains itself.
+    """
+    root = logging.getLogger()
+    root.setLevel(level)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    stream = logging.StreamHandler(sys.__stderr__)
+    stream.setFormatter(fmt)
+    root.addHandler(stream)
+    if log_file:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(log_file, mode="a", encoding="utf-8")
+        fh.setFormatter(fmt)
+        root.addHandler(fh)
+    logging.captureWarnings(True)
+    return log
+
+
+def smk_log_path(smk) -> str | None:
+    """The first log file of a Snakemake job object, or None."""
+    try:
+        return smk.log[0] if len(smk.log) else None
+    except AttributeError:
+        return None
+
+
+@contextlib.contextmanager
+def job_logging(smk):
+    """Context for a Snakemake script: logging and stderr (tqdm bars, warnings) go to the job's log.
+
+    On an exception the traceback is written to the log before re-raising.
+    """
+    path = smk_log_path(smk)
+    setup_logging(path)
+    if path is None:
+        yield log
+        return
+    with open(path, "a", encoding="utf-8", buffering=1) as err:
+        old = sys.stderr
+        sys.stderr = err
+        try:
+            yield log
+        except BaseException:
+            log.exception("job failed")
+            raise
+        finally:
+            sys.stderr = old

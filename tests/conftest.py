@@ -1,0 +1,82 @@
+"""Shared fixtures: tiny models built offline in seconds, the real data when present, and one demo run."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+sys.path.insert(0, str(REPO / "src"))
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+_FALLBACK_TEXTS = [
+    "患者男性，45岁，反复上腹痛3年，进食后缓解，最可能的诊断是十二指肠溃疡。",
+    "高血压患者应低盐饮食，每日食盐摄入量不超过5克。",
+    "糖尿病的典型症状是多饮、多食、多尿和体重下降。",
+    "急性心肌梗死最常见的早期心律失常是室性期前收缩。",
+    "请写一首关于春天的短诗。",
+    "What is the capital of France? Paris.",
+]
+
+
+def corpus_texts() -> list[str]:
+    """Texts to train tiny tokenizers on: the demo data when present, else a few built-in lines."""
+    texts = list(_FALLBACK_TEXTS)
+    for path in sorted((REPO / "demo" / "data").rglob("*.jsonl")):
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    obj = json.loads(line)
+                    texts.extend(v for v in _strings(obj))
+    return texts
+
+
+def _strings(obj):
+    if isinstance(obj, str):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _strings(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _strings(v)
+
+
+@pytest.fixture(scope="session")
+def texts() -> list[str]:
+    return corpus_texts()
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(tmp_path_factory, texts) -> Path:
+    """A tiny Qwen2-architecture causal LM with a byte-level BPE tokenizer and a chat template."""
+    from evalsel.tiny_lm import build_tiny_lm
+
+    out = tmp_path_factory.mktemp("tiny_lm")
+    build_tiny_lm(out, texts, seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_embedder_dir(tmp_path_factory, texts) -> Path:
+    """A tiny BERT wrapped as a SentenceTransformer."""
+    from evalsel.tiny_embedder import build_tiny_embedder
+
+    out = tmp_path_factory.mktemp("tiny_embedder")
+    build_tiny_embedder(out, texts, seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is absent")
+    return SHARED_DATA
