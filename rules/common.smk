@@ -5,7 +5,7 @@ from pathlib import Path
 from snakemake.utils import validate
 
 
-validate(config, workflow.source_path("../workflow/schemas/config.schema.yaml"))
+validate(config, "../workflow/schemas/config.schema.yaml")
 
 PKG = Path(workflow.basedir) / "src" / "evalsel"
 SCRIPTS = "workflow/scripts"

@@ -1,0 +1,22 @@
+# Eval-driven data selection: recall benchmark-like samples from a fine-tuning pool,
+# LoRA-train on them, and compare with the base model and a random pick of the same size.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/embed.smk"
+include: "rules/select.smk"
+include: "rules/train.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    input:
+        final_targets(),
+    default_target: True
