@@ -1,0 +1,32 @@
+# Two entry points (see README "Quick start"): `make demo` and `make test`.
+PYTHON ?= python3
+PIP = $(PYTHON) -m pip
+CORES ?= all
+
+.PHONY: install demo test test-fast lint dag clean-demo
+
+# torch is pinned first so that pip takes the CPU wheel this kind of machine carries;
+# on a GPU box install the torch build matching your CUDA first, then `make install`.
+install:
+	$(PIP) install --quiet "torch==2.13.0"
+	$(PIP) install --quiet -e ".[all,dev,deepspeed]"
+
+demo: install
+	$(PYTHON) -m snakemake --cores $(CORES) --configfile demo/config.yaml --show-failed-logs
+
+test: install
+	$(PYTHON) -m snakemake --lint --configfile demo/config.yaml
+	$(PYTHON) -m pytest -ra
+
+test-fast:
+	$(PYTHON) -m pytest -ra -m "not slow and not slurm"
+
+lint:
+	$(PYTHON) -m snakemake --lint --configfile demo/config.yaml
+	snakefmt --check Snakefile rules/
+
+dag:
+	$(PYTHON) -m snakemake --configfile demo/config.yaml --rulegraph | dot -Tsvg > docs/rulegraph.svg
+
+clean-demo:
+	rm -rf results logs benchmarks/*/ .snakemake
