@@ -80,3 +80,44 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is absent")
     return SHARED_DATA
+
+
+def copy_repo(dest: Path) -> Path:
+    """Copy the working tree (tracked and untracked-not-ignored files) into ``dest``."""
+    import shutil
+    import subprocess
+
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO, check=True, capture_output=True,
+    ).stdout.decode().split("\0")
+    for rel in filter(None, files):
+        src = REPO / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    return dest
+
+
+def run_snakemake(workdir: Path, *args: str, timeout: int = 1500):
+    """Run snakemake in ``workdir``; returns the CompletedProcess (stdout and stderr merged)."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "snakemake", *args]
+    return subprocess.run(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """The demo DAG run once, end to end, in a copy of the repo. Returns (workdir, seconds)."""
+    import time
+
+    work = copy_repo(tmp_path_factory.mktemp("demo"))
+    t0 = time.monotonic()
+    proc = run_snakemake(work, "--cores", "2", "--configfile", "demo/config.yaml", "--show-failed-logs")
+    seconds = time.monotonic() - t0
+    if proc.returncode != 0:
+        pytest.fail(f"demo DAG failed after {seconds:.0f}s:\n{proc.stdout[-8000:]}")
+    (work / "demo_run_seconds.txt").write_text(f"{seconds:.1f}\n")
+    return work, seconds
