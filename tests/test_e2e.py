@@ -185,8 +185,7 @@ def test_bad_input_stops_before_training(case, tmp_path):
         for src in DEMO["pool"]["sources"]:
             (work / src["path"]).write_text("", encoding="utf-8")
         expected = ["empty", pool_file.name]
-    proc = run_snakemake(work, "--cores", "2", "--configfile", "demo/config.yaml", "--show-failed-logs",
-                         "--keep-going")
+    proc = run_snakemake(work, "--cores", "2", "--configfile", "demo/config.yaml", "--show-failed-logs")
     assert proc.returncode != 0
     for text in expected:
         assert text in proc.stdout, f"{text!r} not in output:\n{proc.stdout[-4000:]}"
