@@ -1,0 +1,587 @@
+"""Comparison report: accuracy of base, random and eval-driven models with intervals, paired tests
+on the same questions, verdicts, detectable differences and the contamination summary.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .io import InputError, atomic_write, read_json, write_json
+from .stats import (
+    discordant_counts,
+    mcnemar_exact,
+    mcnemar_mdd,
+    min_significant_count,
+    min_significant_difference,
+    paired_bootstrap,
+    sign_flip_exact,
+    verdict,
+    wilson_interval,
+)
+
+log = logging.getLogger("evalsel.report")
+
+OVERALL = "overall"
+_QUESTION_FIELDS = ("id", "subject", "answer", "correct")
+# settings that must agree between evaluations for a paired comparison to mean anything
+_SAME_SETTINGS = ("mode", "splits", "few_shot")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def model_name(path: str | os.PathLike) -> str:
+    """The model name of an eval file: its stem (``base`` or ``{arm}-seed{seed}``)."""
+    return Path(path).name[: -len(".json")] if str(path).endswith(".json") else Path(path).stem
+
+
+def parse_model(name: str) -> tuple[str, int | None]:
+    """``"base"`` -> ``("base", None)``; ``"eval_driven-seed42"`` -> ``("eval_driven", 42)``. Refuses other shapes."""
+    if name == "base":
+        return "base", None
+    arm, sep, seed = name.rpartition("-seed")
+    if not sep or not arm or not seed.isdigit():
+        raise ValueError(f"model name {name!r} is neither 'base' nor '<arm>-seed<N>'")
+    return arm, int(seed)
+
+
+def load_eval(path: str | os.PathLike) -> dict:
+    """Read and check one evaluation file; returns it with ``questions`` keyed in order.
+
+    Refuses (InputError naming the file and field) a missing or malformed ``questions`` list,
+    a question without ``id``/``subject``/``answer``/``correct``, a non-boolean ``correct``
+    and duplicate question ids.
+    """
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise InputError(path, None, None, "expected a JSON object")
+    qs = data.get("questions")
+    if not isinstance(qs, list) or not qs:
+        raise InputError(path, None, "questions", "missing or empty list")
+    seen = set()
+    for i, q in enumerate(qs):
+        where = f"questions[{i}]"
+        if not isinstance(q, dict):
+            raise InputError(path, None, where, "expected an object")
+        for f in _QUESTION_FIELDS:
+            if f not in q:
+                raise InputError(path, None, f"{where}.{f}", "missing")
+        if not isinstance(q["correct"], bool):
+            raise InputError(path, None, f"{where}.correct", f"expected true/false, got {q['correct']!r}")
+        if q["id"] in seen:
+            raise InputError(path, None, f"{where}.id", f"duplicate question id {q['id']!r}")
+        seen.add(q["id"])
+    for f in _SAME_SETTINGS:
+        data.setdefault(f, None)
+    return data
+
+
+def align_evals(evals: dict[str, dict], paths: dict[str, str]) -> tuple[list[str], list[str], dict[str, np.ndarray]]:
+    """Check that every model was scored on the same questions with the same settings.
+
+    Returns ``(question ids, subject of each, {model: bool correctness array in that order})``.
+    Refuses differing question sets, answers, subjects or evaluation settings: a paired test on
+    different questions would be meaningless.
+    """
+    names = list(evals)
+    ref_name = "base" if "base" in evals else names[0]
+    ref = evals[ref_name]
+    ids = [q["id"] for q in ref["questions"]]
+    subjects = [q["subject"] for q in ref["questions"]]
+    ref_q = {q["id"]: q for q in ref["questions"]}
+    correct = {}
+    for name in names:
+        ev = evals[name]
+        for f in _SAME_SETTINGS:
+            if ev[f] != ref[f]:
+                raise InputError(paths[name], None, f, f"{ev[f]!r} differs from {ref[f]!r} in {paths[ref_name]}")
+        qmap = {q["id"]: q for q in ev["questions"]}
+        missing = [i for i in ids if i not in qmap]
+        extra = [i for i in qmap if i not in ref_q]
+        if missing or extra:
+            raise InputError(
+                paths[name], None, "questions",
+                f"question set differs from {paths[ref_name]}: {len(missing)} missing (e.g. {missing[:3]}), "
+                f"{len(extra)} extra (e.g. {extra[:3]})",
+            )
+        for qid in ids:
+            q, r = qmap[qid], ref_q[qid]
+            if q["answer"] != r["answer"] or q["subject"] != r["subject"]:
+                raise InputError(paths[name], None, "questions",
+                                 f"question {qid!r}: answer/subject differ from {paths[ref_name]}")
+        correct[name] = np.array([qmap[i]["correct"] for i in ids], dtype=bool)
+    return ids, subjects, correct
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def _accuracy_row(k: float, n: int, alpha: float) -> dict:
+    low, high = wilson_interval(k, n, alpha)
+    return {"n": n, "correct": k, "accuracy": k / n if n else float("nan"), "ci_low": low, "ci_high": high}
+
+
+def _scopes(subjects: Sequence[str]) -> list[tuple[str, np.ndarray]]:
+    """(name, mask) for each subject in first-seen order, then ``overall``."""
+    subj = np.asarray(subjects)
+    order = list(dict.fromkeys(subjects))
+    return [(s, subj == s) for s in order] + [(OVERALL, np.ones(len(subj), dtype=bool))]
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm step-down adjusted p-values (same order as given)."""
+    m = len(pvalues)
+    order = sorted(range(m), key=lambda i: pvalues[i])
+    adj = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        adj[i] = running
+    return adj
+
+
+def _compare(
+    a_runs: list[np.ndarray],
+    b_runs: list[np.ndarray],
+    alpha: float,
+    n_boot: int,
+    seed: int,
+) -> dict:
+    """Paired comparison of two groups of runs (one run per seed) on the same questions.
+
+    With one run each side the test is exact McNemar on the discordant pairs. With several seeds
+    a question's score is the fraction of seeds that got it right and the test is the exact
+    sign-flip test of the per-question differences (identical to McNemar for one seed).
+    """
+    n = len(a_runs[0])
+    ka = np.sum(a_runs, axis=0).astype(int)  # seeds correct per question
+    kb = np.sum(b_runs, axis=0).astype(int)
+    sa, sb = len(a_runs), len(b_runs)
+    mean_a, mean_b = ka / sa, kb / sb
+    out: dict[str, Any] = {
+        "n": int(n),
+        "seeds_a": sa,
+        "seeds_b": sb,
+        "accuracy_a": float(mean_a.mean()),
+        "accuracy_b": float(mean_b.mean()),
+    }
+    if sa == 1 and sb == 1:
+        b_only, a_only = discordant_counts(b_runs[0], a_runs[0])
+        out["test"] = "exact McNemar"
+        out["b_right_a_wrong"], out["a_right_b_wrong"] = b_only, a_only
+        out["p_value"] = mcnemar_exact(b_only, a_only)
+    else:
+        # integer differences on a common scale: kb/sb - ka/sa scaled by sa*sb
+        out["test"] = "exact sign-flip on per-question seed-mean correctness"
+        out["p_value"] = sign_flip_exact((kb * sa - ka * sb).tolist())
+        out["questions_b_better"] = int(np.sum(mean_b > mean_a))
+        out["questions_a_better"] = int(np.sum(mean_a > mean_b))
+    boot = paired_bootstrap(mean_a, mean_b, n_boot=n_boot, seed=seed, alpha=alpha)
+    out["diff"] = boot["diff"]
+    out["ci_low"], out["ci_high"] = boot["ci_low"], boot["ci_high"]
+    # detectable differences use the discordance of seed-matched pairs (the noise the test sees)
+    pairs = list(zip(a_runs, b_runs)) if sa == sb else [(a, b) for a in a_runs for b in b_runs]
+    psi = float(np.mean([np.mean(a != b) for a, b in pairs]))
+    out["discordant_rate"] = psi
+    out["min_significant_difference"] = min_significant_difference(n, alpha)
+    out["mdd_80"] = mcnemar_mdd(n, psi, alpha, 0.8) if psi > 0 else None
+    out["verdict"] = verdict(out["diff"], out["p_value"], alpha)
+    return out
+
+
+def build_comparison(
+    eval_paths: Sequence[str | os.PathLike],
+    arms: Sequence[str],
+    seeds: Sequence[int],
+    alpha: float = 0.05,
+    bootstrap_samples: int = 10000,
+    seed: int = 0,
+    recall_splits: Sequence[str] = (),
+    eval_splits: Sequence[str] = (),
+    recall_statistics: str | os.PathLike | None = None,
+    contamination: str | os.PathLike | None = None,
+    sft_statistics: str | os.PathLike | None = None,
+) -> dict:
+    """Compute every number of the report; returns the ``compare.json`` object.
+
+    Refuses (InputError) eval files that disagree on questions or settings, and (ValueError)
+    a missing ``base`` or an arm/seed model named in ``arms``/``seeds`` without an eval file.
+    """
+    if not 0 < alpha < 0.5:
+        raise ValueError(f"alpha must be in (0, 0.5), got {alpha}")
+    paths = {model_name(p): str(p) for p in eval_paths}
+    if "base" not in paths:
+        raise ValueError("no eval file for the base model (results/eval/base.json)")
+    arms, seeds = [str(a) for a in arms], [int(s) for s in seeds]
+    for arm in arms:
+        for s in seeds:
+            if f"{arm}-seed{s}" not in paths:
+                raise ValueError(f"no eval file for {arm}-seed{s} among {sorted(paths)}")
+    for name in paths:
+        parse_model(name)
+    evals = {name: load_eval(p) for name, p in paths.items()}
+    ids, subjects, correct = align_evals(evals, paths)
+    scopes = _scopes(subjects)
+    log.info("comparing %d models on %d questions (%s)", len(evals), len(ids),
+             ", ".join(f"{s}: {int(m.sum())}" for s, m in scopes))
+
+    models = {}
+    for name, corr in correct.items():
+        arm, s = parse_model(name)
+        models[name] = {
+            "arm": arm,
+            "seed": s,
+            "unparsed": evals[name].get("unparsed"),
+            "adapter": evals[name].get("adapter"),
+            "scopes": {sc: _accuracy_row(int(corr[m].sum()), int(m.sum()), alpha) for sc, m in scopes},
+        }
+
+    groups = {"base": [correct["base"]]}
+    for arm in arms:
+        groups[arm] = [correct[f"{arm}-seed{s}"] for s in seeds]
+    arm_summary = {}
+    for arm in arms:
+        rows = {}
+        for sc, m in scopes:
+            accs = [float(r[m].mean()) for r in groups[arm]]
+            n = int(m.sum())
+            mean = float(np.mean(accs))
+            # Wilson on the seed-mean proportion (the seed average is at least as precise as one run)
+            low, high = wilson_interval(mean * n, n, alpha)
+            rows[sc] = {
+                "n": n,
+                "accuracy": mean,
+                "sd_over_seeds": float(np.std(accs, ddof=1)) if len(accs) > 1 else None,
+                "ci_low": low,
+                "ci_high": high,
+                "per_seed": {str(s): a for s, a in zip(seeds, accs)},
+            }
+        arm_summary[arm] = {"seeds": seeds, "scopes": rows}
+
+    pairs = [(arm, "base") for arm in arms]
+    if "eval_driven" in arms and "random" in arms:
+        pairs.append(("eval_driven", "random"))
+    if "dpo" in arms and "eval_driven" in arms:
+        pairs.append(("dpo", "eval_driven"))
+
+    comparisons = []
+    for i, (b, a) in enumerate(pairs):
+        rows = {}
+        for sc, m in scopes:
+            rows[sc] = _compare([r[m] for r in groups[a]], [r[m] for r in groups[b]],
+                                alpha, bootstrap_samples, seed + i)
+        subj_names = [sc for sc, _ in scopes if sc != OVERALL]
+        for sc, p in zip(subj_names, holm([rows[sc]["p_value"] for sc in subj_names])):
+            rows[sc]["p_holm"] = p
+        rows[OVERALL]["p_holm"] = None
+        per_seed = []
+        if len(seeds) > 1:
+            for s in seeds:
+                a_name = "base" if a == "base" else f"{a}-seed{s}"
+                b_name = f"{b}-seed{s}"
+                per_seed.append({
+                    "seed": s, "a": a_name, "b": b_name,
+                    "scopes": {sc: _compare([correct[a_name][m]], [correct[b_name][m]], alpha,
+                                            bootstrap_samples, seed + i) for sc, m in scopes},
+                })
+        comparisons.append({"name": f"{b} vs {a}", "a": a, "b": b, "scopes": rows, "per_seed": per_seed})
+
+    overlap = sorted(set(recall_splits) & set(eval_splits))
+    design = {
+        "recall_splits": list(recall_splits),
+        "eval_splits": list(eval_splits),
+        "overlap": overlap,
+        "held_out": not overlap,
+        "mode": evals["base"]["mode"],
+        "few_shot": evals["base"]["few_shot"],
+        "splits": evals["base"]["splits"],
+        "base_model": evals["base"].get("base_model"),
+    }
+    return {
+        "design": design,
+        "alpha": alpha,
+        "confidence": 1 - alpha,
+        "bootstrap_samples": bootstrap_samples,
+        "bootstrap_seed": seed,
+        "min_significant_count": min_significant_count(alpha),
+        "arms": arms,
+        "seeds": seeds,
+        "n_questions": {sc: int(m.sum()) for sc, m in scopes},
+        "models": models,
+        "arm_summary": arm_summary,
+        "comparisons": comparisons,
+        "contamination": _summary(contamination),
+        "recall_statistics": _summary(recall_statistics),
+        "sft_statistics": _summary(sft_statistics),
+    }
+
+
+def _summary(path: str | os.PathLike | None, max_depth: int = 3, max_items: int = 60) -> dict | None:
+    """Scalars of a statistics file as ``{"a.b.c": value}`` down to ``max_depth`` levels.
+
+    Long lists are counted, not copied; at most ``max_items`` entries (the rest is counted too).
+    Returns None when the file is absent.
+    """
+    if path is None or not Path(path).is_file():
+        return None
+    flat: dict[str, Any] = {}
+
+    def walk(obj, prefix, depth):
+        if isinstance(obj, dict) and depth < max_depth:
+            for k, v in obj.items():
+                walk(v, f"{prefix}.{k}" if prefix else str(k), depth + 1)
+        elif isinstance(obj, dict):
+            flat[prefix] = f"{{{len(obj)} keys}}"
+        elif isinstance(obj, list):
+            short = len(obj) <= 10 and all(isinstance(x, (int, float, str, bool)) or x is None for x in obj)
+            flat[prefix] = obj if short else f"[{len(obj)} items]"
+        else:
+            flat[prefix] = obj
+
+    walk(read_json(path), "", 0)
+    keys = list(flat)
+    out = {k: flat[k] for k in keys[:max_items]}
+    if len(keys) > max_items:
+        out["(more)"] = f"{len(keys) - max_items} further entries in the file"
+    return out
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _pct(x: float | None, digits: int = 1) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.{digits}f}"
+
+
+def _pts(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:+.1f}"
+
+
+def _p(p: float | None) -> str:
+    if p is None:
+        return "–"
+    return f"{p:.2g}" if p < 0.001 else f"{p:.3f}"
+
+
+def _acc_cell(row: dict) -> str:
+    return f"{_pct(row['accuracy'])} [{_pct(row['ci_low'])}, {_pct(row['ci_high'])}]"
+
+
+def _fmt_scalar(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _md_block(title: str, summary: dict | None) -> list[str]:
+    lines = [f"### {title}", ""]
+    if summary is None:
+        return lines + ["(file not available)", ""]
+    lines += [f"- {k}: {_fmt_scalar(v)}" for k, v in summary.items()]
+    return lines + [""]
+
+
+def render_markdown(rep: dict) -> str:
+    """The human-readable report (``compare.md``) of a :func:`build_comparison` result."""
+    conf = int(round(100 * rep["confidence"]))
+    d = rep["design"]
+    scopes = list(rep["n_questions"])
+    arms = rep["arms"]
+    seeds = rep["seeds"]
+    L = ["# Eval-driven selection: comparison report", ""]
+    L += ["## Design", ""]
+    L.append(f"- Evaluated splits: **{', '.join(d['eval_splits']) or 'n/a'}**; recall queries from: "
+             f"**{', '.join(d['recall_splits']) or 'n/a'}**.")
+    if d["overlap"]:
+        L.append(f"- **Not held out**: split(s) {', '.join(d['overlap'])} served both as recall queries and as "
+                 "evaluation questions. A gain shows that training on data similar to *these* questions helps on "
+                 "*these* questions; it is not evidence of a gain on unseen questions of the subject.")
+    else:
+        L.append("- **Held out**: no evaluated split was used for recall.")
+    L.append(f"- Scoring: {d['mode']}, {d['few_shot']}-shot; base model: {d.get('base_model') or 'n/a'}.")
+    L.append(f"- Arms: {', '.join(arms)}; training seeds: {', '.join(map(str, seeds))}.")
+    L.append("- Questions: " + ", ".join(f"{s} {n}" for s, n in rep["n_questions"].items()) + ".")
+    L.append(f"- Intervals: {conf}% Wilson (accuracy), {conf}% paired percentile bootstrap over questions "
+             f"({rep['bootstrap_samples']} resamples, seed {rep['bootstrap_seed']}) for differences. "
+             f"Tests: two-sided exact McNemar"
+             + (" (one seed) / exact sign-flip on seed-mean correctness (several seeds)" if len(seeds) > 1 else "")
+             + f", significance level {rep['alpha']}.")
+    L.append("")
+
+    L += ["## Verdicts", ""]
+    for comp in rep["comparisons"]:
+        parts = []
+        for sc in scopes:
+            r = comp["scopes"][sc]
+            parts.append(f"{sc} {_pts(r['diff'])} pts, p {_p(r['p_value'])}: {r['verdict']}")
+        L.append(f"- **{comp['b']} vs {comp['a']}**: " + "; ".join(parts) + ".")
+    L.append("")
+
+    L += [f"## Accuracy (%, {conf}% Wilson interval)", ""]
+    cols = ["base"] + arms
+    L.append("| scope | n | " + " | ".join(cols) + " |")
+    L.append("|---|---:|" + "---|" * len(cols))
+    for sc in scopes:
+        cells = [_acc_cell(rep["models"]["base"]["scopes"][sc])]
+        for arm in arms:
+            row = rep["arm_summary"][arm]["scopes"][sc]
+            cell = _acc_cell(row)
+            if row["sd_over_seeds"] is not None:
+                cell += f" (sd {_pct(row['sd_over_seeds'])})"
+            cells.append(cell)
+        name = f"**{sc}**" if sc == OVERALL else sc
+        L.append(f"| {name} | {rep['n_questions'][sc]} | " + " | ".join(cells) + " |")
+    if len(seeds) > 1:
+        L.append("")
+        L.append(f"Arms show the mean over {len(seeds)} seeds (sd: standard deviation across seeds); each seed is "
+                 "listed below.")
+    L.append("")
+
+    L += ["## Paired comparisons (same questions)", ""]
+    for comp in rep["comparisons"]:
+        L += [f"### {comp['b']} vs {comp['a']}", ""]
+        single = "b_right_a_wrong" in comp["scopes"][OVERALL]
+        disc_h = f"{comp['b']} only / {comp['a']} only" + (" right" if single else " better")
+        L.append(f"| scope | n | {comp['a']} | {comp['b']} | difference (pts) | {conf}% CI | {disc_h} | p | p (Holm) "
+                 "| verdict |")
+        L.append("|---|---:|---:|---:|---:|---|---:|---:|---:|---|")
+        for sc in scopes:
+            r = comp["scopes"][sc]
+            disc = (f"{r['b_right_a_wrong']} / {r['a_right_b_wrong']}" if single
+                    else f"{r['questions_b_better']} / {r['questions_a_better']}")
+            verdict_cell = f"**{r['verdict']}**" if r["verdict"] != "no detectable difference" else r["verdict"]
+            name = f"**{sc}**" if sc == OVERALL else sc
+            L.append(f"| {name} | {r['n']} | {_pct(r['accuracy_a'])} | {_pct(r['accuracy_b'])} | {_pts(r['diff'])} | "
+                     f"[{_pts(r['ci_low'])}, {_pts(r['ci_high'])}] | {disc} | {_p(r['p_value'])} | "
+                     f"{_p(r['p_holm'])} | {verdict_cell} |")
+        L.append("")
+        if comp["per_seed"]:
+            L.append("Each seed (exact McNemar against the matching model):")
+            L.append("")
+            L.append("| seed | scope | difference (pts) | " + f"{conf}% CI | p | verdict |")
+            L.append("|---:|---|---:|---|---:|---|")
+            for ps in comp["per_seed"]:
+                for sc in scopes:
+                    r = ps["scopes"][sc]
+                    L.append(f"| {ps['seed']} | {sc} | {_pts(r['diff'])} | [{_pts(r['ci_low'])}, {_pts(r['ci_high'])}] "
+                             f"| {_p(r['p_value'])} | {r['verdict']} |")
+            L.append("")
+
+    L += ["## What these sample sizes can detect", ""]
+    k = rep["min_significant_count"]
+    L.append(f"At alpha {rep['alpha']}, exact McNemar needs at least {k} discordant questions, all in one direction, "
+             "before any difference can be significant. The smallest difference that could ever be significant, and "
+             "the difference detectable with 80% power given the observed rate of disagreement between the models "
+             "(normal approximation, Connor 1987). \"not reachable\": even the largest difference possible at that "
+             "disagreement rate has less than 80% power.")
+    L.append("")
+    L.append("| comparison | scope | n | disagreement rate | smallest significant (pts) | detectable at 80% power (pts) |")
+    L.append("|---|---|---:|---:|---:|---:|")
+    for comp in rep["comparisons"]:
+        for sc in scopes:
+            r = comp["scopes"][sc]
+            mds = "never" if r["min_significant_difference"] is None else f"{100 * r['min_significant_difference']:.1f}"
+            if r["discordant_rate"] == 0:
+                mdd = "n/a (the models agree on every question)"
+            else:
+                mdd = "not reachable" if r["mdd_80"] is None else f"{100 * r['mdd_80']:.1f}"
+            L.append(f"| {comp['name']} | {sc} | {r['n']} | {_pct(r['discordant_rate'])}% | {mds} | {mdd} |")
+    L.append("")
+
+    L += ["## Selection and contamination", ""]
+    L += _md_block("Contamination check (results/recall/contamination.json)", rep["contamination"])
+    L += _md_block("Recall (results/recall/recall_statistics.json)", rep["recall_statistics"])
+    L += _md_block("SFT sets (results/sft/sft_statistics.json)", rep["sft_statistics"])
+
+    L += ["## How to read this", ""]
+    L += [
+        "- A verdict of *significant gain* means the paired test rejected \"no difference\" at the stated level; "
+        "the interval says how large the gain plausibly is. *No detectable difference* does not mean the models are "
+        "equal: read the interval and the detectable-difference table.",
+        "- Per-subject p-values are also given Holm-adjusted over the subjects of one comparison; the overall row "
+        "is the primary test.",
+        "- Models are evaluated once on a fixed question set: the intervals cover question sampling "
+        + ("and, through the seed mean, training seeds." if len(seeds) > 1 else
+           "but not training-seed variation (one seed per arm; add seeds to train.seeds to measure it)."),
+        "",
+    ]
+    return "\n".join(L)
+
+
+def plot_comparison(rep: dict, png_path: str | os.PathLike) -> None:
+    """Grouped bar chart: one group per subject and overall, a bar per model/arm with Wilson error bars,
+    individual seeds as dots. Written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scopes = list(rep["n_questions"])
+    series = [("base", rep["models"]["base"]["scopes"], None)]
+    for arm in rep["arms"]:
+        series.append((arm, rep["arm_summary"][arm]["scopes"], rep["arm_summary"][arm]))
+    width = 0.8 / len(series)
+    x = np.arange(len(scopes))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.8 * len(scopes) + 2), 4.8))
+    colours = plt.get_cmap("tab10")
+    vs_base = {c["b"]: c["scopes"] for c in rep["comparisons"] if c["a"] == "base"}
+    seed_label = "single seeds"
+    for j, (name, rows, arm) in enumerate(series):
+        acc = np.array([rows[s]["accuracy"] for s in scopes]) * 100
+        lo = np.array([rows[s]["ci_low"] for s in scopes]) * 100
+        hi = np.array([rows[s]["ci_high"] for s in scopes]) * 100
+        pos = x - 0.4 + width * (j + 0.5)
+        ax.bar(pos, acc, width, yerr=[acc - lo, hi - acc], capsize=3, label=name, color=colours(j), alpha=0.85)
+        if arm is not None and len(arm["seeds"]) > 1:
+            for i, s in enumerate(scopes):
+                vals = [100 * v for v in rows[s]["per_seed"].values()]
+                ax.scatter([pos[i]] * len(vals), vals, s=10, color="black", zorder=3, label=seed_label)
+                seed_label = None
+        if name in vs_base:
+            # a star over the bar when the paired test against base is significant
+            for i, s in enumerate(scopes):
+                if vs_base[name][s]["verdict"] != "no detectable difference":
+                    top = max([hi[i]] + [100 * v for v in rows[s].get("per_seed", {}).values()])
+                    ax.text(pos[i], top + 1.0, "*", ha="center", va="bottom", fontsize=12)
+    ax.set_xticks(x)
+    ax.set_xticklabels([f"{s}\n(n={rep['n_questions'][s]})" for s in scopes])
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 108)
+    conf = int(round(100 * rep["confidence"]))
+    ax.set_title(f"Accuracy with {conf}% Wilson intervals (* paired test vs base, alpha {rep['alpha']})", pad=28)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(series) + 1, fontsize="small", frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    with atomic_write(png_path, "wb", encoding=None) as fh:
+        fig.savefig(fh, format="png", dpi=120)
+    plt.close(fig)
+
+
+def write_report(
+    eval_paths: Sequence[str | os.PathLike],
+    out_md: str | os.PathLike,
+    out_json: str | os.PathLike,
+    out_png: str | os.PathLike,
+    **kwargs,
+) -> dict:
+    """Build the comparison (see :func:`build_comparison` for ``kwargs``) and write md, json and png.
+
+    Returns the report object. Everything is computed before anything is written.
+    """
+    rep = build_comparison(eval_paths, **kwargs)
+    md = render_markdown(rep)
+    plot_comparison(rep, out_png)
+    write_json(out_json, rep)
+    with atomic_write(out_md) as fh:
+        fh.write(md)
+    for comp in rep["comparisons"]:
+        r = comp["scopes"][OVERALL]
+        log.info("%s overall: %+.1f pts [%+.1f, %+.1f], p=%.3g: %s", comp["name"], 100 * r["diff"],
+                 100 * r["ci_low"], 100 * r["ci_high"], r["p_value"], r["verdict"])
+    return rep
