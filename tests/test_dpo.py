@@ -1,0 +1,110 @@
+"""DPO after SFT on the tiny model: the preference margin moves the right way; bad preference files are refused."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from conftest import REPO
+from evalsel.dpo import load_preferences, train_dpo
+from evalsel.io import InputError
+
+PREFS = REPO / "demo" / "data" / "preferences.jsonl"
+GOOD = {"prompt": "感冒需要吃抗生素吗？", "chosen": "病毒感冒用抗生素无效。", "rejected": "需要，越早吃越好。"}
+
+
+def test_demo_preferences_are_valid():
+    recs = load_preferences(PREFS)
+    assert 20 <= len(recs) <= 40
+    assert len({r["prompt"] for r in recs}) == len(recs)
+
+
+@pytest.mark.parametrize(
+    "bad, expected",
+    [
+        ('{"prompt": "x", "chosen": "a"', r"p\.jsonl:2: malformed JSON"),
+        (json.dumps({"prompt": "x", "chosen": "a"}), r"p\.jsonl:2: field 'rejected': missing"),
+        (json.dumps({"prompt": "x", "chosen": 3, "rejected": "b"}), r"p\.jsonl:2: field 'chosen': must be a non-empty string"),
+        (json.dumps({"prompt": " ", "chosen": "a", "rejected": "b"}), r"p\.jsonl:2: field 'prompt'"),
+        (json.dumps({"prompt": "x", "chosen": "a", "rejected": "a "}), r"p\.jsonl:2: field 'rejected': identical"),
+        (json.dumps({"prompt": "x", "chosen": "a", "rejected": "b", "score": 1}), r"p\.jsonl:2: field 'score'"),
+        (json.dumps(["x", "a", "b"]), r"p\.jsonl:2: expected a JSON object"),
+    ],
+)
+def test_bad_preference_file(tmp_path, bad, expected):
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps(GOOD, ensure_ascii=False) + "\n" + bad + "\n", encoding="utf-8")
+    with pytest.raises(InputError, match=expected):
+        load_preferences(path)
+
+
+def test_empty_preference_file_refused_before_any_model(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text("\n", encoding="utf-8")
+    with pytest.raises(InputError, match="no records"):
+        # a model path that does not exist proves nothing was loaded first
+        train_dpo(path, str(tmp_path / "no-model"), None, tmp_path / "out", tmp_path / "m.json", tmp_path / "ck")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def sft_adapter(tiny_lm_dir, tmp_path_factory):
+    """A LoRA adapter on the tiny model with non-zero weights, standing in for the SFT result."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False,
+                                             task_type="CAUSAL_LM"))
+    out = tmp_path_factory.mktemp("sft_adapter")
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_lm_dir).save_pretrained(out)
+    return out
+
+
+def _weights(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "adapter_model.safetensors"))
+
+
+def test_dpo_after_sft_moves_the_margin(tiny_lm_dir, sft_adapter, tmp_path):
+    out = tmp_path / "adapter"
+    metrics = train_dpo(
+        PREFS, str(tiny_lm_dir), str(sft_adapter), out, tmp_path / "metrics.json", tmp_path / "checkpoints",
+        curves_png=tmp_path / "curves.png",
+        beta=0.1, max_steps=6, learning_rate=5e-3, per_device_batch_size=8, max_length=128, precision="bf16",
+        logging_steps=1, save_steps=3, gpus=0, seed=0,
+    )
+    assert metrics["reference"].startswith("the SFT adapter")
+    assert metrics["precision"] == "fp32"  # CPU fallback
+    before, after = metrics["before"], metrics["after"]
+    # at the start the policy is its own reference: loss log 2, zero margin
+    assert before["loss"] == pytest.approx(math.log(2), abs=1e-4)
+    assert before["rewards/margins"] == pytest.approx(0.0, abs=1e-5)
+    assert after["rewards/margins"] > 0.02
+    assert after["loss"] < before["loss"] - 0.01
+    assert metrics["global_step"] == 6
+    assert json.loads((tmp_path / "metrics.json").read_text())["after"] == after
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+    assert not (tmp_path / "checkpoints").exists()
+    # one adapter on the base model (not the frozen reference copy), trained away from the SFT weights
+    assert json.loads((out / "adapter_config.json").read_text())["r"] == 4
+    assert not (out / "ref").exists()
+    new, old = _weights(out), _weights(sft_adapter)
+    assert set(new) == set(old)
+    assert any(not (new[k] == old[k]).all() for k in new)
+
+
+def test_dpo_without_sft_adapter_trains_a_fresh_lora(tiny_lm_dir, tmp_path):
+    metrics = train_dpo(
+        PREFS, str(tiny_lm_dir), None, tmp_path / "adapter", tmp_path / "metrics.json", tmp_path / "checkpoints",
+        max_steps=2, learning_rate=5e-3, per_device_batch_size=8, max_length=96, precision="fp32", gradient_checkpointing=False,
+        lora_r=2, lora_alpha=4, lora_dropout=0.0, logging_steps=1, gpus=0, seed=0,
+    )
+    assert metrics["reference"] == "the base model"
+    assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["r"] == 2
