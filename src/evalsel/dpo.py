@@ -168,7 +168,9 @@ def train_dpo(
         if precision != s.precision:
             log.info("no CUDA device: DPO in fp32 instead of %s", s.precision)
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float32, "fp32": torch.float32}[precision]
-        tokenizer = AutoTokenizer.from_pretrained(sft_adapter or base_model)
+        # the SFT job saves its tokenizer beside the adapter; fall back to the base model's
+        has_tok = sft_adapter is not None and (Path(sft_adapter) / "tokenizer_config.json").is_file()
+        tokenizer = AutoTokenizer.from_pretrained(str(sft_adapter) if has_tok else base_model)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         model = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype)

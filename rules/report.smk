@@ -1,0 +1,93 @@
+# Comparison report of base, random and eval-driven models, and the optional DPO stage after SFT.
+
+if config["dpo"]["enabled"] and not config["dpo"]["preferences"]:
+    raise ValueError("config: dpo.enabled is true but dpo.preferences (a prompt/chosen/rejected JSONL) is null")
+
+
+def dpo_sft_adapter(wildcards):
+    """DPO continues the eval-driven SFT adapter of the same seed; without that arm it starts from the base."""
+    if "eval_driven" in config["arms"]:
+        return f"results/train/eval_driven/seed{wildcards.seed}/adapter"
+    return []
+
+
+# DPO writes results/train/dpo/...; the SFT `train` rule must not claim the dpo arm.
+ruleorder: dpo_train > train
+
+
+rule dpo_train:
+    input:
+        preferences=config["dpo"]["preferences"] or [],
+        sft_adapter=dpo_sft_adapter,
+        base=base_model_input(),
+        code=pkg("dpo.py", "train.py", "gpu.py"),
+    output:
+        adapter=directory("results/train/dpo/seed{seed}/adapter"),
+        metrics="results/train/dpo/seed{seed}/metrics.json",
+        curves="results/train/dpo/seed{seed}/curves.png",
+    params:
+        base_model=base_model_path(),
+        checkpoint_dir=lambda wildcards: f"results/train/dpo/seed{wildcards.seed}/checkpoints",
+        beta=config["dpo"]["beta"],
+        epochs=config["dpo"]["epochs"],
+        learning_rate=config["dpo"]["learning_rate"],
+        max_steps=config["train"]["max_steps"],
+        per_device_batch_size=config["train"]["per_device_batch_size"],
+        gradient_accumulation_steps=config["train"]["gradient_accumulation_steps"],
+        max_length=config["train"]["max_length"],
+        precision=config["train"]["precision"],
+        gradient_checkpointing=config["train"]["gradient_checkpointing"],
+        lora_r=config["train"]["lora_r"],
+        lora_alpha=config["train"]["lora_alpha"],
+        lora_dropout=config["train"]["lora_dropout"],
+        lora_target_modules=config["train"]["lora_target_modules"],
+        logging_steps=config["train"]["logging_steps"],
+        save_steps=config["train"]["save_steps"],
+        keep_checkpoints=config["train"]["keep_checkpoints"],
+        gpus=min(1, int(config["train"]["gpus"])),
+    log:
+        "logs/dpo_train/seed{seed}.log",
+    benchmark:
+        "benchmarks/dpo_train/seed{seed}.tsv"
+    threads: 4
+    resources:
+        mem_mb=32000,
+        runtime=360,
+        gpu=min(1, int(config["train"]["gpus"])),
+    conda:
+        "../envs/train.yaml"
+    script:
+        "../workflow/scripts/dpo.py"
+
+
+rule report:
+    input:
+        evals=expand("results/eval/{model}.json", model=MODELS),
+        recall_statistics="results/recall/recall_statistics.json",
+        contamination="results/recall/contamination.json",
+        sft_statistics="results/sft/sft_statistics.json",
+        code=pkg("report.py", "stats.py"),
+    output:
+        md="results/report/compare.md",
+        json="results/report/compare.json",
+        png="results/report/compare.png",
+    params:
+        recall_splits=list(config["benchmark"]["recall_splits"]),
+        eval_splits=list(config["benchmark"]["eval_splits"]),
+        alpha=config["report"]["alpha"],
+        bootstrap_samples=config["report"]["bootstrap_samples"],
+        seed=config["seed"],
+        arms=ARMS,
+        seeds=SEEDS,
+    log:
+        "logs/report/report.log",
+    benchmark:
+        "benchmarks/report/report.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../workflow/scripts/report.py"

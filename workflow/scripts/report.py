@@ -1,0 +1,26 @@
+"""Snakemake script of rule `report`: the comparison of base, random and eval-driven models."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # works without pip install (conda envs)
+from evalsel.io import job_logging
+from evalsel.report import write_report
+
+with job_logging(snakemake):
+    write_report(
+        list(snakemake.input.evals),
+        out_md=snakemake.output.md,
+        out_json=snakemake.output.json,
+        out_png=snakemake.output.png,
+        arms=list(snakemake.params.arms),
+        seeds=list(snakemake.params.seeds),
+        alpha=snakemake.params.alpha,
+        bootstrap_samples=snakemake.params.bootstrap_samples,
+        seed=snakemake.params.seed,
+        recall_splits=list(snakemake.params.recall_splits),
+        eval_splits=list(snakemake.params.eval_splits),
+        recall_statistics=snakemake.input.recall_statistics,
+        contamination=snakemake.input.contamination,
+        sft_statistics=snakemake.input.sft_statistics,
+    )
