@@ -1,0 +1,79 @@
+# Selection: recall pool samples for the benchmark questions, then build the two SFT arms.
+
+
+rule recall:
+    input:
+        code=pkg("vectors.py", "leak.py", "recall.py"),
+        queries=expand("results/vectors/benchmark/{subject}.npy", subject=SUBJECTS),
+        benchmark=expand("results/benchmark/{subject}.jsonl", subject=SUBJECTS),
+        pool_vectors=all_pool_vectors,
+        pool_shards=all_pool_shards,
+    output:
+        recalled=expand("results/recall/{subject}.jsonl", subject=SUBJECTS),
+        statistics="results/recall/recall_statistics.json",
+        histogram="results/recall/similarity_hist.png",
+    log:
+        "logs/recall/recall.log",
+    benchmark:
+        "benchmarks/recall/recall.tsv"
+    conda:
+        "../envs/select.yaml"
+    threads: 4
+    resources:
+        # One block of vectors and scores (block_size x questions) plus the pool ids.
+        mem_mb=8000,
+        runtime=120,
+    params:
+        subjects=SUBJECTS,
+        strategy=config["recall"]["strategy"],
+        top_k=config["recall"]["top_k"],
+        similarity_threshold=config["recall"]["similarity_threshold"],
+        max_similarity=config["recall"]["max_similarity"],
+        topk_mean_m=config["recall"]["topk_mean_m"],
+        budget=config["recall"]["budget"],
+        per_subject_quota=config["recall"]["per_subject_quota"],
+        near_duplicate_threshold=config["recall"]["near_duplicate_threshold"],
+        block_size=config["recall"]["block_size"],
+        backend=config["recall"]["backend"],
+        ngram_n=config["leak_guard"]["ngram_n"],
+    script:
+        "../workflow/scripts/recall.py"
+
+
+rule sft_build:
+    input:
+        code=pkg("vectors.py", "leak.py", "recall.py", "sft.py"),
+        recalled=expand("results/recall/{subject}.jsonl", subject=SUBJECTS),
+        recall_statistics="results/recall/recall_statistics.json",
+        queries=expand("results/vectors/benchmark/{subject}.npy", subject=SUBJECTS),
+        benchmark=expand("results/benchmark/{subject}.jsonl", subject=SUBJECTS),
+        pool_vectors=all_pool_vectors,
+        pool_shards=all_pool_shards,
+    output:
+        eval_driven="results/sft/eval_driven.jsonl",
+        random="results/sft/random.jsonl",
+        statistics="results/sft/sft_statistics.json",
+        contamination="results/recall/contamination.json",
+    log:
+        "logs/sft_build/sft_build.log",
+    benchmark:
+        "benchmarks/sft_build/sft_build.tsv"
+    conda:
+        "../envs/select.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    params:
+        format=config["sft"]["format"],
+        random_mix_ratio=config["sft"]["random_mix_ratio"],
+        random_match=config["sft"]["random_match"],
+        tokenizer=config["sft"]["tokenizer"],
+        seed=config["seed"],
+        ngram_n=config["leak_guard"]["ngram_n"],
+        longest_seed_n=config["leak_guard"]["longest_seed_n"],
+        max_similarity=config["recall"]["max_similarity"],
+        recall_splits=list(config["benchmark"]["recall_splits"]),
+        eval_splits=list(config["benchmark"]["eval_splits"]),
+    script:
+        "../workflow/scripts/sft_build.py"

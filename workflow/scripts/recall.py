@@ -1,0 +1,31 @@
+"""Snakemake script of rule `recall`: top-k pool samples per benchmark question, filtered, with statistics."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # works without pip install (conda envs)
+from evalsel.io import job_logging
+from evalsel.recall import run_recall
+
+with job_logging(snakemake):
+    run_recall(
+        subjects=list(snakemake.params.subjects),
+        query_vectors=list(snakemake.input.queries),
+        benchmark_files=list(snakemake.input.benchmark),
+        pool_vectors=list(snakemake.input.pool_vectors),
+        pool_shards=list(snakemake.input.pool_shards),
+        recall_outputs=list(snakemake.output.recalled),
+        statistics_path=snakemake.output.statistics,
+        histogram_path=snakemake.output.histogram,
+        strategy=snakemake.params.strategy,
+        top_k=snakemake.params.top_k,
+        similarity_threshold=snakemake.params.similarity_threshold,
+        max_similarity=snakemake.params.max_similarity,
+        topk_mean_m=snakemake.params.topk_mean_m,
+        budget=snakemake.params.budget,
+        per_subject_quota=snakemake.params.per_subject_quota,
+        near_duplicate_threshold=snakemake.params.near_duplicate_threshold,
+        block_size=snakemake.params.block_size,
+        ngram_n=snakemake.params.ngram_n,
+        backend=snakemake.params.backend,
+    )
