@@ -1,0 +1,25 @@
+"""Snakemake script of rule `benchmark_fetch`: load, validate and normalise one benchmark subject."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # works without pip install (conda envs)
+from evalsel.benchmark import run_benchmark_fetch
+from evalsel.io import job_logging
+
+with job_logging(snakemake):
+    run_benchmark_fetch(
+        output=snakemake.output[0],
+        subject=snakemake.wildcards.subject,
+        splits=list(snakemake.params.splits),
+        source=snakemake.params.source,
+        hf_name=snakemake.params.hf_name,
+        local_path=snakemake.params.local_path,
+        columns={
+            "id": snakemake.params.column_id,
+            "question": snakemake.params.column_question,
+            "answer": snakemake.params.column_answer,
+            "options": list(snakemake.params.column_options),
+            "explanation": snakemake.params.column_explanation,
+        },
+    )
