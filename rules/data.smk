@@ -3,7 +3,9 @@
 
 def benchmark_splits():
     """Splits benchmark_fetch loads: recall and eval splits, plus dev when eval is few-shot (sorted str list)."""
-    splits = set(config["benchmark"]["recall_splits"]) | set(config["benchmark"]["eval_splits"])
+    splits = set(config["benchmark"]["recall_splits"]) | set(
+        config["benchmark"]["eval_splits"]
+    )
     if int(config["eval"]["few_shot"]) > 0:
         splits.add("dev")
     return sorted(str(s) for s in splits)
@@ -18,7 +20,10 @@ def benchmark_local_files(wildcards):
     if config["benchmark"]["source"] != "local":
         return []
     pattern = BENCHMARK_LOCAL["path"]
-    return [pattern.replace("{subject}", wildcards.subject).replace("{split}", s) for s in benchmark_splits()]
+    return [
+        pattern.replace("{subject}", wildcards.subject).replace("{split}", s)
+        for s in benchmark_splits()
+    ]
 
 
 def source_setting(key, default=None):
@@ -42,6 +47,15 @@ rule benchmark_fetch:
         local=benchmark_local_files,
     output:
         "results/benchmark/{subject}.jsonl",
+    log:
+        "logs/benchmark_fetch/{subject}.log",
+    benchmark:
+        "benchmarks/benchmark_fetch/{subject}.tsv"
+    conda:
+        "../envs/data.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=30,
     params:
         source=config["benchmark"]["source"],
         hf_name=config["benchmark"].get("hf_name", "ceval/ceval-exam"),
@@ -53,15 +67,6 @@ rule benchmark_fetch:
         column_answer=BENCHMARK_COLUMNS.get("answer", "answer"),
         column_options=list(BENCHMARK_COLUMNS.get("options", ["A", "B", "C", "D", "E"])),
         column_explanation=BENCHMARK_COLUMNS.get("explanation", "explanation"),
-    log:
-        "logs/benchmark_fetch/{subject}.log",
-    benchmark:
-        "benchmarks/benchmark_fetch/{subject}.tsv"
-    resources:
-        mem_mb=2000,
-        runtime=30,
-    conda:
-        "../envs/data.yaml"
     script:
         "../workflow/scripts/benchmark_fetch.py"
 
@@ -72,6 +77,16 @@ checkpoint pool_prepare:
         local=source_local_file,
     output:
         directory("results/pool/{source}"),
+    log:
+        "logs/pool_prepare/{source}.log",
+    benchmark:
+        "benchmarks/pool_prepare/{source}.tsv"
+    conda:
+        "../envs/data.yaml"
+    resources:
+        # Bounded by one shard being written plus the set of seen ids (about 100 bytes a record).
+        mem_mb=4000,
+        runtime=240,
     params:
         hf_name=source_setting("hf_name"),
         hf_config=source_setting("hf_config"),
@@ -85,15 +100,5 @@ checkpoint pool_prepare:
         max_chars=config["pool"]["max_chars"],
         min_chars=config["pool"]["min_chars"],
         on_bad_record=config["pool"]["on_bad_record"],
-    log:
-        "logs/pool_prepare/{source}.log",
-    benchmark:
-        "benchmarks/pool_prepare/{source}.tsv"
-    resources:
-        # Bounded by one shard being written plus the set of seen ids (about 100 bytes a record).
-        mem_mb=4000,
-        runtime=240,
-    conda:
-        "../envs/data.yaml"
     script:
         "../workflow/scripts/pool_prepare.py"
