@@ -1,0 +1,121 @@
+"""The ``evalsel`` command: ``serve`` (OpenAI-compatible server), ``report`` (comparison report
+from eval files), ``dpo`` (DPO on a preference file) outside Snakemake.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from evalsel.io import InputError, setup_logging
+
+log = logging.getLogger("evalsel")
+
+
+def _serve(ns: argparse.Namespace) -> int:
+    from evalsel.serve import serve
+
+    api_key = None
+    if ns.api_key_env:
+        api_key = os.environ.get(ns.api_key_env)
+        if not api_key:
+            # the variable's name only; its value is never printed
+            raise SystemExit(f"evalsel serve: --api-key-env {ns.api_key_env}: that environment variable is unset or empty")
+    serve(ns.model, adapter=ns.adapter, host=ns.host, port=ns.port, api_key=api_key, model_name=ns.model_name)
+    return 0
+
+
+def _report(ns: argparse.Namespace) -> int:
+    from evalsel.report import write_report
+
+    out = Path(ns.out_dir)
+    rep = write_report(
+        ns.evals, out / "compare.md", out / "compare.json", out / "compare.png",
+        arms=ns.arms, seeds=ns.seeds, alpha=ns.alpha, bootstrap_samples=ns.bootstrap_samples, seed=ns.seed,
+        recall_splits=ns.recall_splits, eval_splits=ns.eval_splits, recall_statistics=ns.recall_statistics,
+        contamination=ns.contamination, sft_statistics=ns.sft_statistics,
+    )
+    for comp in rep["comparisons"]:
+        r = comp["scopes"]["overall"]
+        print(f"{comp['name']}: {100 * r['diff']:+.1f} pts [{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}], "
+              f"p={r['p_value']:.3g}: {r['verdict']}")
+    print(f"report written to {out}/compare.md")
+    return 0
+
+
+def _dpo(ns: argparse.Namespace) -> int:
+    from evalsel.dpo import train_dpo
+
+    out = Path(ns.out_dir)
+    m = train_dpo(ns.preferences, ns.model, ns.adapter, out / "adapter", out / "metrics.json", out / "checkpoints",
+                  curves_png=out / "curves.png", beta=ns.beta, epochs=ns.epochs, max_steps=ns.max_steps,
+                  learning_rate=ns.learning_rate, per_device_batch_size=ns.batch_size, max_length=ns.max_length,
+                  precision=ns.precision, seed=ns.seed, gpus=ns.gpus)
+    print(f"DPO: reward margin {m['before'].get('rewards/margins', 0):.4f} -> {m['after'].get('rewards/margins', 0):.4f}; "
+          f"adapter in {out / 'adapter'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="evalsel", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="OpenAI-compatible server (/v1/chat/completions, /v1/models)")
+    p.add_argument("--model", required=True, help="merged model directory, or the base model (directory or hub name)")
+    p.add_argument("--adapter", default=None, help="LoRA adapter directory to apply on --model")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key-env", default=None, metavar="VAR",
+                   help="name of the environment variable holding the API key clients must send")
+    p.add_argument("--model-name", default=None, help="model id clients use (default: the directory name)")
+    p.set_defaults(func=_serve)
+
+    p = sub.add_parser("report", help="comparison report from results/eval/*.json")
+    p.add_argument("evals", nargs="+", help="eval JSON files named base.json and <arm>-seed<N>.json")
+    p.add_argument("--out-dir", default="results/report")
+    p.add_argument("--arms", nargs="+", default=["eval_driven", "random"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[42])
+    p.add_argument("--alpha", type=float, default=0.05)
+    p.add_argument("--bootstrap-samples", type=int, default=10000)
+    p.add_argument("--seed", type=int, default=42, help="bootstrap seed")
+    p.add_argument("--recall-splits", nargs="*", default=[])
+    p.add_argument("--eval-splits", nargs="*", default=[])
+    p.add_argument("--recall-statistics", default=None)
+    p.add_argument("--contamination", default=None)
+    p.add_argument("--sft-statistics", default=None)
+    p.set_defaults(func=_report)
+
+    p = sub.add_parser("dpo", help="DPO on a prompt/chosen/rejected JSONL, optionally after an SFT adapter")
+    p.add_argument("--preferences", required=True)
+    p.add_argument("--model", required=True, help="base model")
+    p.add_argument("--adapter", default=None, help="SFT adapter to continue (its frozen copy is the reference)")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--beta", type=float, default=0.1)
+    p.add_argument("--epochs", type=float, default=1)
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--learning-rate", type=float, default=5e-5)
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--max-length", type=int, default=1024)
+    p.add_argument("--precision", choices=["bf16", "fp16", "fp32"], default="bf16")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--gpus", type=int, default=1)
+    p.set_defaults(func=_dpo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    setup_logging(None, logging.DEBUG if ns.verbose else logging.INFO)
+    try:
+        return ns.func(ns)
+    except (InputError, ValueError, FileNotFoundError) as exc:
+        print(f"evalsel {ns.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

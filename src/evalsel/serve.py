@@ -1,0 +1,431 @@
+"""OpenAI-compatible chat server (``/v1/chat/completions`` with streaming, ``/v1/models``) for a
+merged model or a base model plus a LoRA adapter, using the model's own chat template.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import queue
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+log = logging.getLogger(__name__)
+
+ROLES = ("system", "developer", "user", "assistant")
+DEFAULT_MAX_TOKENS = 512
+MAX_STOP = 4
+
+
+# --------------------------------------------------------------------------- request schema
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: str
+    content: str | list[ContentPart] | None = None
+
+    @field_validator("role")
+    @classmethod
+    def _role(cls, v: str) -> str:
+        if v not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)} (tool calls are not supported), got {v!r}")
+        return v
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        parts = []
+        for part in self.content:
+            if part.type != "text" or part.text is None:
+                raise ValueError(f"only text content parts are supported, got type {part.type!r}")
+            parts.append(part.text)
+        return "".join(parts)
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class ChatRequest(BaseModel):
+    """The subset of OpenAI's chat completion request this server honours; unknown fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: str
+    messages: list[Message] = Field(min_length=1)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int = Field(default=1, ge=1, le=1)
+    seed: int | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stop(cls, v):
+        stops = [v] if isinstance(v, str) else (v or [])
+        if len(stops) > MAX_STOP:
+            raise ValueError(f"at most {MAX_STOP} stop sequences")
+        if any(not s for s in stops):
+            raise ValueError("stop sequences must be non-empty")
+        return v
+
+    def stops(self) -> list[str]:
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class APIError(Exception):
+    """An error answered as OpenAI's ``{"error": {"message", "type", "param", "code"}}``."""
+
+    def __init__(self, status: int, message: str, type_: str = "invalid_request_error",
+                 code: str | None = None, param: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.code, self.param = status, message, type_, code, param
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+# --------------------------------------------------------------------------- the model
+
+
+class _QueueStreamer:
+    """A ``generate`` streamer that hands new token ids to a queue (the first put is the prompt)."""
+
+    def __init__(self):
+        self.queue: queue.Queue = queue.Queue()
+        self._prompt_seen = False
+
+    def put(self, value):
+        if not self._prompt_seen:
+            self._prompt_seen = True
+            return
+        for tok in value.reshape(-1).tolist():
+            self.queue.put(int(tok))
+
+    def end(self):
+        self.queue.put(None)
+
+
+class ChatModel:
+    """A causal LM with its tokenizer and chat template; one generation at a time."""
+
+    def __init__(self, model_path: str, adapter: str | None = None, device: str | None = None):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if not Path(model_path).exists() and "/" not in model_path:
+            raise FileNotFoundError(f"model {model_path!r} is neither a directory nor a hub name")
+        tok_src = adapter if adapter and (Path(adapter) / "tokenizer_config.json").is_file() else model_path
+        self.tokenizer = AutoTokenizer.from_pretrained(tok_src)
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ValueError(f"{tok_src}: the tokenizer has no chat template; serve an instruct/chat model")
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+        if adapter:
+            from peft import PeftModel
+
+            # merged once at load: generation then runs at the base model's speed
+            model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+        self.model = model.to(self.device).eval()
+        cfg = self.model.config
+        self.context_length = int(getattr(cfg, "max_position_embeddings", 0) or self.tokenizer.model_max_length)
+        eos = self.model.generation_config.eos_token_id
+        eos = eos if isinstance(eos, list) else [eos]
+        self.eos_ids = {int(e) for e in eos if e is not None} | (
+            {self.tokenizer.eos_token_id} if self.tokenizer.eos_token_id is not None else set())
+        self.lock = threading.Lock()
+        log.info("loaded %s%s on %s (context %d)", model_path, f" + {adapter}" if adapter else "", self.device,
+                 self.context_length)
+
+    def encode(self, messages: list[dict]) -> list[int]:
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def stream(self, prompt_ids: list[int], max_new_tokens: int, temperature: float, top_p: float,
+               stops: list[str], seed: int | None) -> Iterator[tuple[str, dict]]:
+        """Yield ``(text delta, info)``; the last item has ``info["finish_reason"]`` and token counts.
+
+        Text is emitted only once it can no longer be the start of a stop sequence; a stop sequence
+        and anything after it is never emitted (as OpenAI does).
+        """
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        halt = threading.Event()
+
+        class _Halt(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                return torch.full((input_ids.shape[0],), halt.is_set(), dtype=torch.bool, device=input_ids.device)
+
+        streamer = _QueueStreamer()
+        sample = temperature > 0
+        kwargs: dict[str, Any] = {
+            "input_ids": torch.tensor([prompt_ids], device=self.device),
+            "attention_mask": torch.ones(1, len(prompt_ids), dtype=torch.long, device=self.device),
+            "max_new_tokens": max_new_tokens,
+            "do_sample": sample,
+            "streamer": streamer,
+            "stopping_criteria": StoppingCriteriaList([_Halt()]),
+            "pad_token_id": self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None
+            else next(iter(self.eos_ids)),
+        }
+        if sample:
+            kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
+        else:
+            # greedy: clear sampling defaults a generation_config may carry
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        failure: list[BaseException] = []
+
+        def run():
+            try:
+                with torch.inference_mode():
+                    if seed is not None:
+                        torch.manual_seed(seed)
+                    self.model.generate(**kwargs)
+            except BaseException as exc:  # surfaced to the request below
+                failure.append(exc)
+                streamer.end()
+
+        self.lock.acquire()
+        worker = threading.Thread(target=run, daemon=True)
+        try:
+            worker.start()
+            ids: list[int] = []
+            generated = 0
+            sent = ""
+            finish = "length"
+            cut_at_stop = False
+            hold = max((len(x) for x in stops), default=1) - 1
+            while True:
+                tok = streamer.queue.get()
+                if tok is None:
+                    break
+                generated += 1
+                if tok in self.eos_ids:
+                    finish = "stop"
+                    continue
+                ids.append(tok)
+                text = self.tokenizer.decode(ids, skip_special_tokens=True)
+                cut = min((i for i in (text.find(x) for x in stops) if i >= 0), default=-1)
+                if cut >= 0:
+                    finish, cut_at_stop = "stop", True
+                    halt.set()
+                    if cut > len(sent):
+                        yield text[len(sent):cut], {}
+                    break
+                # keep back an incomplete UTF-8 character and a possible stop-sequence prefix
+                safe = len(text.rstrip("\ufffd")) - hold
+                if safe > len(sent):
+                    yield text[len(sent):safe], {}
+                    sent = text[:safe]
+            if failure:
+                raise failure[0]
+            if not cut_at_stop:
+                text = self.tokenizer.decode(ids, skip_special_tokens=True)
+                if len(text) > len(sent):
+                    yield text[len(sent):], {}
+            yield "", {"finish_reason": finish, "prompt_tokens": len(prompt_ids), "completion_tokens": generated}
+        finally:
+            halt.set()
+            worker.join()
+            self.lock.release()
+
+
+# --------------------------------------------------------------------------- the app
+
+
+def _is_loopback(host: str) -> bool:
+    return host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")
+
+
+def create_app(model_path: str | os.PathLike, adapter: str | os.PathLike | None = None,
+               api_key: str | None = None, model_name: str | None = None, device: str | None = None):
+    """The FastAPI app serving one model under ``model_name`` (default: the adapter's or model's directory name).
+
+    With ``api_key`` every ``/v1`` request needs ``Authorization: Bearer <api_key>`` (401 otherwise).
+    Errors are OpenAI-style JSON: 400 invalid request, 401 bad key, 404 unknown model or route,
+    422 unreadable body, 500 generation failure. Refuses a tokenizer without a chat template.
+    """
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, StreamingResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    chat = ChatModel(str(model_path), None if adapter is None else str(adapter), device=device)
+    name = model_name or Path(adapter or model_path).name or str(model_path)
+    created = int(time.time())
+    app = FastAPI(title="evalsel OpenAI-compatible server", docs_url=None, redoc_url=None)
+    app.state.chat = chat
+    app.state.model_name = name
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError):
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError):
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        loc = [str(x) for x in first.get("loc", ()) if x != "body"]
+        param = ".".join(loc) or None
+        # a body that is not JSON (or not an object) is unprocessable; a readable one with bad values is a 400
+        unreadable = first.get("type") in ("json_invalid", "model_attributes_type") or (not loc and errors)
+        msg = first.get("msg", "invalid request")
+        if param:
+            msg = f"{param}: {msg}"
+        status = 422 if unreadable else 400
+        return JSONResponse(APIError(status, msg, code="invalid_value" if status == 400 else "invalid_json",
+                                     param=param).body(), status_code=status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        code = "not_found" if exc.status_code == 404 else None
+        msg = f"unknown route {request.method} {request.url.path}" if exc.status_code == 404 else str(exc.detail)
+        return JSONResponse(APIError(exc.status_code, msg, code=code).body(), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _server_error(request: Request, exc: Exception):
+        log.exception("request failed")
+        return JSONResponse(APIError(500, f"generation failed: {type(exc).__name__}", "server_error").body(),
+                            status_code=500)
+
+    @app.middleware("http")
+    async def _auth(request: Request, call_next):
+        if api_key and request.url.path.startswith("/v1"):
+            header = request.headers.get("authorization", "")
+            token = header[7:] if header.lower().startswith("bearer ") else ""
+            if not hmac.compare_digest(token.encode(), api_key.encode()):
+                err = APIError(401, "missing or invalid API key (send 'Authorization: Bearer <key>')",
+                               code="invalid_api_key")
+                return JSONResponse(err.body(), status_code=401)
+        return await call_next(request)
+
+    def model_card() -> dict:
+        return {"id": name, "object": "model", "created": created, "owned_by": "evalsel"}
+
+    @app.get("/health")
+    def health():
+        return {"status": "ok", "model": name}
+
+    @app.get("/v1/models")
+    def list_models():
+        return {"object": "list", "data": [model_card()]}
+
+    @app.get("/v1/models/{model_id:path}")
+    def get_model(model_id: str):
+        if model_id != name:
+            raise APIError(404, f"model {model_id!r} does not exist; this server has {name!r}", code="model_not_found",
+                           param="model")
+        return model_card()
+
+    @app.post("/v1/chat/completions")
+    def chat_completions(req: ChatRequest):
+        if req.model != name:
+            raise APIError(404, f"model {req.model!r} does not exist; this server has {name!r}",
+                           code="model_not_found", param="model")
+        messages = []
+        for i, m in enumerate(req.messages):
+            try:
+                content = m.text()
+            except ValueError as exc:
+                raise APIError(400, str(exc), param=f"messages.{i}.content") from None
+            messages.append({"role": "system" if m.role == "developer" else m.role, "content": content})
+        if messages[-1]["role"] == "assistant":
+            raise APIError(400, "the last message must not be the assistant's (nothing to answer)",
+                           param="messages")
+        try:
+            prompt_ids = chat.encode(messages)
+        except Exception as exc:  # the template rejects the conversation (e.g. roles out of order)
+            raise APIError(400, f"the chat template rejected the messages: {exc}", param="messages") from None
+        room = chat.context_length - len(prompt_ids)
+        if room < 1:
+            raise APIError(400, f"the prompt has {len(prompt_ids)} tokens; the model's context is "
+                                f"{chat.context_length}", code="context_length_exceeded", param="messages")
+        asked = req.max_completion_tokens or req.max_tokens or DEFAULT_MAX_TOKENS
+        max_new = min(asked, room)
+        temperature = 1.0 if req.temperature is None else req.temperature
+        top_p = 1.0 if req.top_p is None else req.top_p
+        gen = chat.stream(prompt_ids, max_new, temperature, top_p, req.stops(), req.seed)
+        cid = f"chatcmpl-{uuid.uuid4().hex}"
+        now = int(time.time())
+        if not req.stream:
+            text, info = "", {}
+            for delta, info in gen:
+                text += delta
+            usage = {"prompt_tokens": info["prompt_tokens"], "completion_tokens": info["completion_tokens"],
+                     "total_tokens": info["prompt_tokens"] + info["completion_tokens"]}
+            return {
+                "id": cid, "object": "chat.completion", "created": now, "model": name,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                             "finish_reason": info["finish_reason"], "logprobs": None}],
+                "usage": usage,
+            }
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+
+        def chunk(delta: dict, finish: str | None) -> str:
+            body = {"id": cid, "object": "chat.completion.chunk", "created": now, "model": name,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+            if include_usage:
+                body["usage"] = None
+            return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+        def events() -> Iterator[str]:
+            yield chunk({"role": "assistant", "content": ""}, None)
+            try:
+                for delta, info in gen:
+                    if delta:
+                        yield chunk({"content": delta}, None)
+                    if "finish_reason" in info:
+                        yield chunk({}, info["finish_reason"])
+                        if include_usage:
+                            usage = {"prompt_tokens": info["prompt_tokens"],
+                                     "completion_tokens": info["completion_tokens"],
+                                     "total_tokens": info["prompt_tokens"] + info["completion_tokens"]}
+                            body = {"id": cid, "object": "chat.completion.chunk", "created": now, "model": name,
+                                    "choices": [], "usage": usage}
+                            yield f"data: {json.dumps(body)}\n\n"
+            except Exception as exc:  # headers are sent: report the failure in the stream, as OpenAI does
+                log.exception("generation failed mid-stream")
+                yield f"data: {json.dumps(APIError(500, f'generation failed: {type(exc).__name__}', 'server_error').body())}\n\n"
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    return app
+
+
+def serve(model_path: str, adapter: str | None = None, host: str = "127.0.0.1", port: int = 8000,
+          api_key: str | None = None, model_name: str | None = None) -> None:
+    """Run the server with uvicorn until interrupted. Warns when it listens beyond loopback without a key."""
+    import uvicorn
+
+    if not _is_loopback(host) and not api_key:
+        log.warning("listening on %s without an API key: anyone who can reach this port can use the model", host)
+    app = create_app(model_path, adapter=adapter, api_key=api_key, model_name=model_name)
+    log.info("serving %r on http://%s:%d/v1 (API key %s)", app.state.model_name, host, port,
+             "required" if api_key else "not required")
+    uvicorn.run(app, host=host, port=port, log_level="info")
