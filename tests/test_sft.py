@@ -170,3 +170,108 @@ def test_stale_recall_file_is_refused(tmp_path):
                   eval_driven_path=tmp_path / "x/e.jsonl", random_path=tmp_path / "x/r.jsonl",
                   statistics_path=tmp_path / "x/s.json", contamination_path=tmp_path / "x/c.json", progress=False)
     assert not (tmp_path / "x/e.jsonl").exists()
+
+
+def _hash_vectors(texts, dim=256):
+    """Bag of character bigrams hashed into ``dim`` buckets: a cheap real-text embedding for tests."""
+    import zlib
+
+    import numpy as np
+
+    mat = np.zeros((len(texts), dim), dtype=np.float32)
+    for i, t in enumerate(texts):
+        for j in range(len(t) - 1):
+            mat[i, zlib.crc32(t[j : j + 2].encode()) % dim] += 1.0
+        mat[i, zlib.crc32(t[:1].encode()) % dim] += 1.0  # no all-zero row for 1-character texts
+    return mat
+
+
+def test_real_data_recall_and_sft_keep_benchmark_text_out(shared_data, tmp_path):
+    """C-Eval medical questions against 1,500 real pool samples per file, with a C-Eval question planted
+    (three characters changed): recall drops it and the final sets hold no 13-gram of any item, every split."""
+    import json
+
+    from evalsel.io import text_hash
+    from evalsel.recall import run_recall
+    from evalsel.vectors import save_vectors
+
+    subjects = ["basic_medicine", "clinical_medicine", "physician"]
+    bench, planted_q = {}, None
+    for s in subjects:
+        rows = []
+        for split in ("val", "test"):
+            for line in (shared_data / "ceval_medical" / split / f"{s}.jsonl").read_text(encoding="utf-8").splitlines():
+                r = json.loads(line)
+                rows.append({"id": f"{s}/{split}/{r['id']}", "subject": s, "split": split, "question": r["question"],
+                             "choices": [r[c] for c in "ABCD"], "answer": r["answer"], "explanation": ""})
+        bench[s] = rows
+        write_jsonl(tmp_path / f"results/benchmark/{s}.jsonl", rows)
+        val = [r for r in rows if r["split"] == "val"]
+        save_vectors(tmp_path / f"results/vectors/benchmark/{s}.npy", [r["id"] for r in val], _hash_vectors([r["question"] for r in val]))
+    # a recall question reworded: its vector is close to the question's, so recall meets it
+    target = max((r for r in bench["clinical_medicine"] if r["split"] == "val"), key=lambda r: len(r["question"]))
+    q = list(target["question"])
+    for pos in (len(q) // 4, len(q) // 2, 3 * len(q) // 4):
+        q[pos] = "某"
+    planted_q = "".join(q)
+
+    pool_vectors, pool_shards, planted_id = [], [], None
+    for f in sorted((shared_data / "pool").glob("*.jsonl")):
+        records = []
+        for n, line in enumerate(f.read_text(encoding="utf-8").splitlines()[:1500]):
+            r = json.loads(line)
+            if "conversations" in r:
+                turns = [str(c.get("value", "")).strip() for c in r["conversations"]][:2]
+            elif "instruction" in r:
+                turns = [(r["instruction"] + "\n" + r.get("input", "")).strip(), str(r["output"]).strip()]
+            else:
+                turns = [str(r["question"]).strip(), str(r["answer"]).strip()]
+            if len(turns) < 2 or not all(turns):
+                continue
+            if f.stem == "medical_qa_alpaca" and n == 700:
+                turns[0] = planted_q
+            conv = [{"from": "human", "value": turns[0]}, {"from": "gpt", "value": turns[1]}]
+            rec = {"id": text_hash(json.dumps(conv, ensure_ascii=False)), "source": f.stem, "medical": not f.stem.startswith("general"),
+                   "system": "", "conversations": conv, "text": turns[0][:200], "origin": f"{f.name}:{n + 1}"}
+            if turns[0] == planted_q:
+                planted_id = rec["id"]
+            records.append(rec)
+        seen, unique = set(), []
+        for rec in records:
+            if rec["id"] not in seen:
+                seen.add(rec["id"])
+                unique.append(rec)
+        shard = tmp_path / f"results/pool/{f.stem}/shard-00000.jsonl"
+        write_jsonl(shard, unique)
+        vec = tmp_path / f"results/vectors/pool/{f.stem}/shard-00000.npy"
+        save_vectors(vec, [r["id"] for r in unique], _hash_vectors([r["text"] for r in unique]))
+        pool_shards.append(str(shard))
+        pool_vectors.append(str(vec))
+    assert planted_id
+
+    bfiles = [str(tmp_path / f"results/benchmark/{s}.jsonl") for s in subjects]
+    qfiles = [str(tmp_path / f"results/vectors/benchmark/{s}.npy") for s in subjects]
+    rfiles = [str(tmp_path / f"results/recall/{s}.jsonl") for s in subjects]
+    rstats = run_recall(subjects=subjects, query_vectors=qfiles, benchmark_files=bfiles, pool_vectors=pool_vectors, pool_shards=pool_shards,
+                        recall_outputs=rfiles, statistics_path=tmp_path / "results/recall/recall_statistics.json",
+                        histogram_path=tmp_path / "results/recall/similarity_hist.png", top_k=20, similarity_threshold=0.3,
+                        max_similarity=0.95, backend="numpy", progress=False)
+    assert rstats["overall"]["kept"] > 100
+    stats = build_sft(recall_files=rfiles, recall_statistics=tmp_path / "results/recall/recall_statistics.json", benchmark_files=bfiles,
+                      benchmark_vectors=qfiles, pool_vectors=pool_vectors, pool_shards=pool_shards,
+                      eval_driven_path=tmp_path / "results/sft/eval_driven.jsonl", random_path=tmp_path / "results/sft/random.jsonl",
+                      statistics_path=tmp_path / "results/sft/sft_statistics.json",
+                      contamination_path=tmp_path / "results/recall/contamination.json", recall_splits=["val"], eval_splits=["val"],
+                      progress=False)
+    ev, rnd = _files(tmp_path)
+    assert len(ev) == len(rnd) == stats["arms"]["eval_driven"]["samples"]
+    assert planted_id not in {r["id"] for r in ev + rnd}
+    index = NgramIndex(load_benchmark_items(bfiles), 13)
+    for r in ev + rnd:
+        assert index.matches(sample_segments({"conversations": r["conversations"]})) == {}
+    report = read_json(tmp_path / "results/recall/contamination.json")
+    assert report["max_longest_shared_chars"] < 13
+    dropped_for_target = {d["sample_id"] for row in report["benchmark"] if row["id"] == target["id"] for d in row["dropped"]}
+    assert planted_id in {d["sample_id"] for d in rstats["ngram_drops"]}
+    assert planted_id in dropped_for_target
+    assert stats["recalled"]["dropped_by_guard"] == 0  # recall had already removed it
