@@ -131,7 +131,10 @@ def test_search_is_exact_with_ties(backend):
         assert res.leaks.tolist() == ([0] * len(Q) if max_sim is None else (S > max_sim).sum(1).tolist())
 
 
-def test_search_streams_shards_exactly_and_skips_repeated_ids(tmp_path):
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_search_streams_shards_exactly_and_skips_repeated_ids(tmp_path, backend):
+    if backend == "torch":
+        pytest.importorskip("torch")
     rng = np.random.default_rng(2)
     P = unit(rng.normal(size=(1000, 24)))
     Q = unit(rng.normal(size=(25, 24)))
@@ -149,7 +152,7 @@ def test_search_streams_shards_exactly_and_skips_repeated_ids(tmp_path):
     expected = brute_topk(Q, stored, 12, 0.6, excluded={600})
     S = Q.astype(np.float64) @ stored.T.astype(np.float64)
     for block in (64, 4096):
-        res = search_topk(Q, pool, 12, 0.6, block, "numpy")
+        res = search_topk(Q, pool, 12, 0.6, block, backend)
         assert res.scanned == 999
         assert res.leaks.tolist() == (np.delete(S, 600, axis=1) > 0.6).sum(1).tolist()
         for i in range(len(Q)):

@@ -330,7 +330,7 @@ def _torch_search(queries, pool, k, max_sim, block_size, device, progress):
     run_i = np.full((Q, k), EMPTY, dtype=np.int64)
     leaks = _Leaks(Q)
     for start, raw, dup in tqdm(pool.blocks(block_size), total=_n_blocks(pool, block_size), desc="recall", unit="block", disable=not progress):
-        S = qt @ torch.from_numpy(np.ascontiguousarray(raw)).to(device).float().T
+        S = qt @ torch.from_numpy(np.array(raw)).to(device).float().T  # np.array: a writable copy of the mapped rows
         if dup.any():
             S[:, torch.from_numpy(np.flatnonzero(dup)).to(device)] = -math.inf
         hot = S > max_sim
