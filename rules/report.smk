@@ -1,14 +1,9 @@
 # Comparison report of base, random and eval-driven models, and the optional DPO stage after SFT.
 
 if config["dpo"]["enabled"] and not config["dpo"]["preferences"]:
-    raise ValueError("config: dpo.enabled is true but dpo.preferences (a prompt/chosen/rejected JSONL) is null")
-
-
-def dpo_sft_adapter(wildcards):
-    """DPO continues the eval-driven SFT adapter of the same seed; without that arm it starts from the base."""
-    if "eval_driven" in config["arms"]:
-        return f"results/train/eval_driven/seed{wildcards.seed}/adapter"
-    return []
+    raise ValueError(
+        "config: dpo.enabled is true but dpo.preferences (a prompt/chosen/rejected JSONL) is null"
+    )
 
 
 # DPO writes results/train/dpo/...; the SFT `train` rule must not claim the dpo arm.
@@ -18,15 +13,32 @@ ruleorder: dpo_train > train
 rule dpo_train:
     input:
         preferences=config["dpo"]["preferences"] or [],
-        sft_adapter=dpo_sft_adapter,
+        # DPO continues the eval-driven SFT adapter of the same seed (without that arm: from the base)
+        sft_adapter=lambda wildcards: (
+            f"results/train/eval_driven/seed{wildcards.seed}/adapter"
+            if "eval_driven" in config["arms"]
+            else []
+        ),
         base=base_model_input(),
         code=pkg("dpo.py", "train.py", "gpu.py"),
     output:
         adapter=directory("results/train/dpo/seed{seed}/adapter"),
         metrics="results/train/dpo/seed{seed}/metrics.json",
         curves="results/train/dpo/seed{seed}/curves.png",
+    log:
+        "logs/dpo_train/seed{seed}.log",
+    benchmark:
+        "benchmarks/dpo_train/seed{seed}.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: 4
+    resources:
+        mem_mb=32000,
+        runtime=360,
+        gpu=min(1, int(config["train"]["gpus"])),
     params:
-        base_model=base_model_path(),
+        # used when the demo does not build the tiny model (input `base` is then empty)
+        hub_base_model=config["train"]["base_model"],
         checkpoint_dir=lambda wildcards: f"results/train/dpo/seed{wildcards.seed}/checkpoints",
         beta=config["dpo"]["beta"],
         epochs=config["dpo"]["epochs"],
@@ -45,17 +57,6 @@ rule dpo_train:
         save_steps=config["train"]["save_steps"],
         keep_checkpoints=config["train"]["keep_checkpoints"],
         gpus=min(1, int(config["train"]["gpus"])),
-    log:
-        "logs/dpo_train/seed{seed}.log",
-    benchmark:
-        "benchmarks/dpo_train/seed{seed}.tsv"
-    threads: 4
-    resources:
-        mem_mb=32000,
-        runtime=360,
-        gpu=min(1, int(config["train"]["gpus"])),
-    conda:
-        "../envs/train.yaml"
     script:
         "../workflow/scripts/dpo.py"
 
@@ -71,6 +72,16 @@ rule report:
         md="results/report/compare.md",
         json="results/report/compare.json",
         png="results/report/compare.png",
+    log:
+        "logs/report/report.log",
+    benchmark:
+        "benchmarks/report/report.tsv"
+    conda:
+        "../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
     params:
         recall_splits=list(config["benchmark"]["recall_splits"]),
         eval_splits=list(config["benchmark"]["eval_splits"]),
@@ -79,15 +90,5 @@ rule report:
         seed=config["seed"],
         arms=ARMS,
         seeds=SEEDS,
-    log:
-        "logs/report/report.log",
-    benchmark:
-        "benchmarks/report/report.tsv"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=30,
-    conda:
-        "../envs/report.yaml"
     script:
         "../workflow/scripts/report.py"

@@ -100,11 +100,18 @@ def test_dpo_after_sft_moves_the_margin(tiny_lm_dir, sft_adapter, tmp_path):
     assert any(not (new[k] == old[k]).all() for k in new)
 
 
-def test_dpo_without_sft_adapter_trains_a_fresh_lora(tiny_lm_dir, tmp_path):
-    metrics = train_dpo(
-        PREFS, str(tiny_lm_dir), None, tmp_path / "adapter", tmp_path / "metrics.json", tmp_path / "checkpoints",
-        max_steps=2, learning_rate=5e-3, per_device_batch_size=8, max_length=96, precision="fp32", gradient_checkpointing=False,
-        lora_r=2, lora_alpha=4, lora_dropout=0.0, logging_steps=1, gpus=0, seed=0,
-    )
-    assert metrics["reference"] == "the base model"
+def test_dpo_without_sft_adapter_trains_a_fresh_lora_and_resumes(tiny_lm_dir, tmp_path):
+    import shutil
+
+    kw = dict(max_steps=2, save_steps=1, keep_checkpoints=True, learning_rate=5e-3, per_device_batch_size=8,
+              max_length=96, precision="fp32", gradient_checkpointing=False, lora_r=2, lora_alpha=4,
+              lora_dropout=0.0, logging_steps=1, gpus=0, seed=0)
+    args = (PREFS, str(tiny_lm_dir), None, tmp_path / "adapter", tmp_path / "metrics.json", tmp_path / "ck")
+    first = train_dpo(*args, **kw)
+    assert first["reference"] == "the base model" and first["resumed_from"] is None
     assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["r"] == 2
+    # a job killed after its first checkpoint: the rerun resumes there and ends where the first run did
+    shutil.rmtree(tmp_path / "ck" / "checkpoint-2")
+    again = train_dpo(*args, **kw)
+    assert again["resumed_from"] == "checkpoint-1" and again["global_step"] == 2
+    assert again["after"]["loss"] == pytest.approx(first["after"]["loss"], abs=1e-5)

@@ -8,10 +8,11 @@ from evalsel.dpo import train_dpo
 from evalsel.io import job_logging
 
 p = snakemake.params
+base = list(snakemake.input.base)  # the tiny demo model when the DAG builds it
 with job_logging(snakemake):
     train_dpo(
         preferences_path=snakemake.input.preferences,
-        base_model=p.base_model,
+        base_model=base[0] if base else p.hub_base_model,
         sft_adapter=snakemake.input.sft_adapter or None,
         out_dir=snakemake.output.adapter,
         metrics_path=snakemake.output.metrics,
