@@ -54,8 +54,17 @@ def _comp(rep, name):
 
 def test_numbers_match_hand_computation(one_seed, tmp_path):
     contamination = tmp_path / "contamination.json"
-    contamination.write_text(json.dumps({"items_with_shared_ngram": 0, "max_cosine": 0.91,
-                                         "per_subject": {"physician": {"max_cosine": 0.91}}}))
+    rows = [
+        {"id": "physician/val/0", "subject": "physician", "evaluated": True, "max_cosine": 0.91,
+         "longest_shared_chars": 9, "dropped": [{"id": "x", "shared": 14}]},
+        {"id": "physician/val/1", "subject": "physician", "evaluated": True, "max_cosine": 0.62,
+         "longest_shared_chars": 0, "dropped": []},
+        {"id": "basic_medicine/val/0", "subject": "basic_medicine", "evaluated": True, "max_cosine": 0.70,
+         "longest_shared_chars": 0, "dropped": []},
+        {"id": "basic_medicine/dev/0", "subject": "basic_medicine", "evaluated": False, "max_cosine": 0.99,
+         "longest_shared_chars": 12, "dropped": []},
+    ]
+    contamination.write_text(json.dumps({"ngram_n": 13, "items": 4, "max_cosine": 0.99, "benchmark": rows}))
     rep = build_comparison(one_seed, arms=["eval_driven", "random"], seeds=[1], alpha=0.05,
                            bootstrap_samples=2000, seed=0, recall_splits=["val"], eval_splits=["val"],
                            contamination=str(contamination))
@@ -86,7 +95,13 @@ def test_numbers_match_hand_computation(one_seed, tmp_path):
     assert head["diff"] == pytest.approx(12 / 30)
 
     assert rep["design"]["overlap"] == ["val"] and not rep["design"]["held_out"]
-    assert rep["contamination"]["max_cosine"] == 0.91
+    assert rep["contamination"]["max_cosine"] == 0.99 and rep["contamination"]["benchmark"] == "[4 items]"
+    by = rep["contamination_by_subject"]
+    # only evaluated items count: the dev item with cosine 0.99 is not one
+    assert by["overall"] == {"items": 3, "with_dropped_samples": 1, "with_shared_chars": 1,
+                             "max_longest_shared_chars": 9, "max_cosine": 0.91, "median_max_cosine": 0.70,
+                             "cosine_at_least_0.9": 1}
+    assert by["physician"]["items"] == 2 and by["basic_medicine"]["max_cosine"] == 0.70
 
 
 def test_loss_verdict(tmp_path):

@@ -317,9 +317,44 @@ def build_comparison(
         "arm_summary": arm_summary,
         "comparisons": comparisons,
         "contamination": _summary(contamination),
+        "contamination_by_subject": contamination_by_subject(contamination),
         "recall_statistics": _summary(recall_statistics),
         "sft_statistics": _summary(sft_statistics),
     }
+
+
+def contamination_by_subject(path: str | os.PathLike | None, high_cosine: float = 0.9) -> dict | None:
+    """Per subject and overall, over the *evaluated* benchmark items of ``contamination.json``:
+    ``{"items", "with_dropped_samples", "with_shared_chars", "max_longest_shared_chars",
+    "max_cosine", "median_max_cosine", "cosine_at_least_<t>"}``.
+
+    Returns None when the file is absent or has no per-item ``benchmark`` list.
+    """
+    if path is None or not Path(path).is_file():
+        return None
+    data = read_json(path)
+    rows = data.get("benchmark") if isinstance(data, dict) else None
+    if not isinstance(rows, list):
+        return None
+    rows = [r for r in rows if isinstance(r, dict) and r.get("evaluated", True)]
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(str(r.get("subject")), []).append(r)
+    groups[OVERALL] = rows
+    out = {}
+    for name, rs in groups.items():
+        cos = [float(r["max_cosine"]) for r in rs if r.get("max_cosine") is not None]
+        shared = [int(r.get("longest_shared_chars") or 0) for r in rs]
+        out[name] = {
+            "items": len(rs),
+            "with_dropped_samples": sum(1 for r in rs if r.get("dropped")),
+            "with_shared_chars": sum(1 for n in shared if n > 0),
+            "max_longest_shared_chars": max(shared, default=0),
+            "max_cosine": max(cos) if cos else None,
+            "median_max_cosine": float(np.median(cos)) if cos else None,
+            f"cosine_at_least_{high_cosine}": sum(1 for c in cos if c >= high_cosine) if cos else None,
+        }
+    return out
 
 
 def _summary(path: str | os.PathLike | None, max_depth: int = 3, max_items: int = 60) -> dict | None:
@@ -495,6 +530,20 @@ def render_markdown(rep: dict) -> str:
     L.append("")
 
     L += ["## Selection and contamination", ""]
+    by_subject = rep.get("contamination_by_subject")
+    if by_subject:
+        L += ["### Evaluated items against the final SFT sets", ""]
+        L.append("Per evaluated benchmark item: training samples the n-gram guard dropped for it, the longest "
+                 "substring it still shares with a kept sample (shorter than the guard's n), and its highest "
+                 "cosine similarity to a kept sample (items that were recall queries only).")
+        L.append("")
+        keys = list(next(iter(by_subject.values())))
+        L.append("| scope | " + " | ".join(k.replace("_", " ") for k in keys) + " |")
+        L.append("|---|" + "---:|" * len(keys))
+        for sc, row in by_subject.items():
+            cells = ["n/a" if row[k] is None else _fmt_scalar(row[k]) for k in keys]
+            L.append(f"| {sc} | " + " | ".join(cells) + " |")
+        L.append("")
     L += _md_block("Contamination check (results/recall/contamination.json)", rep["contamination"])
     L += _md_block("Recall (results/recall/recall_statistics.json)", rep["recall_statistics"])
     L += _md_block("SFT sets (results/sft/sft_statistics.json)", rep["sft_statistics"])
