@@ -6,10 +6,6 @@ if config["dpo"]["enabled"] and not config["dpo"]["preferences"]:
     )
 
 
-# DPO writes results/train/dpo/...; the SFT `train` rule must not claim the dpo arm.
-ruleorder: dpo_train > train
-
-
 rule dpo_train:
     input:
         preferences=config["dpo"]["preferences"] or [],
