@@ -679,6 +679,9 @@ def run_recall(
     Order of filters: max_similarity (before the top-k), top_k, similarity_threshold, cross-question
     dedup (best match wins), then in selection order the n-gram guard, exact-text dedup,
     near-duplicates and the budget (round-robin over subjects when ``per_subject_quota``).
+    Records: ``rank`` is the 1-based position in the subject file; per_query_topk adds
+    ``query_rank`` (position in the question's top-k), train_topk_mean adds ``best_similarity``
+    (``similarity`` is then the mean over the ``topk_mean_m`` best questions).
     Refuses an unknown strategy, a missing budget for train_topk_mean and mismatched input lists.
     """
     t0 = time.monotonic()
