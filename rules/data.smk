@@ -1,50 +1,30 @@
 # Data: benchmark questions (C-Eval or local files) and pool sources, validated and normalised.
 
 
-def benchmark_splits():
-    """Splits benchmark_fetch loads: recall and eval splits, plus dev when eval is few-shot (sorted str list)."""
-    splits = set(config["benchmark"]["recall_splits"]) | set(
-        config["benchmark"]["eval_splits"]
-    )
-    if int(config["eval"]["few_shot"]) > 0:
-        splits.add("dev")
-    return sorted(str(s) for s in splits)
-
-
+# Splits benchmark_fetch loads: recall and eval splits, plus dev when eval is few-shot.
+BENCHMARK_SPLITS = sorted(
+    {str(s) for s in config["benchmark"]["recall_splits"]}
+    | {str(s) for s in config["benchmark"]["eval_splits"]}
+    | ({"dev"} if int(config["eval"]["few_shot"]) > 0 else set())
+)
 BENCHMARK_LOCAL = config["benchmark"].get("local", {})
 BENCHMARK_COLUMNS = BENCHMARK_LOCAL.get("columns", {})
-
-
-def benchmark_local_files(wildcards):
-    """The local benchmark files of a subject, so that editing one re-runs benchmark_fetch."""
-    if config["benchmark"]["source"] != "local":
-        return []
-    pattern = BENCHMARK_LOCAL["path"]
-    return [
-        pattern.replace("{subject}", wildcards.subject).replace("{split}", s)
-        for s in benchmark_splits()
+BENCHMARK_LOCAL_FILES = (
+    [
+        # {subject} stays a wildcard; {split} is filled in here.
+        BENCHMARK_LOCAL["path"].replace("{split}", s)
+        for s in BENCHMARK_SPLITS
     ]
-
-
-def source_setting(key, default=None):
-    """Param function: one setting of the {source} pool source (a plain builtin)."""
-
-    def get(wildcards):
-        return SOURCES[wildcards.source].get(key, default)
-
-    return get
-
-
-def source_local_file(wildcards):
-    """A local source's file, declared as input so that editing it re-prepares the source."""
-    path = SOURCES[wildcards.source].get("path")
-    return [path] if path else []
+    if config["benchmark"]["source"] == "local"
+    else []
+)
 
 
 rule benchmark_fetch:
     input:
         code=pkg("benchmark.py"),
-        local=benchmark_local_files,
+        # Local files are inputs, so that editing one re-runs the rule.
+        local=BENCHMARK_LOCAL_FILES,
     output:
         "results/benchmark/{subject}.jsonl",
     log:
@@ -59,7 +39,7 @@ rule benchmark_fetch:
     params:
         source=config["benchmark"]["source"],
         hf_name=config["benchmark"].get("hf_name", "ceval/ceval-exam"),
-        splits=benchmark_splits(),
+        splits=BENCHMARK_SPLITS,
         # A function, so that Snakemake leaves the {subject}/{split} pattern unexpanded.
         local_path=lambda wildcards: BENCHMARK_LOCAL.get("path"),
         column_id=BENCHMARK_COLUMNS.get("id", "id"),
@@ -74,7 +54,10 @@ rule benchmark_fetch:
 checkpoint pool_prepare:
     input:
         code=pkg("pool.py"),
-        local=source_local_file,
+        # A local source file is an input, so that editing it re-prepares the source.
+        local=lambda wc: (
+            [SOURCES[wc.source]["path"]] if SOURCES[wc.source].get("path") else []
+        ),
     output:
         directory("results/pool/{source}"),
     log:
@@ -88,13 +71,13 @@ checkpoint pool_prepare:
         mem_mb=4000,
         runtime=240,
     params:
-        hf_name=source_setting("hf_name"),
-        hf_config=source_setting("hf_config"),
-        split=source_setting("split", "train"),
-        path=source_setting("path"),
-        format=source_setting("format", "auto"),
-        medical=source_setting("medical", True),
-        max_samples=source_setting("max_samples"),
+        hf_name=lambda wc: SOURCES[wc.source].get("hf_name"),
+        hf_config=lambda wc: SOURCES[wc.source].get("hf_config"),
+        split=lambda wc: SOURCES[wc.source].get("split", "train"),
+        path=lambda wc: SOURCES[wc.source].get("path"),
+        format=lambda wc: SOURCES[wc.source].get("format", "auto"),
+        medical=lambda wc: SOURCES[wc.source].get("medical", True),
+        max_samples=lambda wc: SOURCES[wc.source].get("max_samples"),
         shard_size=config["pool"]["shard_size"],
         embed_text=config["pool"]["embed_text"],
         max_chars=config["pool"]["max_chars"],
