@@ -18,6 +18,9 @@ from typing import Any, Iterable, Iterator
 
 log = logging.getLogger("evalsel")
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 class InputError(ValueError):
     """Bad user input. The message names the file, the line and the field."""
@@ -62,6 +65,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; artifacts get the usual permissions
     try:
         if "b" in mode:
             fh = open(tmp, mode)
