@@ -19,27 +19,58 @@ SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
 def train_wordpiece(texts: list[str], vocab_size: int = 4000):
-    """Return a BERT-style WordPiece ``tokenizers.Tokenizer`` trained on ``texts``.
+    """Return a BERT-style WordPiece ``tokenizers.Tokenizer`` whose vocabulary comes from ``texts``.
 
-    Chinese characters become single tokens (BERT's normaliser), so any Chinese text
-    tokenises without unknowns for characters seen in training. Refuses an empty corpus.
+    The vocabulary is every character seen (alone and as a ``##`` continuation), ASCII letters
+    and digits, then the most frequent whole words up to ``vocab_size``, ties broken by spelling:
+    the same texts always give the same tokenizer (the Rust trainer breaks ties in hash order).
+    Chinese characters are single tokens (BERT's normaliser). Refuses an empty corpus.
     """
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    import string
+    from collections import Counter
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
     texts = [t for t in texts if isinstance(t, str) and t.strip()]
     if not texts:
-        raise ValueError("build_tiny_embedder needs at least one non-empty text to train its tokenizer")
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        raise ValueError("build_tiny_embedder needs at least one non-empty text to build its tokenizer")
+    normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, lowercase=True)
+    pre = pre_tokenizers.BertPreTokenizer()
+    words: Counter = Counter()
+    for text in texts:
+        words.update(w for w, _ in pre.pre_tokenize_str(normalizer.normalize_str(text)))
+    chars = sorted(set("".join(words)) | set(string.ascii_lowercase + string.digits))
+    vocab = SPECIAL_TOKENS + chars + ["##" + c for c in chars]
+    frequent = sorted((w for w in words if len(w) > 1), key=lambda w: (-words[w], w))
+    vocab += frequent[: max(0, vocab_size - len(vocab))]
+    tok = Tokenizer(models.WordPiece(vocab={t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre
     tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=1, special_tokens=SPECIAL_TOKENS)
-    tok.train_from_iterator(texts, trainer=trainer)
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
     )
     return tok
+
+
+def corpus_from_files(benchmark_files: list, pool_files: list, max_texts: int = 200_000) -> list[str]:
+    """Texts to train the tiny tokenizer on: benchmark questions and options, then pool ``text``
+    fields, at most ``max_texts`` in all (a vocabulary needs no more). Malformed lines raise InputError."""
+    from .io import read_jsonl
+
+    texts: list[str] = []
+    for path in benchmark_files:
+        for _, rec in read_jsonl(path):
+            if isinstance(rec, dict):
+                texts.extend(t for t in [rec.get("question"), *(rec.get("choices") or [])] if isinstance(t, str))
+    for path in pool_files:
+        for _, rec in read_jsonl(path):
+            if len(texts) >= max_texts:
+                return texts
+            if isinstance(rec, dict) and isinstance(rec.get("text"), str):
+                texts.append(rec["text"])
+    return texts[:max_texts]
 
 
 def build_tiny_embedder(
