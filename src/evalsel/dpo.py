@@ -212,6 +212,10 @@ def train_dpo(
         )
         trainer = DPOTrainer(model=model, args=args, train_dataset=data, eval_dataset=data,
                              processing_class=tokenizer, peft_config=peft_config)
+        if sft_adapter is not None and "ref" not in getattr(trainer.model, "peft_config", {}):
+            # older trl (and LoRA on target_parameters with peft < 0.20) disable the adapter for the reference
+            log.warning("this trl/peft version keeps no frozen copy of the SFT adapter: the reference is the base model")
+            reference = "the base model (trl kept no copy of the SFT adapter)"
         # on the pairs themselves: the direction check (loss below log 2, positive margin), not generalisation
         before = _eval_row(trainer.evaluate())
         log.info("before DPO: %s", before)

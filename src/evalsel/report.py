@@ -415,11 +415,12 @@ def _fmt_scalar(v) -> str:
 
 
 def _md_block(title: str, summary: dict | None) -> list[str]:
-    lines = [f"### {title}", ""]
+    """A folded (HTML details) list of a statistics file's scalars: there for the record, out of the way."""
     if summary is None:
-        return lines + ["(file not available)", ""]
+        return [f"- {title}: file not available", ""]
+    lines = ["<details>", f"<summary>{title}</summary>", ""]
     lines += [f"- {k}: {_fmt_scalar(v)}" for k, v in summary.items()]
-    return lines + [""]
+    return lines + ["", "</details>", ""]
 
 
 def render_markdown(rep: dict) -> str:
@@ -455,7 +456,10 @@ def render_markdown(rep: dict) -> str:
         for sc in scopes:
             r = comp["scopes"][sc]
             parts.append(f"{sc} {_pts(r['diff'])} pts, p {_p(r['p_value'])}: {r['verdict']}")
-        L.append(f"- **{comp['b']} vs {comp['a']}**: " + "; ".join(parts) + ".")
+        line = f"- **{comp['b']} vs {comp['a']}**: " + "; ".join(parts) + "."
+        if comp["scopes"][OVERALL]["discordant_rate"] == 0:
+            line += " The two gave the same answer to every question."
+        L.append(line)
     L.append("")
 
     L += [f"## Accuracy (%, {conf}% Wilson interval)", ""]
@@ -516,17 +520,22 @@ def render_markdown(rep: dict) -> str:
              "(normal approximation, Connor 1987). \"not reachable\": even the largest difference possible at that "
              "disagreement rate has less than 80% power.")
     L.append("")
-    L.append("| comparison | scope | n | disagreement rate | smallest significant (pts) | detectable at 80% power (pts) |")
-    L.append("|---|---|---:|---:|---:|---:|")
-    for comp in rep["comparisons"]:
-        for sc in scopes:
+    names = [c["name"] for c in rep["comparisons"]]
+    L.append("| scope | n | smallest significant (pts) | " + " | ".join(f"{n}: at 80% power (disagreement)" for n in names)
+             + " |")
+    L.append("|---|---:|---:|" + "---:|" * len(names))
+    for sc in scopes:
+        first = rep["comparisons"][0]["scopes"][sc]
+        mds = "never" if first["min_significant_difference"] is None else f"{100 * first['min_significant_difference']:.1f}"
+        cells = []
+        for comp in rep["comparisons"]:
             r = comp["scopes"][sc]
-            mds = "never" if r["min_significant_difference"] is None else f"{100 * r['min_significant_difference']:.1f}"
             if r["discordant_rate"] == 0:
-                mdd = "n/a (the models agree on every question)"
+                cells.append("n/a (identical answers)")
             else:
                 mdd = "not reachable" if r["mdd_80"] is None else f"{100 * r['mdd_80']:.1f}"
-            L.append(f"| {comp['name']} | {sc} | {r['n']} | {_pct(r['discordant_rate'])}% | {mds} | {mdd} |")
+                cells.append(f"{mdd} ({_pct(r['discordant_rate'])}%)")
+        L.append(f"| {sc} | {first['n']} | {mds} | " + " | ".join(cells) + " |")
     L.append("")
 
     L += ["## Selection and contamination", ""]
