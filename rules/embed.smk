@@ -1,10 +1,19 @@
 # Embedding: benchmark questions (e5 queries) and pool shards (e5 passages), one job per shard;
 # plus the tiny demo embedder. Only the settings of the configured backend are params, so editing
 # another backend's settings (or recall settings) re-embeds nothing.
+import os
+
+from snakemake.logging import logger
 
 EMBED = config["embedding"]
 EMBED_ST = EMBED["backend"] == "sentence_transformers"
 EMBED_ZHIPU = EMBED["backend"] == "zhipuai"
+
+if EMBED_ZHIPU and not os.environ.get("ZHIPUAI_API_KEY", "").strip():
+    # the jobs themselves refuse to start without it; say so before hours of pool preparation
+    logger.warning(
+        "embedding.backend is zhipuai but ZHIPUAI_API_KEY is not set: embedding jobs will fail"
+    )
 
 
 # Every setting that decides the vectors, one leaf each; None where the backend ignores it.
@@ -23,9 +32,13 @@ EMBED_PARAMS = {
 }
 EMBED_INPUT = embedder_input() if EMBED_ST else []
 EMBED_CODE = pkg(
-    "embed.py", "vectors.py", *(["embed_zhipuai.py"] if EMBED_ZHIPU else [])
+    "embed.py",
+    "vectors.py",
+    *(["embed_zhipuai.py"] if EMBED_ZHIPU else []),
+    *(["gpu.py"] if EMBED_ST else []),
 )
-# a GPU only for the local model on CUDA ("auto" claims one: on a CPU-only box run with device: cpu)
+# a GPU only for the local model on CUDA, held by evalsel.gpu.claim ("auto" claims one: on a
+# CPU-only box set device: cpu)
 EMBED_GPU = 1 if EMBED_ST and EMBED["device"] != "cpu" else 0
 # API jobs are I/O bound: one thread each; `--resources zhipuai_api=1` runs one API job at a time
 EMBED_THREADS = 1 if EMBED_ZHIPU else 4

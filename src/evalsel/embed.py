@@ -160,6 +160,18 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
+def gpu_claim(device: str | None, gpus: int):
+    """Context holding the job's GPU (evalsel.gpu.claim) for "auto"/"cuda"; a no-op for "cpu",
+    for a pinned "cuda:N" (the user chose the device) and for backends without a device (None)."""
+    import contextlib
+
+    if not gpus or device not in ("auto", "cuda"):
+        return contextlib.nullcontext([])
+    from .gpu import claim
+
+    return claim(int(gpus))
+
+
 @functools.lru_cache(maxsize=2)
 def load_st_model(model: str, device: str):
     """A SentenceTransformer on ``device``, in fp16 on CUDA (cached per process)."""
