@@ -29,7 +29,7 @@ FAST = dict(
     method="lora", lora_r=8, lora_alpha=16, lora_dropout=0.0, lora_target_modules="all",
     epochs=4, max_steps=None, learning_rate=5e-3, per_device_batch_size=4, gradient_accumulation_steps=1,
     warmup_ratio=0.0, lr_scheduler="linear", max_length=128, precision="bf16", gradient_checkpointing=False,
-    save_steps=3, logging_steps=1, deepspeed=None, gpus=0, seed=7, keep_checkpoints=False,
+    save_steps=3, logging_steps=1, deepspeed=None, gpus=0, seed=7, keep_checkpoints=False, threads=1,
 )
 
 
@@ -307,7 +307,59 @@ def test_full_finetuning_and_target_list(tmp_path, tiny_lm_dir):
     assert m["trainable_parameters"] == m["total_parameters"]
     assert (tmp_path / "full" / "adapter" / "config.json").is_file()
     assert not (tmp_path / "full" / "adapter" / "adapter_config.json").exists()
+    # evaluation takes the fully fine-tuned directory where an adapter would be
+    from evalsel.evaluate import evaluate
+    from test_evaluate import write_benchmark
+
+    r = evaluate(write_benchmark(tmp_path), ["val"], str(tiny_lm_dir), tmp_path / "e.json",
+                 adapter=str(tmp_path / "full" / "adapter"), model_name="full-seed7")
+    assert r["model"] == "full-seed7" and r["overall"]["n"] == 10
     m = run(tmp_path / "qv", sft, tiny_lm_dir, lora_target_modules=["q_proj", "v_proj"], epochs=1)
     cfg = read_json(tmp_path / "qv" / "adapter" / "adapter_config.json")
     assert set(cfg["target_modules"]) == {"q_proj", "v_proj"}
     assert m["trainable_parameters"] < 16384
+
+
+@pytest.mark.parametrize("stage", ["zero2", "zero3"])
+def test_shipped_deepspeed_configs_resolve_against_trainer_args(stage, tmp_path, tiny_lm_dir):
+    """The ZeRO configs are valid for the Trainer integration: every 'auto' is filled from the arguments."""
+    from transformers import AutoConfig, TrainingArguments
+    from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
+
+    cfg = HfTrainerDeepSpeedConfig(str(REPO / "config" / "deepspeed" / f"{stage}.json"))
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=2, gradient_accumulation_steps=4,
+                             bf16=True, report_to="none", use_cpu=True)
+    cfg.trainer_config_process(args)
+
+    class Model:
+        config = AutoConfig.from_pretrained(tiny_lm_dir)
+
+    cfg.trainer_config_finalize(args, Model, num_training_steps=100)
+    assert cfg.config["zero_optimization"]["stage"] == int(stage[-1]) and cfg.is_zero3() == (stage == "zero3")
+    assert (cfg.config["train_micro_batch_size_per_gpu"], cfg.config["gradient_accumulation_steps"]) == (2, 4)
+    assert cfg.config["bf16"]["enabled"] is True and cfg.config["fp16"]["enabled"] is False
+    assert "auto" not in json.dumps(cfg.config)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_train_one_model(tmp_path, tiny_lm_dir):
+    """The multi-GPU launcher path, on CPU: torchrun starts two gloo workers that train one model."""
+    import dataclasses
+
+    from evalsel.train import TrainSettings, fingerprint, launch_distributed
+
+    sft = write_sft(tmp_path / "sft.jsonl", 16)
+    s = TrainSettings(**{**FAST, "epochs": 2, "threads": 2})
+    resume = prepare_checkpoints(tmp_path / "ck", fingerprint(s, sft, str(tiny_lm_dir)))
+    job = {
+        "sft_path": str(sft), "base_model": str(tiny_lm_dir), "out_dir": str(tmp_path / "adapter"),
+        "metrics_path": str(tmp_path / "m.json"), "curves_png": str(tmp_path / "c.png"),
+        "checkpoint_dir": str(tmp_path / "ck"), "resume_from": resume, "settings": dataclasses.asdict(s),
+    }
+    launch_distributed(job, 2)
+    m = read_json(tmp_path / "m.json")
+    # 16 samples, 4 per device on 2 devices: 2 steps an epoch
+    assert m["world_size"] == 2 and m["global_step"] == 4
+    assert m["tokens_seen"] == 2 * m["data"]["tokens"]  # every sample seen twice, counted across ranks
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+    assert not (tmp_path / "ck").exists() and not list(tmp_path.glob(".adapter*"))

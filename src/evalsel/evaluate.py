@@ -262,11 +262,12 @@ def evaluate(
     batch_size: int = 8,
     max_new_tokens: int = 32,
     gpus: int = 0,
+    threads: int | None = None,
 ) -> dict:
     """Score every question of ``eval_splits`` and write the eval JSON (see docs/ARCHITECTURE.md).
 
-    Returns the written object. Refuses an unknown mode and bad benchmark records (before the
-    model loads). In generate mode, ``probs`` is null and answers that cannot be parsed count as
+    Returns the written object. ``threads`` caps torch's CPU threads. Refuses an unknown mode and
+    bad benchmark records (before the model loads). In generate mode, ``probs`` is null and answers that cannot be parsed count as
     wrong and in ``unparsed``.
     """
     if mode not in MODES:
@@ -276,8 +277,9 @@ def evaluate(
     questions, shots = load_questions(benchmark_paths, eval_splits, few_shot)
     log.info("%d questions (%s), %d-shot, mode %s", len(questions), ",".join(eval_splits), few_shot, mode)
     started = time.monotonic()
-    from evalsel.train import claim_gpus
+    from evalsel.train import claim_gpus, set_threads
 
+    set_threads(threads)
     with claim_gpus(gpus) as devices:
         # several GPUs hold one large model split by layers; one GPU or the CPU holds it whole
         model, tokenizer = load_model(base_model, adapter, device_map="auto" if len(devices) > 1 else None)

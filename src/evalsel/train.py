@@ -30,7 +30,7 @@ METHODS = ("lora", "qlora", "full")
 PRECISIONS = ("bf16", "fp16", "fp32")
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
 # Settings that change what is learnt; save/logging cadence and clean-up do not invalidate checkpoints.
-_NOT_FINGERPRINTED = {"save_steps", "logging_steps", "keep_checkpoints"}
+_NOT_FINGERPRINTED = {"save_steps", "logging_steps", "keep_checkpoints", "threads"}
 
 
 @dataclasses.dataclass
@@ -58,6 +58,8 @@ class TrainSettings:
     gpus: int = 1
     seed: int = 42
     keep_checkpoints: bool = False
+    # CPU threads of this job (torch.set_num_threads); None leaves torch's default (every core)
+    threads: int | None = None
 
     def validate(self) -> None:
         """Raises ValueError naming the first setting out of range."""
@@ -78,6 +80,8 @@ class TrainSettings:
             raise ValueError("epochs and learning_rate must be positive")
         if not 0 <= self.warmup_ratio < 1 or not 0 <= self.lora_dropout < 1:
             raise ValueError("warmup_ratio and lora_dropout must be in [0, 1)")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be null or at least 1, got {self.threads}")
         if self.gpus < 0:
             raise ValueError(f"gpus must be 0 or more, got {self.gpus}")
         if self.deepspeed is not None and not Path(self.deepspeed).is_file():
@@ -421,6 +425,15 @@ def _load_model(base_model: str, s: TrainSettings, plan: dict, cuda: bool):
     return get_peft_model(model, lora)
 
 
+def set_threads(threads: int | None, processes: int = 1) -> None:
+    """Cap torch's CPU threads to the job's share: tiny models slow down many times when several
+    jobs each use every core."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(max(1, int(threads) // max(1, processes)))
+
+
 def _tokens_callback():
     from transformers import TrainerCallback
 
@@ -448,6 +461,7 @@ def run_job(job: dict, callbacks: list | None = None) -> None:
     s = TrainSettings(**job["settings"])
     cuda = torch.cuda.is_available()
     plan = _job_device_plan(s, cuda)
+    set_threads(s.threads, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
     set_seed(s.seed)
     tokenizer = AutoTokenizer.from_pretrained(job["base_model"])
     if tokenizer.pad_token_id is None:
@@ -487,6 +501,7 @@ def run_job(job: dict, callbacks: list | None = None) -> None:
         deepspeed=plan["deepspeed"],
         dataloader_num_workers=0,
         dataloader_pin_memory=cuda,
+        use_cpu=not cuda,  # also what makes torchrun workers on CPU form one gloo process group
         ddp_find_unused_parameters=False,
     )
     counter = _tokens_callback()
@@ -505,10 +520,12 @@ def run_job(job: dict, callbacks: list | None = None) -> None:
     # Every rank takes part in saving (ZeRO-3 gathers the weights); rank 0 renames and reports.
     out_dir = Path(job["out_dir"])
     staging = out_dir.parent / f".{out_dir.name}.staging"
-    if trainer.is_world_process_zero() and staging.exists():
-        shutil.rmtree(staging)
+    if trainer.is_world_process_zero():
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)  # peft writes adapter_config.json from every rank
     trainer.accelerator.wait_for_everyone()
     trainer.save_model(str(staging))
+    trainer.accelerator.wait_for_everyone()
     if not trainer.is_world_process_zero():
         return
     tokenizer.save_pretrained(staging)

@@ -1,0 +1,153 @@
+# Training and evaluation: the tiny demo LM, SFT of each arm and seed (LoRA/QLoRA/full, DeepSpeed,
+# torchrun inside one job), letter-probability evaluation of every model, adapter merge.
+
+TRAIN = config["train"]
+EVAL = config["eval"]
+# The dpo arm has its own rule (dpo_train); this SFT rule trains the configured SFT arms only.
+SFT_ARMS = [a for a in config["arms"] if a != "dpo"]
+# GPUs are declared only when a job uses them: a torchrun job is ONE job holding all its GPUs.
+TRAIN_GPU = {"gpu": int(TRAIN["gpus"])} if int(TRAIN["gpus"]) > 0 else {}
+EVAL_GPU = {"gpu": int(EVAL["gpus"])} if int(EVAL["gpus"]) > 0 else {}
+
+
+# The DeepSpeed JSON of train.deepspeed (zero2/zero3), or None.
+DEEPSPEED_CONFIG = (
+    f"config/deepspeed/{TRAIN['deepspeed']}.json" if TRAIN["deepspeed"] else None
+)
+# "all" or a list of module names (plain builtins: params compare by repr).
+LORA_TARGETS = (
+    "all"
+    if TRAIN["lora_target_modules"] == "all"
+    else [str(t) for t in TRAIN["lora_target_modules"]]
+)
+# The hub name or local path of the base model; None when the demo builds the tiny model (an input).
+HUB_BASE_MODEL = None if config["demo"]["build_tiny_lm"] else str(TRAIN["base_model"])
+
+
+rule tiny_lm_build:
+    input:
+        benchmark=expand("results/benchmark/{subject}.jsonl", subject=SUBJECTS),
+        pool=all_pool_shards,
+        code=pkg("tiny_lm.py", "train.py"),
+    output:
+        directory("results/models/tiny_lm"),
+    log:
+        "logs/tiny_lm_build/tiny_lm_build.log",
+    benchmark:
+        "benchmarks/tiny_lm_build/tiny_lm_build.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    params:
+        seed=config["seed"],
+    script:
+        "../workflow/scripts/tiny_lm_build.py"
+
+
+rule train:
+    input:
+        sft="results/sft/{arm}.jsonl",
+        base=base_model_input(),
+        deepspeed=[DEEPSPEED_CONFIG] if DEEPSPEED_CONFIG else [],
+        code=pkg("chat.py", "train.py", "gpu.py"),
+    output:
+        adapter=directory("results/train/{arm}/seed{seed}/adapter"),
+        metrics="results/train/{arm}/seed{seed}/metrics.json",
+        curves="results/train/{arm}/seed{seed}/curves.png",
+    log:
+        "logs/train/{arm}-seed{seed}.log",
+    benchmark:
+        "benchmarks/train/{arm}-seed{seed}.tsv"
+    wildcard_constraints:
+        arm="|".join(SFT_ARMS),
+    conda:
+        "../envs/train.yaml"
+    threads: 4
+    resources:
+        **TRAIN_GPU,
+        mem_mb=64000,
+        runtime=24 * 60,
+    params:
+        hub_base_model=HUB_BASE_MODEL,
+        # not an output: checkpoints survive a failed job so that the rerun resumes
+        checkpoint_dir=lambda wc: f"results/train/{wc.arm}/seed{wc.seed}/checkpoints",
+        seed=lambda wc: int(wc.seed),
+        method=TRAIN["method"],
+        lora_r=TRAIN["lora_r"],
+        lora_alpha=TRAIN["lora_alpha"],
+        lora_dropout=TRAIN["lora_dropout"],
+        lora_target_modules=LORA_TARGETS,
+        epochs=TRAIN["epochs"],
+        max_steps=TRAIN["max_steps"],
+        learning_rate=TRAIN["learning_rate"],
+        per_device_batch_size=TRAIN["per_device_batch_size"],
+        gradient_accumulation_steps=TRAIN["gradient_accumulation_steps"],
+        warmup_ratio=TRAIN["warmup_ratio"],
+        lr_scheduler=TRAIN["lr_scheduler"],
+        max_length=TRAIN["max_length"],
+        precision=TRAIN["precision"],
+        gradient_checkpointing=TRAIN["gradient_checkpointing"],
+        save_steps=TRAIN["save_steps"],
+        logging_steps=TRAIN["logging_steps"],
+        deepspeed=TRAIN["deepspeed"],
+        gpus=TRAIN["gpus"],
+        keep_checkpoints=TRAIN["keep_checkpoints"],
+    script:
+        "../workflow/scripts/train.py"
+
+
+rule evaluate:
+    input:
+        benchmark=expand("results/benchmark/{subject}.jsonl", subject=SUBJECTS),
+        base=base_model_input(),
+        adapter=lambda wc: model_adapter(wc.model),
+        code=pkg("chat.py", "evaluate.py", "train.py", "gpu.py"),
+    output:
+        "results/eval/{model}.json",
+    log:
+        "logs/evaluate/{model}.log",
+    benchmark:
+        "benchmarks/evaluate/{model}.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: 4
+    resources:
+        **EVAL_GPU,
+        mem_mb=32000,
+        runtime=4 * 60,
+    params:
+        hub_base_model=HUB_BASE_MODEL,
+        eval_splits=[str(s) for s in config["benchmark"]["eval_splits"]],
+        mode=EVAL["mode"],
+        few_shot=EVAL["few_shot"],
+        batch_size=EVAL["batch_size"],
+        max_new_tokens=EVAL["max_new_tokens"],
+        gpus=EVAL["gpus"],
+    script:
+        "../workflow/scripts/evaluate.py"
+
+
+rule merge:
+    input:
+        adapter="results/train/{arm}/seed{seed}/adapter",
+        base=base_model_input(),
+        code=pkg("merge.py", "train.py"),
+    output:
+        directory("results/merged/{arm}-seed{seed}"),
+    log:
+        "logs/merge/{arm}-seed{seed}.log",
+    benchmark:
+        "benchmarks/merge/{arm}-seed{seed}.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: 4
+    resources:
+        mem_mb=32000,
+        runtime=60,
+    params:
+        hub_base_model=HUB_BASE_MODEL,
+    script:
+        "../workflow/scripts/merge.py"

@@ -1,0 +1,168 @@
+"""Evaluation: letter probabilities equal a direct computation from the logits, prompts follow C-Eval,
+free-text answers are extracted (or counted as unparsed), 2 to 5 options, the eval JSON contract."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from evalsel.evaluate import build_prompt, evaluate, extract_answer, load_model, load_questions, score_letters
+from evalsel.chat import format_question
+from evalsel.io import InputError
+
+CHOICES = ["十二指肠溃疡", "高血压", "糖尿病", "急性心肌梗死", "慢性胃炎"]
+
+
+def question(subject: str, split: str, i: int, n_options: int, answer: str, stem: str | None = None) -> dict:
+    return {
+        "id": f"{subject}/{split}/{i}", "subject": subject, "split": split,
+        "question": stem or f"患者男性，{40 + i}岁，反复上腹痛{i + 1}年，进食后缓解，最可能的诊断是",
+        "choices": CHOICES[:n_options], "answer": answer, "explanation": "",
+    }
+
+
+def write_benchmark(tmp: Path) -> list[Path]:
+    """Two subjects; val questions with 2, 3, 4 and 5 options and different lengths; three dev questions each."""
+    paths = []
+    for subject in ("physician", "basic_medicine"):
+        recs = [question(subject, "dev", i, 4, "ABCD"[i]) for i in range(3)]
+        recs += [question(subject, "val", i, n, "ABCDE"[i % n], stem="问" * (3 + 7 * i)) for i, n in enumerate([2, 3, 5, 4, 5])]
+        p = tmp / f"{subject}.jsonl"
+        p.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs), encoding="utf-8")
+        paths.append(p)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory) -> list[Path]:
+    return write_benchmark(tmp_path_factory.mktemp("bench"))
+
+
+@pytest.fixture(scope="module")
+def base(tiny_lm_dir):
+    return load_model(str(tiny_lm_dir))
+
+
+def test_prompt_follows_ceval_under_chat_template(base, bench):
+    _, tok = base
+    questions, shots = load_questions(bench, ["val"], few_shot=2)
+    q = questions[2]
+    p = build_prompt(tok, q)
+    assert "以下是中国关于医师资格考试的单项选择题，请选出其中的正确答案。" in p
+    assert f"{q['question']}\nA. 十二指肠溃疡\nB. 高血压\nC. 糖尿病\nD. 急性心肌梗死\nE. 慢性胃炎\n答案：<|im_end|>" in p
+    assert p.endswith("<|im_start|>assistant\n")
+    few = build_prompt(tok, q, shots["physician"])
+    # two dev questions as earlier turns, each answered by its letter alone, then the question
+    assert few.count("<|im_start|>user\n") == 3
+    assert "答案：<|im_end|>\n<|im_start|>assistant\nA<|im_end|>" in few
+    assert "答案：<|im_end|>\n<|im_start|>assistant\nB<|im_end|>" in few
+    assert few.index("以下是中国关于") < few.index(shots["physician"][0]["question"])
+    assert few.endswith(f"<|im_start|>user\n{format_question(q)}<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_letter_probabilities_equal_direct_logit_computation(base, bench):
+    import torch
+
+    model, tok = base
+    questions, _ = load_questions(bench, ["val"])
+    prompts = [build_prompt(tok, q) for q in questions]
+    n_options = [len(q["choices"]) for q in questions]
+    # batches mix prompts of different lengths, so left padding is exercised
+    scores = score_letters(model, tok, prompts, n_options, batch_size=4)
+    assert sorted({len(s["probs"]) for s in scores}) == [2, 3, 4, 5]
+    letters = [tok.convert_tokens_to_ids(c) for c in "ABCDE"]
+    for prompt, n, sc in zip(prompts, n_options, scores):
+        ids = torch.tensor([tok(prompt, add_special_tokens=False)["input_ids"]])
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0, -1]
+        direct = torch.softmax(logits[letters[:n]], dim=-1)
+        assert list(sc["probs"]) == list("ABCDE"[:n])
+        for k in range(n):
+            assert sc["probs"]["ABCDE"[k]] == pytest.approx(direct[k].item(), abs=1e-5)
+        mass = torch.softmax(logits, dim=-1)[letters[:n]].sum().item()
+        assert sc["letter_mass"] == pytest.approx(mass, rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    "text, n, expected",
+    [
+        ("B", 4, "B"),
+        ("C. 糖尿病", 4, "C"),
+        ("(D)", 4, "D"),
+        ("答案是C", 4, "C"),
+        ("正确答案：Ｂ。", 4, "B"),  # full-width letter and colon
+        ("答案为 A，因为……", 2, "A"),
+        ("我选B，原因如下", 3, "B"),
+        ("选项E", 5, "E"),
+        ("The answer is (B).", 4, "B"),
+        ("根据题意，D是正确的", 4, "D"),
+        ("最可能的诊断是高血压。", 4, "B"),  # quotes exactly one option
+        ("这题考查DNA复制，应为A", 4, "A"),  # letters inside a word do not count
+        ("E", 4, None),  # not an option of this question
+        ("答案是E", 3, None),
+        ("以上说法都不对", 4, None),
+        ("", 4, None),
+        ("DNA和RNA", 5, None),
+    ],
+)
+def test_extract_answer(text, n, expected):
+    assert extract_answer(text, CHOICES[:n]) == expected
+
+
+def test_eval_json_contract_logprob(tmp_path, tiny_lm_dir, bench):
+    out = tmp_path / "eval" / "base.json"
+    r = evaluate(bench, ["val"], str(tiny_lm_dir), out, model_name="base", batch_size=3)
+    assert json.loads(out.read_text(encoding="utf-8")) == r
+    assert (r["model"], r["adapter"], r["mode"], r["splits"], r["few_shot"], r["unparsed"]) == ("base", None, "logprob", ["val"], 0, 0)
+    assert set(r["subjects"]) == {"physician", "basic_medicine"}
+    assert r["overall"]["n"] == 10 and r["overall"]["correct"] == sum(s["correct"] for s in r["subjects"].values())
+    assert r["overall"]["accuracy"] == pytest.approx(r["overall"]["correct"] / 10)
+    for q in r["questions"]:
+        assert set(q) >= {"id", "subject", "answer", "pred", "probs", "correct"}
+        assert sum(q["probs"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert q["pred"] == max(q["probs"], key=q["probs"].get)
+        assert q["correct"] == (q["pred"] == q["answer"])
+    assert [len(q["probs"]) for q in r["questions"][:5]] == [2, 3, 5, 4, 5]
+
+
+def test_eval_generate_mode_counts_unparsed(tmp_path, tiny_lm_dir, bench):
+    r = evaluate(bench, ["val"], str(tiny_lm_dir), tmp_path / "g.json", mode="generate", few_shot=1,
+                 batch_size=4, max_new_tokens=6)
+    assert r["mode"] == "generate" and r["few_shot"] == 1
+    choices = {q["id"]: q["choices"] for q in load_questions(bench, ["val"])[0]}
+    preds = [q["pred"] for q in r["questions"]]
+    assert r["unparsed"] == preds.count(None)
+    for q in r["questions"]:
+        assert q["probs"] is None and isinstance(q["response"], str)
+        assert q["pred"] == extract_answer(q["response"], choices[q["id"]])
+        assert q["correct"] == (q["pred"] is not None and q["pred"] == q["answer"])
+    assert r["overall"]["correct"] == sum(q["correct"] for q in r["questions"])
+
+
+@pytest.mark.parametrize(
+    "mutate, field",
+    [
+        (lambda r: r.update(answer="E"), "answer"),
+        (lambda r: r.update(choices=["only one"]), "choices"),
+        (lambda r: r.update(choices=CHOICES + ["F"]), "choices"),
+        (lambda r: r.pop("question"), "question"),
+    ],
+)
+def test_bad_benchmark_record_refused(tmp_path, mutate, field):
+    rec = question("physician", "val", 0, 4, "A")
+    mutate(rec)
+    p = tmp_path / "physician.jsonl"
+    p.write_text(json.dumps(question("physician", "val", 1, 4, "B"), ensure_ascii=False) + "\n"
+                 + json.dumps(rec, ensure_ascii=False) + "\n", encoding="utf-8")
+    with pytest.raises(InputError) as err:
+        evaluate([p], ["val"], str(tmp_path / "no-model"), tmp_path / "e.json")
+    assert err.value.line == 2 and err.value.field == field and "physician.jsonl:2" in str(err.value)
+
+
+def test_few_shot_needs_enough_dev_questions(bench):
+    with pytest.raises(InputError, match=r"few_shot=4 needs 4 'dev' questions of physician, found 3"):
+        load_questions(bench, ["val"], few_shot=4)
+    with pytest.raises(InputError, match="no question of splits"):
+        load_questions(bench, ["test"])
