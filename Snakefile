@@ -9,6 +9,17 @@ configfile: "config.yaml"
 
 
 include: "rules/common.smk"
+
+
+wildcard_constraints:
+    subject="|".join(SUBJECTS),
+    source="|".join(SOURCES),
+    shard=r"shard-\d{5}",
+    arm="|".join(ARMS),
+    seed=r"\d+",
+    model="|".join(["base"] + [r"[a-z_]+-seed\d+"]),
+
+
 include: "rules/data.smk"
 include: "rules/embed.smk"
 include: "rules/select.smk"
@@ -17,6 +28,6 @@ include: "rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         final_targets(),
-    default_target: True

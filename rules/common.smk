@@ -4,7 +4,6 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-
 validate(config, "../workflow/schemas/config.schema.yaml")
 
 PKG = Path(workflow.basedir) / "src" / "evalsel"
@@ -18,17 +17,8 @@ TRAINED = [f"{arm}-seed{seed}" for arm in ARMS for seed in SEEDS]
 MODELS = ["base"] + TRAINED
 
 
-wildcard_constraints:
-    subject="|".join(SUBJECTS),
-    source="|".join(SOURCES),
-    shard=r"shard-\d{5}",
-    arm="|".join(ARMS),
-    seed=r"\d+",
-    model="|".join(["base"] + [r"[a-z_]+-seed\d+"]),
-
-
 def pkg(*modules):
-    """Package modules a rule imports: listed as inputs so that editing them re-runs the rule."""
+    """Package modules imported by a job, listed as inputs so that editing them re-runs it."""
     return [str(PKG / m) for m in ("__init__.py", "io.py") + tuple(modules)]
 
 
@@ -48,7 +38,11 @@ def all_pool_vectors(wildcards=None):
 
 
 def all_pool_shards(wildcards=None):
-    return [f"results/pool/{src}/{shard}.jsonl" for src in SOURCES for shard in pool_shards(src)]
+    return [
+        f"results/pool/{src}/{shard}.jsonl"
+        for src in SOURCES
+        for shard in pool_shards(src)
+    ]
 
 
 def base_model_path():
@@ -70,7 +64,11 @@ def embedder_model():
 
 
 def embedder_input():
-    return ["results/models/tiny_embedder"] if config["demo"]["build_tiny_embedder"] else []
+    return (
+        ["results/models/tiny_embedder"]
+        if config["demo"]["build_tiny_embedder"]
+        else []
+    )
 
 
 def model_adapter(model):
@@ -88,5 +86,9 @@ def final_targets():
         "results/report/compare.png",
         "results/recall/contamination.json",
     ]
-    targets += [f"results/merged/{arm}-seed{seed}" for arm in config["merge"]["arms"] for seed in SEEDS]
+    targets += [
+        f"results/merged/{arm}-seed{seed}"
+        for arm in config["merge"]["arms"]
+        for seed in SEEDS
+    ]
     return targets
