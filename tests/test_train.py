@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -363,3 +364,11 @@ def test_torchrun_two_processes_train_one_model(tmp_path, tiny_lm_dir):
     assert m["tokens_seen"] == 2 * m["data"]["tokens"]  # every sample seen twice, counted across ranks
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
     assert not (tmp_path / "ck").exists() and not list(tmp_path.glob(".adapter*"))
+
+
+def test_max_steps_with_gradient_checkpointing(tmp_path, tiny_lm_dir):
+    sft = write_sft(tmp_path / "sft.jsonl", 8)
+    m = run(tmp_path, sft, tiny_lm_dir, max_steps=3, epochs=10, gradient_checkpointing=True, gradient_accumulation_steps=2)
+    assert m["global_step"] == 3 and [r["step"] for r in m["log"]] == [1, 2, 3]
+    assert all(math.isfinite(r["loss"]) and r["loss"] > 0 for r in m["log"])
+    assert m["tokens_seen"] > 0

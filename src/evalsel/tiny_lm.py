@@ -31,15 +31,16 @@ CHAT_TEMPLATE = (
 )
 
 
-def _strings(obj) -> Iterator[str]:
+def json_strings(obj) -> Iterator[str]:
+    """Every string inside a JSON value (objects and lists walked depth-first, keys skipped)."""
     if isinstance(obj, str):
         yield obj
     elif isinstance(obj, dict):
         for v in obj.values():
-            yield from _strings(v)
+            yield from json_strings(v)
     elif isinstance(obj, list):
         for v in obj:
-            yield from _strings(v)
+            yield from json_strings(v)
 
 
 def texts_from_jsonl(paths: Iterable[str | os.PathLike], max_chars: int = 5_000_000) -> list[str]:
@@ -53,7 +54,7 @@ def texts_from_jsonl(paths: Iterable[str | os.PathLike], max_chars: int = 5_000_
     total = 0
     for path in paths:
         for _, obj in read_jsonl(path):
-            for s in _strings(obj):
+            for s in json_strings(obj):
                 if total >= max_chars:
                     log.info("tokenizer corpus capped at %d characters", max_chars)
                     return texts
