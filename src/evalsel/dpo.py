@@ -111,12 +111,12 @@ def to_conversational(records: list[dict]) -> list[dict]:
 
 def dpo_fingerprint(s: DPOSettings, preferences_path, base_model: str, sft_adapter: str | None) -> dict:
     """What a DPO checkpoint was trained from: settings, preference file, base model, SFT adapter."""
-    from evalsel.train import _model_identity, file_sha256
+    from evalsel.train import file_sha256, model_identity
 
     fp = {k: v for k, v in dataclasses.asdict(s).items() if k not in _NOT_FINGERPRINTED}
     fp["preferences_sha256"] = file_sha256(preferences_path)
-    fp["base_model"] = _model_identity(base_model)
-    fp["sft_adapter"] = None if sft_adapter is None else _model_identity(sft_adapter)
+    fp["base_model"] = model_identity(base_model)
+    fp["sft_adapter"] = None if sft_adapter is None else model_identity(sft_adapter)
     return json.loads(json.dumps(fp))
 
 
@@ -151,7 +151,8 @@ def train_dpo(
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    from evalsel.train import _claim_gpus, atomic_dir, is_adapter_dir, plot_curves, prepare_checkpoints
+    from evalsel.io import atomic_dir
+    from evalsel.train import claim_gpus, is_adapter_dir, plot_curves, prepare_checkpoints
 
     s = DPOSettings(**settings)
     s.validate()
@@ -162,7 +163,7 @@ def train_dpo(
     resume = prepare_checkpoints(checkpoint_dir, dpo_fingerprint(s, preferences_path, base_model,
                                                                   None if sft_adapter is None else str(sft_adapter)))
 
-    with _claim_gpus(s.gpus):
+    with claim_gpus(s.gpus):
         cuda = torch.cuda.is_available()
         precision = s.precision if cuda else "fp32"
         if precision != s.precision:

@@ -20,7 +20,8 @@ def merge_adapter(base_model: str, adapter_dir: str | os.PathLike, out_dir: str 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from evalsel.train import atomic_dir, is_adapter_dir
+    from evalsel.io import atomic_dir
+    from evalsel.train import is_adapter_dir
 
     adapter_dir = Path(adapter_dir)
     if not adapter_dir.is_dir():

@@ -106,7 +106,7 @@ def build_tiny_lm(out_dir: str | os.PathLike, texts: list[str], seed: int = 0, v
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
-    from evalsel.train import atomic_dir
+    from evalsel.io import atomic_dir
 
     texts = [t for t in texts if t]
     if not texts:

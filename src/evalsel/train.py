@@ -94,25 +94,6 @@ class TrainSettings:
 # ---------------------------------------------------------------- model directories
 
 
-@contextlib.contextmanager
-def atomic_dir(out_dir: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary directory beside ``out_dir``; on success it replaces ``out_dir``.
-
-    A killed or failed job leaves no ``out_dir`` that a rerun would trust.
-    """
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
-        yield tmp
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def is_adapter_dir(path: str | os.PathLike) -> bool:
     """True when ``path`` holds a PEFT adapter (rather than a full model)."""
     return (Path(path) / "adapter_config.json").is_file()
@@ -209,7 +190,7 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def _model_identity(base_model: str) -> Any:
+def model_identity(base_model: str) -> Any:
     """A local model directory is identified by its files (name, size, mtime); a hub name by itself."""
     path = Path(base_model)
     if not path.is_dir():
@@ -224,7 +205,7 @@ def fingerprint(settings: TrainSettings, sft_path: str | os.PathLike, base_model
     if settings.deepspeed:
         fp["deepspeed"] = file_sha256(settings.deepspeed)
     fp["sft_sha256"] = file_sha256(sft_path)
-    fp["base_model"] = _model_identity(base_model)
+    fp["base_model"] = model_identity(base_model)
     return json.loads(json.dumps(fp))
 
 
@@ -352,7 +333,6 @@ def claim_gpus(n: int) -> Iterator[list[str]]:
         yield [str(i) for i in range(min(n, torch.cuda.device_count()))]
 
 
-_claim_gpus = claim_gpus  # earlier private name, still imported by dpo.py
 
 
 def launch_distributed(job: dict, nproc: int) -> None:
