@@ -29,25 +29,16 @@ _FALLBACK_TEXTS = [
 
 def corpus_texts() -> list[str]:
     """Texts to train tiny tokenizers on: the demo data when present, else a few built-in lines."""
+    from evalsel.tiny_lm import json_strings
+
     texts = list(_FALLBACK_TEXTS)
     for path in sorted((REPO / "demo" / "data").rglob("*.jsonl")):
         with open(path, encoding="utf-8") as fh:
             for line in fh:
                 if line.strip():
                     obj = json.loads(line)
-                    texts.extend(v for v in _strings(obj))
+                    texts.extend(json_strings(obj))
     return texts
-
-
-def _strings(obj):
-    if isinstance(obj, str):
-        yield obj
-    elif isinstance(obj, dict):
-        for v in obj.values():
-            yield from _strings(v)
-    elif isinstance(obj, list):
-        for v in obj:
-            yield from _strings(v)
 
 
 @pytest.fixture(scope="session")
