@@ -196,3 +196,15 @@ def test_local_model_prompts_follow_the_role(tiny_embedder_dir, tmp_path):
     model = load_st_model(str(model_dir), "cpu")
     np.testing.assert_allclose(q, model.encode(["query: " + t for t in MIXED[:3]], normalize_embeddings=True, prompt=""), atol=1e-4)
     np.testing.assert_allclose(p, model.encode(["passage: " + t for t in MIXED[:3]], normalize_embeddings=True, prompt=""), atol=1e-4)
+
+
+def test_length_batches_bound_padding_and_size():
+    from evalsel.embed import length_batches
+
+    lengths = np.array([256, 250, 200, 120, 40, 40, 39, 30, 30, 30, 30, 12])
+    batches = length_batches(lengths, batch_size=4)
+    assert batches[0] == (0, 3) and batches[1] == (3, 4) and batches[-1][1] == len(lengths)
+    assert [a for a, _ in batches[1:]] == [b for _, b in batches[:-1]]  # contiguous, complete
+    for a, b in batches:
+        assert b - a <= 4 and lengths[b - 1] >= 0.75 * lengths[a]
+    assert length_batches(np.array([5] * 10), batch_size=4) == [(0, 4), (4, 8), (8, 10)]

@@ -200,6 +200,23 @@ def token_lengths(tokenizer, texts: list[str], chunk: int = 4096) -> np.ndarray:
     return out
 
 
+def length_batches(sorted_lengths: np.ndarray, batch_size: int, min_fill: float = 0.75) -> list[tuple[int, int]]:
+    """``(start, end)`` batches over lengths sorted longest first: at most ``batch_size`` texts,
+    each at least ``min_fill`` of its batch's longest, so padding stays under 1 - min_fill.
+
+    A full batch of short texts is the common case; the long tail of a real pool gets small
+    batches instead of padding 100 short texts to the length of one long one.
+    """
+    batches, start, n = [], 0, len(sorted_lengths)
+    while start < n:
+        end, floor = start + 1, min_fill * sorted_lengths[start]
+        while end < n and end - start < batch_size and sorted_lengths[end] >= floor:
+            end += 1
+        batches.append((start, end))
+        start = end
+    return batches
+
+
 def _embed_st(texts: list[str], s: EmbedSettings, role: str, label: str) -> EmbedResult:
     import torch
 
@@ -222,17 +239,17 @@ def _embed_st(texts: list[str], s: EmbedSettings, role: str, label: str) -> Embe
     prompt = prompts[prompt_name] if prompt_name else ""
     lengths = token_lengths(model.tokenizer, [prompt + t for t in texts] if prompt else texts)
     truncated = int((lengths > limit).sum())
-    # longest first: padding inside a batch is then small, and an out-of-memory shows at once
-    order = np.argsort(-np.minimum(lengths, limit), kind="stable")
+    capped = np.minimum(lengths, limit)
+    # longest first: an out-of-memory error shows in the first batch
+    order = np.argsort(-capped, kind="stable")
     dim = model.get_embedding_dimension()
     out = np.empty((len(texts), dim), dtype=np.float32)
-    chunk = s.batch_size * 8
     with torch.inference_mode(), tqdm(total=len(texts), desc=f"embed {label}", unit="text", mininterval=5) as bar:
-        for i in range(0, len(texts), chunk):
-            idx = order[i : i + chunk]
+        for a, b in length_batches(capped[order], s.batch_size):
+            idx = order[a:b]
             emb = model.encode(
                 [texts[j] for j in idx],
-                batch_size=s.batch_size,
+                batch_size=len(idx),
                 prompt_name=prompt_name,
                 convert_to_numpy=True,
                 normalize_embeddings=True,
