@@ -107,7 +107,9 @@ def test_pool_shard_float32_and_empty_shard(tiny_embedder_dir, tmp_path):
     assert load_vectors(tmp_path / "a.npy")[1].dtype == np.float32
     empty = write_shard(tmp_path / "e.jsonl", [])
     stats = embed_pool_shard(empty, tmp_path / "e.npy", tmp_path / "e.stats.json", st_settings(tiny_embedder_dir))
-    assert stats["count"] == 0 and load_vectors(tmp_path / "e.npy")[0] == []
+    assert stats["count"] == 0 and stats["dims"] == 64
+    ids, mat = load_vectors(tmp_path / "e.npy")
+    assert ids == [] and mat.shape == (0, 64)
 
 
 def test_pool_shard_refuses_bad_records(tmp_path):

@@ -172,7 +172,9 @@ def test_embed_texts_dispatches_and_refuses_empty(key, tmp_path):
             embed_texts(["a", "  "], s)
         assert srv.requests == []
         res = embed_texts(["发热", "咳嗽"], s)
-    assert res.vectors.shape == (2, DIMS)
+        empty = embed_texts([], s)
+    assert res.vectors.shape == (2, DIMS) and empty.vectors.shape == (0, DIMS)
+    assert len(srv.requests) == 1
 
 
 _CHILD = """

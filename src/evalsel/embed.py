@@ -339,10 +339,8 @@ def embed_pool_shard(
     """Embed one pool shard as passages; write vectors, ids and statistics. Returns the statistics."""
     ids, texts = read_pool_shard(shard)
     label = str(shard)
-    if texts:
-        res = embed_texts(texts, settings, role="passage", label=label)
-    else:
-        res = EmbedResult(np.zeros((0, 0), np.float32), model=settings.model or settings.backend, device="none")
+    # an empty shard still gets a (0, dims) matrix, so that every shard of a source stacks
+    res = embed_texts(texts, settings, role="passage", label=label)
     save_vectors(out_npy, ids, res.vectors, settings.dtype)
     stats = {"shard": str(shard), **res.statistics(settings.backend, settings.dtype)}
     stats["bytes_per_vector"] = stats["dims"] * np.dtype(settings.dtype).itemsize
