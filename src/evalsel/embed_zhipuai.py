@@ -1,8 +1,5 @@
-"""ZhipuAI embedding-3 backend: batched, concurrent, retried requests with an on-disk cache.
-
-The key is read from ZHIPUAI_API_KEY only and scrubbed from every message. A request that
-still fails after its retries fails the job naming the shard and item: no placeholder vectors.
-"""
+"""ZhipuAI embedding-3 backend: batched, concurrent, retried requests with an on-disk cache; the key
+comes from ZHIPUAI_API_KEY only, and a batch that still fails fails the job (no placeholder vectors)."""
 
 from __future__ import annotations
 

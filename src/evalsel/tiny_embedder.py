@@ -1,8 +1,5 @@
-"""A tiny BERT sentence embedder built offline in seconds, for the demo and the tests.
-
-Random weights, a WordPiece vocabulary trained on the given texts, mean pooling and
-normalisation: vectors are meaningless semantically but real, deterministic and fast.
-"""
+"""A tiny BERT sentence embedder built offline in seconds for the demo and the tests: random weights,
+a WordPiece vocabulary from the given texts, mean pooling, normalisation (real, deterministic, fast)."""
 
 from __future__ import annotations
 
