@@ -3,12 +3,12 @@ a WordPiece vocabulary from the given texts, mean pooling, normalisation (real, 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import shutil
 import tempfile
 from pathlib import Path
+
+from .io import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -91,12 +91,8 @@ def build_tiny_embedder(
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     tok = train_wordpiece(texts, vocab_size)
-    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        hf_dir = work / "hf"
-        st_dir = work / "st"
+    with tempfile.TemporaryDirectory(prefix="tiny_embedder_hf.") as hf_dir, atomic_dir(out_dir) as st_dir:
         hf_tok = BertTokenizerFast(
             tokenizer_object=tok,
             unk_token="[UNK]",
@@ -118,15 +114,8 @@ def build_tiny_embedder(
             pad_token_id=tok.token_to_id("[PAD]"),
         )
         BertModel(config).save_pretrained(hf_dir)
-        transformer = Transformer(str(hf_dir), max_seq_length=max_seq_length)
-        model = SentenceTransformer(
-            modules=[transformer, Pooling(hidden_size, "mean"), Normalize()], device="cpu"
-        )
+        transformer = Transformer(hf_dir, max_seq_length=max_seq_length)
+        model = SentenceTransformer(modules=[transformer, Pooling(hidden_size, "mean"), Normalize()], device="cpu")
         model.save(str(st_dir))
-        with contextlib.suppress(FileNotFoundError):
-            shutil.rmtree(out_dir)
-        os.replace(st_dir, out_dir)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     log.info("tiny embedder (vocab %d, hidden %d, %d layers) written to %s", tok.get_vocab_size(), hidden_size, num_layers, out_dir)
     return out_dir
