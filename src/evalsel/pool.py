@@ -469,7 +469,9 @@ def run_pool_prepare(
                          "min_chars": int(min_chars), "max_samples": max_samples, "on_bad_record": on_bad_record},
         }
         if kept == 0:
-            raise InputError(where, None, None, f"no record kept out of {read} read (skipped: {dict(skipped) or 'none'})")
+            what = "the source is empty" if read == 0 else "every record was skipped"
+            raise InputError(where, None, None,
+                             f"empty pool: {what}; no record kept out of {read} read (skipped: {dict(skipped) or 'none'})")
         manifest = {"source": source, "count": kept, "shards": writer.names, "statistics": statistics}
         write_json(tmp / "manifest.json", manifest)
         _replace_dir(tmp, out)
