@@ -14,8 +14,7 @@ install:
 demo: install
 	$(PYTHON) -m snakemake --cores $(CORES) --configfile demo/config.yaml --show-failed-logs
 
-test: install
-	$(PYTHON) -m snakemake --lint --configfile demo/config.yaml
+test: install lint
 	$(PYTHON) -m pytest -ra
 
 test-fast:
@@ -23,7 +22,7 @@ test-fast:
 
 lint:
 	$(PYTHON) -m snakemake --lint --configfile demo/config.yaml
-	snakefmt --check Snakefile rules/
+	$(PYTHON) -m snakefmt --check Snakefile rules/
 
 dag:
 	$(PYTHON) -m snakemake --configfile demo/config.yaml --rulegraph | dot -Tsvg > docs/rulegraph.svg
