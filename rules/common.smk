@@ -1,12 +1,14 @@
 # Helpers shared by every rules file: config lookups, wildcard values, input functions.
 import json
+import os
 from pathlib import Path
 
 from snakemake.utils import validate
 
 validate(config, "../workflow/schemas/config.schema.yaml")
 
-PKG = Path(workflow.basedir) / "src" / "evalsel"
+# Relative to the working directory, so that a moved or copied checkout does not re-run everything.
+PKG = Path(os.path.relpath(Path(workflow.basedir) / "src" / "evalsel"))
 SCRIPTS = "workflow/scripts"
 
 SUBJECTS = list(config["benchmark"]["subjects"])
