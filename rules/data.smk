@@ -73,6 +73,7 @@ checkpoint pool_prepare:
     params:
         hf_name=lambda wc: SOURCES[wc.source].get("hf_name"),
         hf_config=lambda wc: SOURCES[wc.source].get("hf_config"),
+        hf_data_files=lambda wc: SOURCES[wc.source].get("hf_data_files"),
         split=lambda wc: SOURCES[wc.source].get("split", "train"),
         path=lambda wc: SOURCES[wc.source].get("path"),
         format=lambda wc: SOURCES[wc.source].get("format", "auto"),

@@ -373,16 +373,20 @@ def test_hub_sources_are_streamed(tmp_path, monkeypatch):
             yield {"instruction": f"问题{i}：如何预防感冒？", "input": "", "output": f"回答{i}：勤洗手、多通风。"}
             i += 1
 
-    def load_dataset(name, config=None, split=None, streaming=False):
-        calls.append((name, config, split, streaming))
+    def load_dataset(name, config=None, split=None, streaming=False, data_files=None):
+        calls.append((name, config, split, streaming, data_files))
         return endless()
 
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
     man = run_pool_prepare(tmp_path / "o", "med", hf_name="shibing624/medical", hf_config="finetune",
                            split="train", max_samples=7, shard_size=3)
-    assert calls == [("shibing624/medical", "finetune", "train", True)]
+    assert calls == [("shibing624/medical", "finetune", "train", True, None)]
     assert man["count"] == 7 and len(man["shards"]) == 3
     assert [r["origin"] for r in load_pool_dir(tmp_path / "o")][:2] == ["hf:shibing624/medical:train:0", "hf:shibing624/medical:train:1"]
+    # a repository with a loading script is read through its data files (datasets 4+)
+    run_pool_prepare(tmp_path / "o2", "med", hf_name="shibing624/medical", hf_data_files="finetune/train_zh_0.json",
+                     max_samples=2, shard_size=3)
+    assert calls[-1] == ("shibing624/medical", None, "train", True, "finetune/train_zh_0.json")
 
 
 # --------------------------------------------------------------------------- the demo pool and the real data

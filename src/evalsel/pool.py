@@ -303,13 +303,21 @@ def iter_local(path: str | os.PathLike) -> Iterator[tuple[str, int, Any]]:
         raise InputError(path, None, None, f"unsupported extension {suffix!r} (use {', '.join(LOCAL_SUFFIXES)})")
 
 
-def iter_hf(hf_name: str, hf_config: str | None = None, split: str = "train") -> Iterator[tuple[str, int, Any]]:
-    """Yield ``("hf:name:split", index, record)`` from a streamed hub dataset (bounded memory)."""
+def iter_hf(hf_name: str, hf_config: str | None = None, split: str = "train",
+            data_files: str | list[str] | None = None) -> Iterator[tuple[str, int, Any]]:
+    """Yield ``("hf:name:split", index, record)`` from a streamed hub dataset (bounded memory).
+
+    ``data_files`` names files inside the dataset repository: needed for repositories that
+    ship a loading script (e.g. shibing624/medical), which ``datasets`` 4+ no longer runs.
+    """
     import datasets
 
     where = f"hf:{hf_name}:{split}"
+    kwargs = {"split": split, "streaming": True}
+    if data_files:
+        kwargs["data_files"] = data_files
     try:
-        ds = datasets.load_dataset(hf_name, hf_config, split=split, streaming=True)
+        ds = datasets.load_dataset(hf_name, hf_config, **kwargs)
     except ValueError as exc:  # unknown configuration or split
         raise InputError(where, None, None, f"cannot load (config {hf_config!r}): {exc}") from None
     for i, row in enumerate(ds):
@@ -384,6 +392,7 @@ def run_pool_prepare(
     path: str | None = None,
     hf_name: str | None = None,
     hf_config: str | None = None,
+    hf_data_files: str | list[str] | None = None,
     split: str = "train",
     fmt: str = "auto",
     medical: bool = True,
@@ -420,7 +429,7 @@ def run_pool_prepare(
     writer = _ShardWriter(tmp, int(shard_size))
     where = path or f"hf:{hf_name}:{split}"
     try:
-        records = iter_local(path) if path else iter_hf(hf_name, hf_config, split)
+        records = iter_local(path) if path else iter_hf(hf_name, hf_config, split, hf_data_files)
         with contextlib.closing(records), tqdm(total=max_samples, desc=f"pool {source}", unit="rec", mininterval=5) as bar:
             for where, line, raw in records:
                 if max_samples is not None and read >= max_samples:

@@ -14,6 +14,7 @@ with job_logging(snakemake):
         path=snakemake.params.path,
         hf_name=snakemake.params.hf_name,
         hf_config=snakemake.params.hf_config,
+        hf_data_files=snakemake.params.hf_data_files,
         split=snakemake.params.split,
         fmt=snakemake.params.format,
         medical=snakemake.params.medical,
