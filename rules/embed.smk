@@ -70,7 +70,7 @@ rule benchmark_embed:
     input:
         benchmark="results/benchmark/{subject}.jsonl",
         model=EMBED_INPUT,
-        code=EMBED_CODE,
+        code=EMBED_CODE + [str(PKG / "benchmark.py")],
     output:
         npy="results/vectors/benchmark/{subject}.npy",
         ids="results/vectors/benchmark/{subject}.ids.txt",

@@ -3,7 +3,7 @@
 
 rule recall:
     input:
-        code=pkg("vectors.py", "leak.py", "recall.py"),
+        code=pkg("benchmark.py", "vectors.py", "leak.py", "recall.py"),
         queries=expand("results/vectors/benchmark/{subject}.npy", subject=SUBJECTS),
         benchmark=expand("results/benchmark/{subject}.jsonl", subject=SUBJECTS),
         pool_vectors=all_pool_vectors,
@@ -42,7 +42,7 @@ rule recall:
 
 rule sft_build:
     input:
-        code=pkg("vectors.py", "leak.py", "recall.py", "sft.py"),
+        code=pkg("benchmark.py", "vectors.py", "leak.py", "recall.py", "sft.py"),
         recalled=expand("results/recall/{subject}.jsonl", subject=SUBJECTS),
         recall_statistics="results/recall/recall_statistics.json",
         queries=expand("results/vectors/benchmark/{subject}.npy", subject=SUBJECTS),

@@ -251,6 +251,34 @@ def load_benchmark(
     return records
 
 
+def read_records(paths: Iterable[str | os.PathLike]) -> Iterator[tuple[str, int, dict]]:
+    """Yield ``(path, line, record)`` of normalised benchmark files (``results/benchmark/*.jsonl``).
+
+    The one check of that format for every step that reads it: refuses (InputError with file,
+    line and field) a record that is not an object, an empty or non-string id, subject, split or
+    question, choices that are not 2 to 5 strings, an answer letter not among the options, and
+    an id seen twice across ``paths``.
+    """
+    seen: dict[str, str] = {}
+    for path in paths:
+        for line, rec in read_jsonl(path):
+            if not isinstance(rec, dict):
+                raise InputError(path, line, None, "expected a JSON object")
+            for key in ("id", "subject", "split", "question"):
+                if not isinstance(rec.get(key), str) or not rec[key].strip():
+                    raise InputError(path, line, key, "missing or not a non-empty string")
+            choices = rec.get("choices")
+            if not isinstance(choices, list) or not 2 <= len(choices) <= 5 or not all(isinstance(c, str) for c in choices):
+                raise InputError(path, line, "choices", "must be a list of 2 to 5 strings")
+            valid = LETTERS[: len(choices)]
+            if rec.get("answer") not in tuple(valid):
+                raise InputError(path, line, "answer", f"{rec.get('answer')!r} is not one of {', '.join(valid)}")
+            if rec["id"] in seen:
+                raise InputError(path, line, "id", f"duplicate benchmark id {rec['id']!r} (first in {seen[rec['id']]})")
+            seen[rec["id"]] = f"{path}:{line}"
+            yield str(path), line, rec
+
+
 def write_benchmark(path: str | os.PathLike, records: list[dict]) -> int:
     """Write the records atomically as JSONL; returns the count."""
     return write_jsonl(path, records)

@@ -9,12 +9,12 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
+from .benchmark import read_records
 from .io import InputError, read_jsonl, write_json
 from .vectors import save_vectors
 
@@ -358,28 +358,18 @@ def question_text(rec: dict, query_text: str) -> str:
 def read_benchmark_queries(path: str | os.PathLike, recall_splits: list[str], query_text: str) -> tuple[list[str], list[str]]:
     """Return ``(ids, texts)`` of the benchmark records whose split is in ``recall_splits``.
 
-    Refuses a record without id/split/question (or choices for question_with_options), and
-    a file with no record in those splits (recall would have no query).
+    Refuses a malformed record (:func:`evalsel.benchmark.read_records`) and a file with no
+    record in those splits (recall would have no query).
     """
     if query_text not in QUERY_TEXTS:
         raise ValueError(f"query_text {query_text!r} is not one of {QUERY_TEXTS}")
     wanted = set(recall_splits)
     ids, texts, seen = [], [], set()
-    for lineno, rec in read_jsonl(path):
-        if not isinstance(rec, dict):
-            raise InputError(path, lineno, None, "record is not a JSON object")
-        for key in ("id", "split", "question"):
-            if not isinstance(rec.get(key), str) or not rec[key].strip():
-                raise InputError(path, lineno, key, "missing or empty")
+    for _, _, rec in read_records([path]):
         seen.add(rec["split"])
-        if rec["split"] not in wanted:
-            continue
-        if query_text == "question_with_options" and (
-            not isinstance(rec.get("choices"), list) or not all(isinstance(c, str) for c in rec["choices"])
-        ):
-            raise InputError(path, lineno, "choices", "expected a list of strings")
-        ids.append(rec["id"])
-        texts.append(question_text(rec, query_text))
+        if rec["split"] in wanted:
+            ids.append(rec["id"])
+            texts.append(question_text(rec, query_text))
     if not ids:
         raise InputError(path, None, "split", f"no record in recall splits {sorted(wanted)} (splits present: {sorted(seen)})")
     return ids, texts

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from evalsel.chat import LETTERS, question_messages
-from evalsel.io import InputError, read_jsonl, write_json
+from evalsel.benchmark import read_records
+from evalsel.io import InputError, write_json
 
 log = logging.getLogger(__name__)
 
@@ -22,21 +23,6 @@ MODES = ("logprob", "generate")
 
 
 # ---------------------------------------------------------------- benchmark records
-
-
-def _check_record(rec: Any, path, line: int) -> dict:
-    """The record if it is a valid multiple-choice question; InputError naming file, line, field otherwise."""
-    if not isinstance(rec, dict):
-        raise InputError(path, line, None, "expected a JSON object")
-    for key in ("id", "subject", "split", "question", "answer"):
-        if not isinstance(rec.get(key), str) or not rec[key]:
-            raise InputError(path, line, key, "missing or not a non-empty string")
-    choices = rec.get("choices")
-    if not isinstance(choices, list) or not 2 <= len(choices) <= 5 or not all(isinstance(c, str) for c in choices):
-        raise InputError(path, line, "choices", "must be a list of 2 to 5 strings")
-    if rec["answer"] not in LETTERS[: len(choices)]:
-        raise InputError(path, line, "answer", f"{rec['answer']!r} is not one of {', '.join(LETTERS[: len(choices)])}")
-    return rec
 
 
 def load_questions(
@@ -49,19 +35,13 @@ def load_questions(
     """
     questions: list[dict] = []
     dev: dict[str, list[dict]] = {}
-    seen: set[str] = set()
     source: dict[str, str] = {}
-    for path in benchmark_paths:
-        for line, obj in read_jsonl(path):
-            rec = _check_record(obj, path, line)
-            if rec["id"] in seen:
-                raise InputError(path, line, "id", f"duplicate id {rec['id']!r}")
-            seen.add(rec["id"])
-            source.setdefault(rec["subject"], str(path))
-            if rec["split"] in eval_splits:
-                questions.append(rec)
-            elif rec["split"] == "dev":
-                dev.setdefault(rec["subject"], []).append(rec)
+    for path, _, rec in read_records(benchmark_paths):
+        source.setdefault(rec["subject"], path)
+        if rec["split"] in eval_splits:
+            questions.append(rec)
+        elif rec["split"] == "dev":
+            dev.setdefault(rec["subject"], []).append(rec)
     for subject in dict.fromkeys(q["subject"] for q in questions):
         found = len(dev.get(subject, []))
         if found < few_shot:

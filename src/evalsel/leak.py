@@ -11,7 +11,6 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Iterable
 
-from .io import InputError, read_jsonl
 
 # Punctuation, spaces, blanks ("____") and symbols carry no content and differ between copies.
 _NON_CONTENT = re.compile(r"[\W_]+")
@@ -38,26 +37,15 @@ class BenchmarkItem:
 def load_benchmark_items(paths: Iterable[str | os.PathLike]) -> list[BenchmarkItem]:
     """Every record of the benchmark files (all splits) as guard items.
 
-    Raises :class:`InputError` (file, line, field) on a missing or mistyped id, subject, split,
-    question or choices, and on an id seen twice.
+    Raises :class:`InputError` (file, line, field) on a malformed record or an id seen twice
+    (:func:`evalsel.benchmark.read_records`).
     """
+    from .benchmark import read_records
+
     items: list[BenchmarkItem] = []
-    seen: dict[str, str] = {}
-    for path in paths:
-        for lineno, rec in read_jsonl(path):
-            if not isinstance(rec, dict):
-                raise InputError(path, lineno, None, "expected a JSON object")
-            for key in ("id", "subject", "split", "question"):
-                if not isinstance(rec.get(key), str) or not rec[key]:
-                    raise InputError(path, lineno, key, "missing or not a non-empty string")
-            choices = rec.get("choices")
-            if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
-                raise InputError(path, lineno, "choices", "missing or not a list of strings")
-            if rec["id"] in seen:
-                raise InputError(path, lineno, "id", f"duplicate benchmark id {rec['id']!r} (first in {seen[rec['id']]})")
-            seen[rec["id"]] = f"{path}:{lineno}"
-            segments = [s for s in (normalise(t) for t in [rec["question"], *choices]) if s]
-            items.append(BenchmarkItem(rec["id"], rec["subject"], rec["split"], segments))
+    for _, _, rec in read_records(paths):
+        segments = [s for s in (normalise(t) for t in [rec["question"], *rec["choices"]]) if s]
+        items.append(BenchmarkItem(rec["id"], rec["subject"], rec["split"], segments))
     return items
 
 
