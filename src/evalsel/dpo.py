@@ -152,7 +152,8 @@ def train_dpo(
     from trl import DPOConfig, DPOTrainer
 
     from evalsel.io import atomic_dir
-    from evalsel.train import claim_gpus, is_adapter_dir, plot_curves, prepare_checkpoints
+    from evalsel.gpu import claim
+    from evalsel.train import is_adapter_dir, plot_curves, prepare_checkpoints
 
     s = DPOSettings(**settings)
     s.validate()
@@ -163,7 +164,7 @@ def train_dpo(
     resume = prepare_checkpoints(checkpoint_dir, dpo_fingerprint(s, preferences_path, base_model,
                                                                   None if sft_adapter is None else str(sft_adapter)))
 
-    with claim_gpus(s.gpus):
+    with claim(s.gpus):
         cuda = torch.cuda.is_available()
         precision = s.precision if cuda else "fp32"
         if precision != s.precision:

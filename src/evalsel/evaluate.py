@@ -257,10 +257,11 @@ def evaluate(
     questions, shots = load_questions(benchmark_paths, eval_splits, few_shot)
     log.info("%d questions (%s), %d-shot, mode %s", len(questions), ",".join(eval_splits), few_shot, mode)
     started = time.monotonic()
-    from evalsel.train import claim_gpus, set_threads
+    from evalsel.gpu import claim
+    from evalsel.train import set_threads
 
     set_threads(threads)
-    with claim_gpus(gpus) as devices:
+    with claim(gpus) as devices:
         # several GPUs hold one large model split by layers; one GPU or the CPU holds it whole
         model, tokenizer = load_model(base_model, adapter, device_map="auto" if len(devices) > 1 else None)
         prompts = [build_prompt(tokenizer, q, shots.get(q["subject"])) for q in questions]

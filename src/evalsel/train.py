@@ -8,7 +8,6 @@ one calling job; the parent validates the input and prepares the checkpoints fir
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -19,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from evalsel.io import InputError, read_json, read_jsonl, write_json
 
@@ -301,7 +300,9 @@ def train(
         "resume_from": None if resume is None else str(resume),
         "settings": dataclasses.asdict(s),
     }
-    with claim_gpus(s.gpus) as devices:
+    from evalsel.gpu import claim
+
+    with claim(s.gpus) as devices:
         nproc = len(devices)
         if s.gpus > 1 and nproc < s.gpus:
             log.warning("asked for %d GPUs, found %d: training in one process", s.gpus, nproc)
@@ -310,29 +311,6 @@ def train(
         else:
             run_job(job, callbacks=callbacks)
     return read_json(metrics_path)
-
-
-@contextlib.contextmanager
-def claim_gpus(n: int) -> Iterator[list[str]]:
-    """Devices held for this job (evalsel.gpu.claim); [] without CUDA or when n is 0.
-
-    Nothing may query CUDA before this: the device list is fixed when CUDA first initialises.
-    """
-    try:
-        from evalsel.gpu import claim
-    except ImportError:  # gpu.py is optional for users who vendor only the training module
-        claim = None
-    if n == 0:
-        yield []
-    elif claim is not None:
-        with claim(n) as ids:
-            yield ids
-    else:
-        import torch
-
-        yield [str(i) for i in range(min(n, torch.cuda.device_count()))]
-
-
 
 
 def launch_distributed(job: dict, nproc: int) -> None:
