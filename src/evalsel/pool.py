@@ -10,15 +10,13 @@ import csv
 import json
 import logging
 import os
-import shutil
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
 
 from tqdm import tqdm
 
-from .io import InputError, read_jsonl, text_hash, write_json
+from .io import InputError, atomic_dir, read_jsonl, text_hash, write_json
 
 log = logging.getLogger(__name__)
 
@@ -374,17 +372,6 @@ class _ShardWriter:
         return [f"shard-{i:05d}" for i in range(len(self.counts))]
 
 
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Move a finished directory into place; an old output is removed only once the new one is there."""
-    if out.exists():
-        old = out.with_name(f".{out.name}.old.{os.getpid()}")
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
-
-
 def run_pool_prepare(
     out_dir: str | os.PathLike,
     source: str,
@@ -413,11 +400,6 @@ def run_pool_prepare(
     """
     _check_settings(source, path, hf_name, fmt, embed_text, on_bad_record, shard_size, max_chars, min_chars, max_samples)
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the output is an ordinary directory
     read = 0
     skipped: Counter = Counter()
     modified: Counter = Counter()
@@ -426,68 +408,66 @@ def run_pool_prepare(
     turns_hist: Counter = Counter()
     with_system = text_chars = 0
     seen: set[str] = set()
-    writer = _ShardWriter(tmp, int(shard_size))
     where = path or f"hf:{hf_name}:{split}"
-    try:
-        records = iter_local(path) if path else iter_hf(hf_name, hf_config, split, hf_data_files)
-        with contextlib.closing(records), tqdm(total=max_samples, desc=f"pool {source}", unit="rec", mininterval=5) as bar:
-            for where, line, raw in records:
-                if max_samples is not None and read >= max_samples:
-                    break
-                read += 1
-                bar.update(1)
-                origin = f"{where}:{line}"
-                changes: Counter = Counter()  # counted only for kept records
-                try:
-                    rec = normalise_record(raw, fmt, source=source, medical=medical, origin=origin, embed_text=embed_text,
-                                           max_chars=int(max_chars), min_chars=int(min_chars), modified=changes)
-                except BadRecord as exc:
-                    if on_bad_record == "error":
-                        raise InputError(where, line, exc.field, exc.problem) from None
-                    reason = exc.reason
-                except SkipRecord as exc:
-                    reason = exc.reason
-                else:
-                    reason = "duplicate" if rec["id"] in seen else None
-                if reason is not None:
-                    skipped[reason] += 1
-                    first_skipped.setdefault(reason, origin)
-                    continue
-                seen.add(rec["id"])
-                modified.update(changes)
-                formats[rec.pop("_format")] += 1
-                turns_hist[len(rec["conversations"]) // 2] += 1
-                with_system += bool(rec["system"])
-                text_chars += len(rec["text"])
-                writer.write(rec)
-        writer.close()
-        kept = len(seen)
-        statistics = {
-            "read": read,
-            "kept": kept,
-            "skipped": dict(sorted(skipped.items())),
-            "skipped_total": sum(skipped.values()),
-            "first_skipped": dict(sorted(first_skipped.items())),
-            "modified": dict(sorted(modified.items())),
-            "formats": dict(sorted(formats.items())),
-            "exchanges": {str(k): v for k, v in sorted(turns_hist.items())},
-            "with_system": with_system,
-            "text_chars_mean": round(text_chars / kept, 1) if kept else 0.0,
-            "records_per_shard": list(writer.counts),
-            "settings": {"format": fmt, "embed_text": embed_text, "max_chars": int(max_chars),
-                         "min_chars": int(min_chars), "max_samples": max_samples, "on_bad_record": on_bad_record},
-        }
-        if kept == 0:
-            what = "the source is empty" if read == 0 else "every record was skipped"
-            raise InputError(where, None, None,
-                             f"empty pool: {what}; no record kept out of {read} read (skipped: {dict(skipped) or 'none'})")
-        manifest = {"source": source, "count": kept, "shards": writer.names, "statistics": statistics}
-        write_json(tmp / "manifest.json", manifest)
-        _replace_dir(tmp, out)
-    except BaseException:
-        writer.close()
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with atomic_dir(out) as tmp:
+        writer = _ShardWriter(tmp, int(shard_size))
+        try:
+            records = iter_local(path) if path else iter_hf(hf_name, hf_config, split, hf_data_files)
+            with contextlib.closing(records), tqdm(total=max_samples, desc=f"pool {source}", unit="rec", mininterval=5) as bar:
+                for where, line, raw in records:
+                    if max_samples is not None and read >= max_samples:
+                        break
+                    read += 1
+                    bar.update(1)
+                    origin = f"{where}:{line}"
+                    changes: Counter = Counter()  # counted only for kept records
+                    try:
+                        rec = normalise_record(raw, fmt, source=source, medical=medical, origin=origin, embed_text=embed_text,
+                                               max_chars=int(max_chars), min_chars=int(min_chars), modified=changes)
+                    except BadRecord as exc:
+                        if on_bad_record == "error":
+                            raise InputError(where, line, exc.field, exc.problem) from None
+                        reason = exc.reason
+                    except SkipRecord as exc:
+                        reason = exc.reason
+                    else:
+                        reason = "duplicate" if rec["id"] in seen else None
+                    if reason is not None:
+                        skipped[reason] += 1
+                        first_skipped.setdefault(reason, origin)
+                        continue
+                    seen.add(rec["id"])
+                    modified.update(changes)
+                    formats[rec.pop("_format")] += 1
+                    turns_hist[len(rec["conversations"]) // 2] += 1
+                    with_system += bool(rec["system"])
+                    text_chars += len(rec["text"])
+                    writer.write(rec)
+            writer.close()
+            kept = len(seen)
+            statistics = {
+                "read": read,
+                "kept": kept,
+                "skipped": dict(sorted(skipped.items())),
+                "skipped_total": sum(skipped.values()),
+                "first_skipped": dict(sorted(first_skipped.items())),
+                "modified": dict(sorted(modified.items())),
+                "formats": dict(sorted(formats.items())),
+                "exchanges": {str(k): v for k, v in sorted(turns_hist.items())},
+                "with_system": with_system,
+                "text_chars_mean": round(text_chars / kept, 1) if kept else 0.0,
+                "records_per_shard": list(writer.counts),
+                "settings": {"format": fmt, "embed_text": embed_text, "max_chars": int(max_chars),
+                             "min_chars": int(min_chars), "max_samples": max_samples, "on_bad_record": on_bad_record},
+            }
+            if kept == 0:
+                what = "the source is empty" if read == 0 else "every record was skipped"
+                raise InputError(where, None, None,
+                                 f"empty pool: {what}; no record kept out of {read} read (skipped: {dict(skipped) or 'none'})")
+            manifest = {"source": source, "count": kept, "shards": writer.names, "statistics": statistics}
+            write_json(tmp / "manifest.json", manifest)
+        finally:
+            writer.close()
     log.info("%s: read %d, kept %d in %d shards; skipped %s; modified %s; formats %s",
              source, read, kept, len(writer.counts), dict(skipped), dict(modified), dict(formats))
     return manifest
