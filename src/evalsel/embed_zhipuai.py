@@ -3,7 +3,6 @@ comes from ZHIPUAI_API_KEY only, and a batch that still fails fails the job (no 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import random
@@ -16,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
+
+from .io import text_hash
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,8 @@ def scrub(message: str, key: str | None) -> str:
 
 
 def text_key(text: str) -> str:
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+    """Cache key of a text as sent: its full sha1."""
+    return text_hash(text, 40)
 
 
 class VectorCache:
