@@ -90,13 +90,14 @@ def copy_repo(dest: Path) -> Path:
     return dest
 
 
-def run_snakemake(workdir: Path, *args: str, timeout: int = 1500):
-    """Run snakemake in ``workdir``; returns the CompletedProcess (stdout and stderr merged)."""
+def run_snakemake(workdir: Path, *args: str, timeout: int = 1500, env: dict | None = None):
+    """Run snakemake in ``workdir`` (``env`` added to the environment); returns the CompletedProcess
+    (stdout and stderr merged)."""
     import subprocess
 
     cmd = [sys.executable, "-m", "snakemake", *args]
     return subprocess.run(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
 @pytest.fixture(scope="session")

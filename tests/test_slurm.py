@@ -11,13 +11,12 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
-from conftest import copy_repo
+from conftest import copy_repo, run_snakemake
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "slurm_local.sh"
@@ -63,16 +62,12 @@ def slurm_cluster(tmp_path_factory):
         subprocess.run([str(SCRIPT), "stop"], env=env, check=True, timeout=120)
 
 
-def run_snakemake(workdir: Path, *args: str, pythonpath: Path, timeout: int) -> str:
+def slurm_snakemake(workdir: Path, *args: str, pythonpath: Path, timeout: int) -> str:
     """Snakemake through the SLURM profile in ``workdir``; returns its output (the test fails on error)."""
-    env = dict(os.environ, PYTHONPATH=str(pythonpath), OMP_NUM_THREADS="1")
-    proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--workflow-profile", str(PROFILE), *TEST_CLUSTER_ARGS, *args],
-        cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env, check=False,
-    )
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-8000:]
-    return out
+    proc = run_snakemake(workdir, "--workflow-profile", str(PROFILE), *TEST_CLUSTER_ARGS, *args, timeout=timeout,
+                         env={"PYTHONPATH": str(pythonpath), "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout[-8000:]
+    return proc.stdout
 
 
 def submitted(output: str) -> dict[str, str]:
@@ -126,7 +121,7 @@ def test_multi_gpu_job_is_one_task_seeing_all_its_gpus(slurm_cluster, tmp_path):
     the plugin would otherwise turn into --ntasks-per-gpu (one task per GPU)."""
     (tmp_path / "Snakefile").write_text(MULTI_GPU_SNAKEFILE)
     (tmp_path / "evalsel_probe.py").write_text(PROBE)
-    out = run_snakemake(
+    out = slurm_snakemake(
         tmp_path, "--jobs", "2", "--default-resources", "tasks=1", "--verbose", pythonpath=REPO / "src", timeout=600
     )
     sbatch = [line for line in out.splitlines() if "sbatch call: sbatch" in line and "rule_train" in line]
@@ -142,7 +137,7 @@ def test_multi_gpu_job_is_one_task_seeing_all_its_gpus(slurm_cluster, tmp_path):
 def test_demo_dag_through_slurm(slurm_cluster, tmp_path):
     work = copy_repo(tmp_path)
     t0 = time.monotonic()
-    out = run_snakemake(
+    out = slurm_snakemake(
         work, "--configfile", "demo/config.yaml", "--jobs", "4", "--max-threads", "2", pythonpath=work / "src", timeout=3600
     )
     minutes = (time.monotonic() - t0) / 60
