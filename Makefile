@@ -1,13 +1,23 @@
 # Two entry points (see README "Quick start"): `make demo` and `make test`.
-PYTHON ?= python3
+#
+# Everything runs inside a project virtual environment, `.venv`, created by `make install` from
+# the first `python3` on PATH (Debian's and Ubuntu's own python3 refuse `pip install` outside a
+# venv, PEP 668). Conda or pyenv users who want their active interpreter instead: `make PYTHON=python`.
+PYTHON3 ?= python3
+VENV ?= .venv
+PYTHON ?= $(VENV)/bin/python
 PIP = $(PYTHON) -m pip
 CORES ?= all
 
 .PHONY: install demo test test-fast lint dag clean-demo
 
+# The venv is only created when PYTHON is the venv's own interpreter.
+$(VENV)/bin/python:
+	$(PYTHON3) -m venv $(VENV)
+
 # torch is pinned first so that pip takes the CPU wheel this kind of machine carries;
 # on a GPU box install the torch build matching your CUDA first, then `make install`.
-install:
+install: $(filter $(VENV)/bin/python,$(PYTHON))
 	$(PIP) install --quiet "torch==2.13.0"
 	$(PIP) install --quiet -e ".[all,dev,deepspeed]"
 
