@@ -16,7 +16,7 @@ rule dpo_train:
             else []
         ),
         base=base_model_input(),
-        code=pkg("dpo.py", "train.py", "gpu.py"),
+        code=pkg("dpo.py", "train.py", "gpu.py", "precision.py"),
     output:
         adapter=directory("results/train/dpo/seed{seed}/adapter"),
         metrics="results/train/dpo/seed{seed}/metrics.json",

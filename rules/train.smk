@@ -52,7 +52,7 @@ rule train:
         sft="results/sft/{arm}.jsonl",
         base=base_model_input(),
         deepspeed=[DEEPSPEED_CONFIG] if DEEPSPEED_CONFIG else [],
-        code=pkg("chat.py", "train.py", "gpu.py"),
+        code=pkg("chat.py", "train.py", "gpu.py", "precision.py"),
     output:
         adapter=directory("results/train/{arm}/seed{seed}/adapter"),
         metrics="results/train/{arm}/seed{seed}/metrics.json",
@@ -104,7 +104,7 @@ rule evaluate:
         benchmark=expand("results/benchmark/{subject}.jsonl", subject=SUBJECTS),
         base=base_model_input(),
         adapter=lambda wc: model_adapter(wc.model),
-        code=pkg("benchmark.py", "chat.py", "evaluate.py", "train.py", "gpu.py"),
+        code=pkg("benchmark.py", "chat.py", "evaluate.py", "train.py", "gpu.py", "precision.py"),
     output:
         "results/eval/{model}.json",
     log:

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from evalsel.io import InputError, read_jsonl, write_json
+from evalsel.precision import PRECISIONS
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("bf16", "fp16", "fp32")
 _NOT_FINGERPRINTED = {"save_steps", "logging_steps", "keep_checkpoints", "gpus"}
 
 
@@ -153,6 +153,7 @@ def train_dpo(
 
     from evalsel.io import atomic_dir
     from evalsel.gpu import claim
+    from evalsel.precision import resolve
     from evalsel.train import is_adapter_dir, plot_curves, prepare_checkpoints
 
     s = DPOSettings(**settings)
@@ -165,11 +166,9 @@ def train_dpo(
                                                                   None if sft_adapter is None else str(sft_adapter)))
 
     with claim(s.gpus):
-        cuda = torch.cuda.is_available()
-        precision = s.precision if cuda else "fp32"
-        if precision != s.precision:
-            log.info("no CUDA device: DPO in fp32 instead of %s", s.precision)
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float32, "fp32": torch.float32}[precision]
+        precision = resolve(s.precision, what="DPO")
+        # fp16 mixed precision keeps fp32 master weights (the grad scaler refuses fp16 parameters)
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         # the SFT job saves its tokenizer beside the adapter; fall back to the base model's
         has_tok = sft_adapter is not None and (Path(sft_adapter) / "tokenizer_config.json").is_file()
         tokenizer = AutoTokenizer.from_pretrained(str(sft_adapter) if has_tok else base_model)

@@ -75,14 +75,12 @@ def load_model(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from evalsel.precision import inference_dtype
     from evalsel.train import is_adapter_dir
 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    else:
-        dtype = torch.float32
+    dtype = inference_dtype(device, what="evaluation")
     tok_src = adapter if adapter and (Path(adapter) / "tokenizer_config.json").is_file() else base_model
     tokenizer = AutoTokenizer.from_pretrained(tok_src)
     kwargs: dict[str, Any] = {"dtype": dtype}

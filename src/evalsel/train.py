@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from evalsel.io import InputError, read_json, read_jsonl, write_json
+from evalsel.precision import PRECISIONS
 
 log = logging.getLogger(__name__)
 
 FINGERPRINT = "fingerprint.json"
 METHODS = ("lora", "qlora", "full")
-PRECISIONS = ("bf16", "fp16", "fp32")
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
 # Settings that change what is learnt; save/logging cadence and clean-up do not invalidate checkpoints.
 _NOT_FINGERPRINTED = {"save_steps", "logging_steps", "keep_checkpoints", "threads"}
@@ -248,18 +248,18 @@ def prepare_checkpoints(checkpoint_dir: str | os.PathLike, fp: dict) -> Path | N
 
 
 def _job_device_plan(settings: TrainSettings, cuda: bool) -> dict:
-    """Precision, DeepSpeed and launcher decisions for this host (CPU falls back and says so)."""
-    precision = settings.precision
+    """Precision, DeepSpeed and launcher decisions for this host (CPU falls back and says so; a GPU
+    without bf16 trains in fp16, logged)."""
+    from evalsel.precision import resolve
+
     deepspeed = settings.deepspeed
     if not cuda:
         if settings.method == "qlora":
             raise RuntimeError("method 'qlora' needs a CUDA GPU (bitsandbytes 4-bit); use 'lora' on CPU")
-        if precision != "fp32":
-            log.info("no CUDA device: training in fp32 instead of %s", precision)
-            precision = "fp32"
         if deepspeed:
             log.info("no CUDA device: DeepSpeed (%s) is skipped", deepspeed)
             deepspeed = None
+    precision = resolve(settings.precision, cuda=cuda, what="training")
     return {"precision": precision, "deepspeed": deepspeed}
 
 
