@@ -221,3 +221,183 @@ def test_cli_refuses_an_unset_key_variable(monkeypatch, capsys):
     monkeypatch.delenv("EVALSEL_TEST_KEY", raising=False)
     with pytest.raises(SystemExit, match="EVALSEL_TEST_KEY"):
         main(["serve", "--model", "x", "--api-key-env", "EVALSEL_TEST_KEY"])
+
+
+# --------------------------------------------------------------------------- faults and load
+
+
+def _stream_and_drop(url: str, seconds: float, results: list) -> None:
+    """A client that opens a long streaming chat and goes away after ``seconds`` (as `curl -N -m 1`)."""
+    body = {"model": "tiny", "messages": MESSAGES, "max_tokens": 2000, "stream": True, "temperature": 0.9}
+    try:
+        with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=seconds,
+                          headers={"Authorization": f"Bearer {KEY}"}) as r:
+            results.append(r.status_code)
+            for _ in r.iter_lines():
+                pass
+    except httpx.TimeoutException:
+        results.append("dropped")
+
+
+def test_dropped_streams_free_the_model_and_shutdown_completes(tiny_lm_dir):
+    from evalsel.serve import create_app
+
+    app = create_app(tiny_lm_dir, api_key=KEY, model_name="tiny", timeout=120)
+    with _Server(app) as srv:
+        results: list = []
+        clients = [threading.Thread(target=_stream_and_drop, args=(srv.url, 1.0, results)) for _ in range(2)]
+        for t in clients:
+            t.start()
+        for t in clients:
+            t.join(timeout=30)
+        assert results.count(200) == 2, results
+        # the generator is freed within a token or two of the disconnect, not after 2000 tokens
+        auth = {"Authorization": f"Bearer {KEY}"}
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            health = httpx.get(srv.url + "/health", headers=auth, timeout=5).json()
+            if health["generator"] == "idle" and health["queued"] == 0:
+                break
+            time.sleep(0.1)
+        assert health["generator"] == "idle" and health["queued"] == 0, health
+        c = openai.OpenAI(base_url=srv.url + "/v1", api_key=KEY, max_retries=0, timeout=30)
+        answer = c.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=5, temperature=0)
+        assert answer.choices[0].finish_reason in ("stop", "length")
+        # and shutdown completes with a stream still open
+        late: list = []
+        t = threading.Thread(target=_stream_and_drop, args=(srv.url, 60.0, late), daemon=True)
+        t.start()
+        time.sleep(0.5)
+        started = time.time()
+    assert not srv.thread.is_alive(), "the server did not shut down"
+    assert time.time() - started < 20
+
+
+def test_health_needs_the_key_and_says_whether_the_generator_is_free(server):
+    assert httpx.get(server.url + "/health").status_code == 401
+    r = httpx.get(server.url + "/health", headers={"Authorization": f"Bearer {KEY}"})
+    assert r.status_code == 200
+    assert set(r.json()) >= {"status", "model", "generator", "queued", "queue_limit"}
+
+
+def test_usage_does_not_count_the_end_of_turn_token(tiny_lm_dir):
+    """An answer that ends on its own: completion_tokens counts the answer's tokens, not <|im_end|>."""
+    import torch
+
+    from evalsel.serve import ChatModel
+
+    chat = ChatModel(str(tiny_lm_dir), device="cpu")
+    ids = chat.encode(MESSAGES)
+    with torch.inference_mode():
+        out = chat.model.generate(torch.tensor([ids]), max_new_tokens=3, do_sample=False,
+                                  repetition_penalty=1.0)
+    first = int(out[0, len(ids)])
+    # make the greedy answer's first token the end of turn: the answer is empty, ended by the model
+    chat.model.generation_config.eos_token_id = [first]
+    chat.eos_ids = {first}
+    *_, (_, info) = chat.stream(ids, 10, 0.0, 1.0, [], None)
+    assert info["finish_reason"] == "stop"
+    assert info["completion_tokens"] == 0
+
+
+class _SlowChat:
+    """Stands in for ChatModel in the scheduler tests: ``steps`` deltas, ``pause`` seconds apart."""
+
+    def __init__(self, steps=50, pause=0.05, honour_stop=True):
+        self.steps, self.pause, self.honour_stop = steps, pause, honour_stop
+        self.started = 0
+
+    def stream(self, prompt_ids, max_new_tokens, temperature, top_p, stops, seed, should_stop=lambda: False):
+        self.started += 1
+        n = 0
+        for _ in range(self.steps):
+            if self.honour_stop and should_stop():
+                break
+            time.sleep(self.pause)
+            n += 1
+            yield "x", {}
+        yield "", {"finish_reason": "stop" if n == self.steps else "length", "prompt_tokens": 1,
+                   "completion_tokens": n}
+
+
+async def _drain(job):
+    from evalsel.serve import APIError
+
+    out = []
+    try:
+        async for item in job:
+            out.append(item)
+    except APIError as e:
+        out.append(e)
+    return out
+
+
+def test_a_full_queue_is_429_and_a_request_waiting_too_long_is_503():
+    import asyncio
+
+    from evalsel.serve import APIError, Generator
+
+    gen = Generator(_SlowChat(steps=20, pause=0.05, honour_stop=False), max_queue=1, timeout=0.5)
+    try:
+        loop = asyncio.new_event_loop()
+        params = dict(prompt_ids=[1], max_new_tokens=5, temperature=0, top_p=1, stops=[], seed=None)
+        first = gen.submit(params, loop)
+        deadline = time.time() + 5
+        while gen.status()["generator"] != "busy" and time.time() < deadline:
+            time.sleep(0.01)
+        second = gen.submit(params, loop)  # waits in the queue
+        with pytest.raises(APIError) as exc:
+            gen.submit(params, loop)
+        assert exc.value.status == 429 and exc.value.code == "queue_full"
+        a = loop.run_until_complete(_drain(first))
+        b = loop.run_until_complete(_drain(second))
+        loop.close()
+        assert a[-1][1]["completion_tokens"] == 20
+        # the second waited 1 s for a generator busy with a step that ignores the clock: never run
+        assert isinstance(b[-1], APIError) and b[-1].status == 503 and b[-1].code == "timeout"
+    finally:
+        gen.close()
+    assert not gen.thread.is_alive()
+
+
+def test_a_request_running_past_its_timeout_is_cut_short():
+    import asyncio
+
+    from evalsel.serve import Generator
+
+    gen = Generator(_SlowChat(steps=40, pause=0.05), max_queue=2, timeout=0.5)
+    try:
+        loop = asyncio.new_event_loop()
+        params = dict(prompt_ids=[1], max_new_tokens=5, temperature=0, top_p=1, stops=[], seed=None)
+        a = loop.run_until_complete(_drain(gen.submit(params, loop)))
+        loop.close()
+        assert a[-1][1]["finish_reason"] == "length" and 3 < a[-1][1]["completion_tokens"] < 40
+    finally:
+        gen.close()
+
+
+def test_a_cancelled_job_is_dropped_and_the_next_one_served():
+    import asyncio
+
+    from evalsel.serve import Generator
+
+    chat = _SlowChat(steps=5, pause=0.01)
+    gen = Generator(chat, max_queue=4, timeout=30)
+    try:
+        loop = asyncio.new_event_loop()
+        params = dict(prompt_ids=[1], max_new_tokens=5, temperature=0, top_p=1, stops=[], seed=None)
+        chat.pause = 0.2
+        running = gen.submit(params, loop)
+        waiting = gen.submit(params, loop)
+        waiting.cancel()       # gone before its turn: never run
+        time.sleep(0.1)
+        running.cancel()       # gone mid-answer: stopped at the next step
+        chat.pause = 0.01
+        served = gen.submit(params, loop)
+
+        out = loop.run_until_complete(_drain(served))
+        loop.close()
+        assert out[-1][1] == {"finish_reason": "stop", "prompt_tokens": 1, "completion_tokens": 5}
+        assert chat.started == 2
+    finally:
+        gen.close()

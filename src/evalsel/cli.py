@@ -24,7 +24,8 @@ def _serve(ns: argparse.Namespace) -> int:
         if not api_key:
             # the variable's name only; its value is never printed
             raise SystemExit(f"evalsel serve: --api-key-env {ns.api_key_env}: that environment variable is unset or empty")
-    serve(ns.model, adapter=ns.adapter, host=ns.host, port=ns.port, api_key=api_key, model_name=ns.model_name)
+    serve(ns.model, adapter=ns.adapter, host=ns.host, port=ns.port, api_key=api_key, model_name=ns.model_name,
+          max_queue=ns.max_queue, timeout=ns.timeout)
     return 0
 
 
@@ -72,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key-env", default=None, metavar="VAR",
                    help="name of the environment variable holding the API key clients must send")
     p.add_argument("--model-name", default=None, help="model id clients use (default: the directory name)")
+    p.add_argument("--max-queue", type=int, default=8,
+                   help="requests that may wait for the model; one more is answered 429 (default 8)")
+    p.add_argument("--timeout", type=float, default=300.0,
+                   help="seconds a request may wait and generate; past it: 503 while waiting, "
+                        "finish_reason 'length' while generating (default 300)")
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("report", help="comparison report from results/eval/*.json")

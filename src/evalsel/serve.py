@@ -4,6 +4,7 @@ merged model or a base model plus a LoRA adapter, using the model's own chat tem
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -13,7 +14,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -129,11 +130,13 @@ class _QueueStreamer:
 
 
 class ChatModel:
-    """A causal LM with its tokenizer and chat template; one generation at a time."""
+    """A causal LM with its tokenizer and chat template (one generation at a time: see :class:`Generator`)."""
 
     def __init__(self, model_path: str, adapter: str | None = None, device: str | None = None):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from evalsel.precision import inference_dtype
 
         if not Path(model_path).exists() and "/" not in model_path:
             raise FileNotFoundError(f"model {model_path!r} is neither a directory nor a hub name")
@@ -142,7 +145,7 @@ class ChatModel:
         if not getattr(self.tokenizer, "chat_template", None):
             raise ValueError(f"{tok_src}: the tokenizer has no chat template; serve an instruct/chat model")
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
+        dtype = inference_dtype(self.device, what="serving")
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
         if adapter:
             from peft import PeftModel
@@ -156,7 +159,6 @@ class ChatModel:
         eos = eos if isinstance(eos, list) else [eos]
         self.eos_ids = {int(e) for e in eos if e is not None} | (
             {self.tokenizer.eos_token_id} if self.tokenizer.eos_token_id is not None else set())
-        self.lock = threading.Lock()
         log.info("loaded %s%s on %s (context %d)", model_path, f" + {adapter}" if adapter else "", self.device,
                  self.context_length)
 
@@ -165,11 +167,15 @@ class ChatModel:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def stream(self, prompt_ids: list[int], max_new_tokens: int, temperature: float, top_p: float,
-               stops: list[str], seed: int | None) -> Iterator[tuple[str, dict]]:
+               stops: list[str], seed: int | None,
+               should_stop: Callable[[], bool] = lambda: False) -> Iterator[tuple[str, dict]]:
         """Yield ``(text delta, info)``; the last item has ``info["finish_reason"]`` and token counts.
 
-        Text is emitted only once it can no longer be the start of a stop sequence; a stop sequence
-        and anything after it is never emitted (as OpenAI does).
+        Not thread-safe: the :class:`Generator` runs one at a time. Text is emitted only once it can
+        no longer be the start of a stop sequence; a stop sequence and anything after it is never
+        emitted (as OpenAI does). ``should_stop()`` (checked at every token) ends generation early
+        (a client that went away, a timeout): the finish reason is then ``"length"``.
+        ``completion_tokens`` counts the tokens of the answer, not the end-of-turn token.
         """
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
@@ -178,7 +184,8 @@ class ChatModel:
 
         class _Halt(StoppingCriteria):
             def __call__(self, input_ids, scores, **kwargs):
-                return torch.full((input_ids.shape[0],), halt.is_set(), dtype=torch.bool, device=input_ids.device)
+                stop = halt.is_set() or should_stop()
+                return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
         streamer = _QueueStreamer()
         sample = temperature > 0
@@ -191,6 +198,9 @@ class ChatModel:
             "stopping_criteria": StoppingCriteriaList([_Halt()]),
             "pad_token_id": self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None
             else next(iter(self.eos_ids)),
+            # the model's generation_config may carry a repetition penalty (Qwen2.5-Instruct: 1.05);
+            # a request has no such field, so the server does not apply one
+            "repetition_penalty": 1.0,
         }
         if sample:
             kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
@@ -209,12 +219,10 @@ class ChatModel:
                 failure.append(exc)
                 streamer.end()
 
-        self.lock.acquire()
         worker = threading.Thread(target=run, daemon=True)
         try:
             worker.start()
             ids: list[int] = []
-            generated = 0
             sent = ""
             finish = "length"
             cut_at_stop = False
@@ -223,7 +231,6 @@ class ChatModel:
                 tok = streamer.queue.get()
                 if tok is None:
                     break
-                generated += 1
                 if tok in self.eos_ids:
                     finish = "stop"
                     continue
@@ -247,11 +254,138 @@ class ChatModel:
                 text = self.tokenizer.decode(ids, skip_special_tokens=True)
                 if len(text) > len(sent):
                     yield text[len(sent):], {}
-            yield "", {"finish_reason": finish, "prompt_tokens": len(prompt_ids), "completion_tokens": generated}
+            yield "", {"finish_reason": finish, "prompt_tokens": len(prompt_ids), "completion_tokens": len(ids)}
         finally:
             halt.set()
             worker.join()
-            self.lock.release()
+
+
+# --------------------------------------------------------------------------- the scheduler
+
+
+_END = object()
+
+
+class Job:
+    """One chat request waiting for or being served by the :class:`Generator`.
+
+    Its events (``(delta, info)`` tuples, an exception, then ``_END``) arrive on an asyncio queue of
+    the request's event loop. ``cancel()`` (the client went away) stops it wherever it is.
+    """
+
+    def __init__(self, params: dict, timeout: float, loop):
+        self.params = params
+        self.deadline = time.monotonic() + timeout
+        self.timeout = timeout
+        self.cancelled = threading.Event()
+        self.loop = loop
+        self.events = asyncio.Queue()
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+    def expired(self) -> bool:
+        return time.monotonic() > self.deadline
+
+    def emit(self, item) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.events.put_nowait, item)
+        except RuntimeError:  # the request's loop is closed: nobody is listening any more
+            self.cancelled.set()
+
+    async def __aiter__(self):
+        while True:
+            item = await self.events.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+
+class Generator:
+    """The one thread that runs the model: requests wait in a bounded queue, in order.
+
+    A full queue answers 429; a request that waits or runs past ``timeout`` seconds is ended (503
+    while waiting; while generating it finishes early with ``finish_reason`` ``"length"``); a job
+    whose client disconnected is dropped from the queue or stopped at its next token, so the
+    model is never held for a listener that is gone. ``close()`` ends every job and the thread.
+    """
+
+    def __init__(self, chat: ChatModel, max_queue: int = 8, timeout: float = 300.0):
+        if max_queue < 1:
+            raise ValueError("max_queue must be at least 1")
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
+        self.chat = chat
+        self.max_queue = max_queue
+        self.timeout = timeout
+        self.jobs: queue.Queue = queue.Queue(maxsize=max_queue)
+        self.current: Job | None = None
+        self.closing = threading.Event()
+        self.served = 0
+        self.thread = threading.Thread(target=self._loop, name="evalsel-generator", daemon=True)
+        self.thread.start()
+
+    def status(self) -> dict:
+        return {"generator": "busy" if self.current is not None else "idle", "queued": self.jobs.qsize(),
+                "queue_limit": self.max_queue, "served": self.served}
+
+    def submit(self, params: dict, loop) -> Job:
+        if self.closing.is_set():
+            raise APIError(503, "the server is shutting down", "server_error", code="shutting_down")
+        job = Job(params, self.timeout, loop)
+        try:
+            self.jobs.put_nowait(job)
+        except queue.Full:
+            raise APIError(429, f"the server is busy: {self.max_queue} requests are already waiting; retry later",
+                           "rate_limit_error", code="queue_full") from None
+        return job
+
+    def close(self, wait: float = 10.0) -> None:
+        self.closing.set()
+        if self.current is not None:
+            self.current.cancel()
+        self.jobs.put(None) if not self.jobs.full() else None
+        self.thread.join(timeout=wait)
+        while True:  # whatever still waits is told the server is gone
+            try:
+                job = self.jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                job.emit(APIError(503, "the server is shutting down", "server_error", code="shutting_down"))
+                job.emit(_END)
+
+    def _loop(self) -> None:
+        while not self.closing.is_set():
+            job = self.jobs.get()
+            if job is None:
+                break
+            if job.cancelled.is_set():
+                job.emit(_END)
+                continue
+            if job.expired():
+                job.emit(APIError(503, f"timed out after {job.timeout:g} s waiting for the generator",
+                                  "server_error", code="timeout"))
+                job.emit(_END)
+                continue
+            self.current = job
+            try:
+                stop = lambda: job.cancelled.is_set() or job.expired() or self.closing.is_set()  # noqa: E731
+                for item in self.chat.stream(**job.params, should_stop=stop):
+                    if job.cancelled.is_set():
+                        break
+                    job.emit(item)
+                if job.expired() and not job.cancelled.is_set():
+                    log.warning("a request ran past its %g s timeout and was cut short", job.timeout)
+            except Exception as exc:  # reported to this request; the generator lives on
+                log.exception("generation failed")
+                job.emit(exc)
+            finally:
+                self.current = None
+                self.served += 1
+                job.emit(_END)
 
 
 # --------------------------------------------------------------------------- the app
@@ -262,23 +396,36 @@ def _is_loopback(host: str) -> bool:
 
 
 def create_app(model_path: str | os.PathLike, adapter: str | os.PathLike | None = None,
-               api_key: str | None = None, model_name: str | None = None, device: str | None = None):
+               api_key: str | None = None, model_name: str | None = None, device: str | None = None,
+               max_queue: int = 8, timeout: float = 300.0):
     """The FastAPI app serving one model under ``model_name`` (default: the adapter's or model's directory name).
 
-    With ``api_key`` every ``/v1`` request needs ``Authorization: Bearer <api_key>`` (401 otherwise).
-    Errors are OpenAI-style JSON: 400 invalid request, 401 bad key, 404 unknown model or route,
-    422 unreadable body, 500 generation failure. Refuses a tokenizer without a chat template.
+    With ``api_key`` every request, ``/health`` included, needs ``Authorization: Bearer <api_key>``
+    (401 otherwise). Errors are OpenAI-style JSON: 400 invalid request, 401 bad key, 404 unknown
+    model or route, 422 unreadable body, 429 queue full (``max_queue`` requests already waiting),
+    500 generation failure, 503 timed out (``timeout`` seconds, waiting included) or shutting down.
+    Refuses a tokenizer without a chat template.
     """
+    from contextlib import asynccontextmanager
+
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, StreamingResponse
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     chat = ChatModel(str(model_path), None if adapter is None else str(adapter), device=device)
+    generator = Generator(chat, max_queue=max_queue, timeout=timeout)
     name = model_name or Path(adapter or model_path).name or str(model_path)
     created = int(time.time())
-    app = FastAPI(title="evalsel OpenAI-compatible server", docs_url=None, redoc_url=None)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        generator.close()
+
+    app = FastAPI(title="evalsel OpenAI-compatible server", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.chat = chat
+    app.state.generator = generator
     app.state.model_name = name
 
     @app.exception_handler(APIError)
@@ -314,7 +461,7 @@ def create_app(model_path: str | os.PathLike, adapter: str | os.PathLike | None 
 
     @app.middleware("http")
     async def _auth(request: Request, call_next):
-        if api_key and request.url.path.startswith("/v1"):
+        if api_key:
             header = request.headers.get("authorization", "")
             token = header[7:] if header.lower().startswith("bearer ") else ""
             if not hmac.compare_digest(token.encode(), api_key.encode()):
@@ -328,7 +475,7 @@ def create_app(model_path: str | os.PathLike, adapter: str | os.PathLike | None 
 
     @app.get("/health")
     def health():
-        return {"status": "ok", "model": name}
+        return {"status": "ok", "model": name, **generator.status()}
 
     @app.get("/v1/models")
     def list_models():
@@ -342,7 +489,7 @@ def create_app(model_path: str | os.PathLike, adapter: str | os.PathLike | None 
         return model_card()
 
     @app.post("/v1/chat/completions")
-    def chat_completions(req: ChatRequest):
+    async def chat_completions(req: ChatRequest):
         if req.model != name:
             raise APIError(404, f"model {req.model!r} does not exist; this server has {name!r}",
                            code="model_not_found", param="model")
@@ -368,13 +515,18 @@ def create_app(model_path: str | os.PathLike, adapter: str | os.PathLike | None 
         max_new = min(asked, room)
         temperature = 1.0 if req.temperature is None else req.temperature
         top_p = 1.0 if req.top_p is None else req.top_p
-        gen = chat.stream(prompt_ids, max_new, temperature, top_p, req.stops(), req.seed)
+        params = {"prompt_ids": prompt_ids, "max_new_tokens": max_new, "temperature": temperature,
+                  "top_p": top_p, "stops": req.stops(), "seed": req.seed}
+        job = generator.submit(params, asyncio.get_running_loop())
         cid = f"chatcmpl-{uuid.uuid4().hex}"
         now = int(time.time())
         if not req.stream:
             text, info = "", {}
-            for delta, info in gen:
-                text += delta
+            try:
+                async for delta, info in job:
+                    text += delta
+            finally:  # the client went away (the task is cancelled) or the answer is complete
+                job.cancel()
             usage = {"prompt_tokens": info["prompt_tokens"], "completion_tokens": info["completion_tokens"],
                      "total_tokens": info["prompt_tokens"] + info["completion_tokens"]}
             return {
@@ -392,10 +544,10 @@ def create_app(model_path: str | os.PathLike, adapter: str | os.PathLike | None 
                 body["usage"] = None
             return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
-        def events() -> Iterator[str]:
+        async def events():
             yield chunk({"role": "assistant", "content": ""}, None)
             try:
-                for delta, info in gen:
+                async for delta, info in job:
                     if delta:
                         yield chunk({"content": delta}, None)
                     if "finish_reason" in info:
@@ -407,9 +559,13 @@ def create_app(model_path: str | os.PathLike, adapter: str | os.PathLike | None 
                             body = {"id": cid, "object": "chat.completion.chunk", "created": now, "model": name,
                                     "choices": [], "usage": usage}
                             yield f"data: {json.dumps(body)}\n\n"
+            except APIError as exc:  # timed out waiting, or shutting down
+                yield f"data: {json.dumps(exc.body())}\n\n"
             except Exception as exc:  # headers are sent: report the failure in the stream, as OpenAI does
-                log.exception("generation failed mid-stream")
+                log.error("generation failed mid-stream: %s", type(exc).__name__)
                 yield f"data: {json.dumps(APIError(500, f'generation failed: {type(exc).__name__}', 'server_error').body())}\n\n"
+            finally:  # a disconnected client cancels this generator: free the model at once
+                job.cancel()
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream",
@@ -419,13 +575,16 @@ def create_app(model_path: str | os.PathLike, adapter: str | os.PathLike | None 
 
 
 def serve(model_path: str, adapter: str | None = None, host: str = "127.0.0.1", port: int = 8000,
-          api_key: str | None = None, model_name: str | None = None) -> None:
-    """Run the server with uvicorn until interrupted. Warns when it listens beyond loopback without a key."""
+          api_key: str | None = None, model_name: str | None = None, max_queue: int = 8,
+          timeout: float = 300.0) -> None:
+    """Run the server with uvicorn until interrupted (SIGINT/SIGTERM: open streams are ended, then
+    it exits within a few seconds). Warns when it listens beyond loopback without a key."""
     import uvicorn
 
     if not _is_loopback(host) and not api_key:
         log.warning("listening on %s without an API key: anyone who can reach this port can use the model", host)
-    app = create_app(model_path, adapter=adapter, api_key=api_key, model_name=model_name)
+    app = create_app(model_path, adapter=adapter, api_key=api_key, model_name=model_name, max_queue=max_queue,
+                     timeout=timeout)
     log.info("serving %r on http://%s:%d/v1 (API key %s)", app.state.model_name, host, port,
              "required" if api_key else "not required")
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
