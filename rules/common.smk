@@ -1,11 +1,25 @@
 # Helpers shared by every rules file: config lookups, wildcard values, input functions.
 import json
 import os
+import sys
 from pathlib import Path
 
-from snakemake.utils import validate
+from snakemake.exceptions import WorkflowError
 
-validate(config, "../workflow/schemas/config.schema.yaml")
+# The checkout's own package, whichever evalsel another checkout installed.
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+from evalsel.config import ConfigError, check as check_config
+
+# The schema (one short line per failing key) and every cross-key rule, before any job runs.
+try:
+    check_config(
+        config,
+        Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml",
+        cwd=os.getcwd(),
+        configfiles=[str(f) for f in workflow.configfiles],
+    )
+except ConfigError as exc:
+    raise WorkflowError(str(exc)) from None
 
 # Relative to the working directory, so that a moved or copied checkout does not re-run everything.
 PKG = Path(os.path.relpath(Path(workflow.basedir) / "src" / "evalsel"))

@@ -1,20 +1,10 @@
 # Embedding: benchmark questions (e5 queries) and pool shards (e5 passages), one job per shard;
 # plus the tiny demo embedder. Only the settings of the configured backend are params, so editing
 # another backend's settings (or recall settings) re-embeds nothing.
-import os
-
-from snakemake.logging import logger
 
 EMBED = config["embedding"]
 EMBED_ST = EMBED["backend"] == "sentence_transformers"
 EMBED_ZHIPU = EMBED["backend"] == "zhipuai"
-
-if EMBED_ZHIPU and not os.environ.get("ZHIPUAI_API_KEY", "").strip():
-    # the jobs themselves refuse to start without it; say so before hours of pool preparation
-    logger.warning(
-        "embedding.backend is zhipuai but ZHIPUAI_API_KEY is not set: embedding jobs will fail"
-    )
-
 
 # Every setting that decides the vectors, one leaf each; None where the backend ignores it.
 # The API key is not here: params end up in Snakemake's metadata.

@@ -1,10 +1,5 @@
 # Comparison report of base, random and eval-driven models, and the optional DPO stage after SFT.
 
-if config["dpo"]["enabled"] and not config["dpo"]["preferences"]:
-    raise ValueError(
-        "config: dpo.enabled is true but dpo.preferences (a prompt/chosen/rejected JSONL) is null"
-    )
-
 
 rule dpo_train:
     input:

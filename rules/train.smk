@@ -104,7 +104,14 @@ rule evaluate:
         benchmark=expand("results/benchmark/{subject}.jsonl", subject=SUBJECTS),
         base=base_model_input(),
         adapter=lambda wc: model_adapter(wc.model),
-        code=pkg("benchmark.py", "chat.py", "evaluate.py", "train.py", "gpu.py", "precision.py"),
+        code=pkg(
+            "benchmark.py",
+            "chat.py",
+            "evaluate.py",
+            "train.py",
+            "gpu.py",
+            "precision.py",
+        ),
     output:
         "results/eval/{model}.json",
     log:

@@ -1,0 +1,129 @@
+"""The workflow's configuration checks, run by ``rules/common.smk`` before any job is scheduled:
+the schema (one short line per failing key, not the schema dump), then every rule that ties two
+keys together, so that a contradictory config fails in a second and not after hours of embedding.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config that cannot run: every problem found, one line each."""
+
+    def __init__(self, problems: list[str], source: str = "config"):
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{source}: {len(problems)} problem{'s' if len(problems) != 1 else ''}:\n{lines}")
+
+
+def _short(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _key(path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def schema_problems(config: dict, schema_path: str | os.PathLike) -> list[str]:
+    """One line per schema violation: the failing key, what it holds and the rule it broke."""
+    import jsonschema
+
+    with open(schema_path, encoding="utf-8") as fh:
+        schema = yaml.safe_load(fh)
+    cls = jsonschema.validators.validator_for(schema)
+    problems = []
+    for err in sorted(cls(schema).iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path]):
+        key = _key(err.absolute_path)
+        if err.validator == "required":
+            problems.append(f"{key}: {err.message} (required)")
+        elif err.validator == "additionalProperties":
+            problems.append(f"{key}: {err.message} (unknown key; see config.yaml for the documented ones)")
+        elif err.validator == "enum":
+            problems.append(f"{key}: {_short(err.instance)} is not one of {err.validator_value} (enum)")
+        elif err.validator in ("oneOf", "anyOf"):
+            problems.append(f"{key}: {_short(err.instance)} matches none of the allowed forms ({err.validator})")
+        else:
+            msg = err.message if len(err.message) <= 160 else err.message[:157] + "..."
+            problems.append(f"{key}: {msg} ({err.validator})")
+    return problems
+
+
+def missing_config_problem(config: dict, workdir: str | os.PathLike, configfiles: list) -> str | None:
+    """A clear line when no config was loaded at all (e.g. ``--directory`` elsewhere, no --configfile)."""
+    if config:
+        return None
+    workdir = Path(workdir).resolve()
+    return (f"no configuration loaded: config.yaml was not found in the working directory {workdir}. "
+            "Run Snakemake from the checkout, copy config.yaml there, or point at one with "
+            "--configfile PATH (with --directory, relative paths are taken from that directory)")
+
+
+def cross_key_problems(config: dict, environ: dict | None = None) -> list[str]:
+    """Rules between keys that the schema cannot express. ``config`` has the schema's defaults filled in."""
+    environ = os.environ if environ is None else environ
+    problems = []
+    # pool sources: names are file names and wildcard values; a duplicate would silently replace one
+    names = Counter(s.get("name") for s in config["pool"]["sources"])
+    for name, n in names.items():
+        if n > 1:
+            where = [f"pool.sources[{i}]" for i, s in enumerate(config["pool"]["sources"]) if s.get("name") == name]
+            problems.append(f"pool.sources: the name {name!r} is used {n} times ({', '.join(where)}); "
+                            "names must be unique")
+    recall = config["recall"]
+    if recall["similarity_threshold"] >= recall["max_similarity"]:
+        problems.append(f"recall.similarity_threshold ({recall['similarity_threshold']}) must be below "
+                        f"recall.max_similarity ({recall['max_similarity']}): nothing could be recalled")
+    if recall["strategy"] == "train_topk_mean" and not recall.get("budget"):
+        problems.append("recall.strategy 'train_topk_mean' needs recall.budget (the number of samples to keep)")
+    arms = list(config["arms"])
+    for arm in config["merge"]["arms"]:
+        if arm not in arms and not (arm == "dpo" and config["dpo"]["enabled"]):
+            problems.append(f"merge.arms names {arm!r}, which is not a trained arm (arms: {arms})")
+    if config["dpo"]["enabled"] and not config["dpo"]["preferences"]:
+        problems.append("dpo.enabled is true but dpo.preferences (a prompt/chosen/rejected JSONL) is null")
+    if config["embedding"]["backend"] == "zhipuai" and not environ.get("ZHIPUAI_API_KEY", "").strip():
+        problems.append("embedding.backend is 'zhipuai' but the environment variable ZHIPUAI_API_KEY is unset "
+                        "or empty: export it before running (the key is read from the environment only)")
+    if config["train"]["method"] == "qlora" and config["train"]["deepspeed"] == "zero3":
+        problems.append("train.method 'qlora' with train.deepspeed 'zero3' is not supported (4-bit weights "
+                        "cannot be partitioned by this workflow's loader); use qlora with deepspeed null or "
+                        "zero2, or lora/full with zero3")
+    few_shot = config["eval"]["few_shot"]
+    if few_shot and "dev" in [str(s) for s in config["benchmark"]["eval_splits"]]:
+        problems.append("eval.few_shot draws its examples from the dev split, which benchmark.eval_splits "
+                        "also scores: remove dev from eval_splits or set few_shot to 0")
+    return problems
+
+
+def check(config: dict, schema_path: str | os.PathLike, cwd: str | os.PathLike = ".",
+          configfiles: list | None = None, environ: dict | None = None) -> None:
+    """Raise :class:`ConfigError` listing every problem of ``config``; fills the schema's defaults in."""
+    missing = missing_config_problem(config, cwd, configfiles or [])
+    if missing:
+        raise ConfigError([missing])
+    import copy
+
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    source = "config" if not configfiles else "config (" + ", ".join(str(c) for c in configfiles) + ")"
+    before = copy.deepcopy(config)
+    try:
+        validate(config, str(schema_path))  # fills in the schema's defaults
+    except WorkflowError:
+        problems = schema_problems(before, schema_path)
+        if not problems:
+            raise
+        raise ConfigError(problems, source) from None
+    problems = cross_key_problems(config, environ)
+    if problems:
+        raise ConfigError(problems, source)

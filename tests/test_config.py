@@ -1,0 +1,114 @@
+"""Config checks before any job: short schema errors, and every cross-key rule refused in one line."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, copy_repo, run_snakemake
+from evalsel.config import ConfigError, check, cross_key_problems, schema_problems
+
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+
+
+@pytest.fixture
+def default_config():
+    return yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))
+
+
+def _problems(cfg, **env):
+    cfg = copy.deepcopy(cfg)
+    with pytest.raises(ConfigError) as exc:
+        check(cfg, SCHEMA, environ=env)
+    return exc.value.problems
+
+
+def test_the_default_and_demo_configs_pass(default_config):
+    check(copy.deepcopy(default_config), SCHEMA, environ={})
+    demo = yaml.safe_load((REPO / "demo" / "config.yaml").read_text(encoding="utf-8"))
+    check(_merge(copy.deepcopy(default_config), demo), SCHEMA, environ={})
+
+
+def _merge(base, over):
+    """``over`` merged into ``base`` key by key, as Snakemake merges config files."""
+    for k, v in over.items():
+        base[k] = _merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return base
+
+
+def test_duplicate_source_names_are_refused_naming_both(default_config):
+    cfg = copy.deepcopy(default_config)
+    cfg["pool"]["sources"].append({**cfg["pool"]["sources"][0], "hf_data_files": "finetune/valid_zh_0.json"})
+    (line,) = _problems(cfg)
+    assert "'shibing624_medical'" in line and "pool.sources[0]" in line and "pool.sources[1]" in line
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda c: c["recall"].update(similarity_threshold=0.96), "must be below recall.max_similarity"),
+    (lambda c: c["recall"].update(strategy="train_topk_mean", budget=None), "needs recall.budget"),
+    (lambda c: (c.update(arms=["eval_driven"]), c["merge"].update(arms=["random"])), "merge.arms names 'random'"),
+    (lambda c: c["dpo"].update(enabled=True, preferences=None), "dpo.preferences"),
+    (lambda c: c["embedding"].update(backend="zhipuai"), "ZHIPUAI_API_KEY is unset"),
+    (lambda c: c["train"].update(method="qlora", deepspeed="zero3"), "use qlora with deepspeed null or zero2"),
+    (lambda c: (c["eval"].update(few_shot=2), c["benchmark"].update(eval_splits=["val", "dev"])), "few_shot"),
+])
+def test_contradictory_settings_are_refused(default_config, edit, expected):
+    cfg = copy.deepcopy(default_config)
+    edit(cfg)
+    problems = _problems(cfg)
+    assert len(problems) == 1 and expected in problems[0], problems
+
+
+def test_the_zhipuai_key_comes_from_the_environment(default_config):
+    cfg = copy.deepcopy(default_config)
+    cfg["embedding"]["backend"] = "zhipuai"
+    assert cross_key_problems(cfg, {"ZHIPUAI_API_KEY": "sk-x"}) == []
+
+
+def test_schema_errors_are_one_short_line_per_key(default_config):
+    cfg = copy.deepcopy(default_config)
+    cfg["train"]["lora_r"] = -1
+    cfg["recall"]["top_k"] = "twenty"
+    cfg["trian"] = {}
+    problems = schema_problems(cfg, SCHEMA)
+    assert len(problems) == 3
+    assert any(p.startswith("train.lora_r: -1 is less than the minimum of 1") for p in problems)
+    assert any(p.startswith("recall.top_k:") for p in problems)
+    assert any("'trian'" in p and "unknown key" in p for p in problems)
+    assert all(len(p) < 200 for p in problems)
+
+
+def test_snakemake_prints_the_short_errors_not_the_schema(tmp_path):
+    work = copy_repo(tmp_path / "repo")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"train": {"lora_r": 0}, "recall": {"similarity_threshold": 0.99}}))
+    proc = run_snakemake(work, "-n", "--configfile", "config.yaml", str(bad))
+    assert proc.returncode != 0
+    assert "train.lora_r: 0 is less than the minimum of 1" in proc.stdout
+    assert len(proc.stdout.splitlines()) < 20, proc.stdout
+    # a schema-valid but contradictory config: the cross-key line, before any job
+    bad.write_text(yaml.safe_dump({"recall": {"similarity_threshold": 0.99}}))
+    proc = run_snakemake(work, "-n", "--configfile", "config.yaml", str(bad))
+    assert proc.returncode != 0 and "must be below recall.max_similarity" in proc.stdout
+    assert "Job stats" not in proc.stdout
+
+
+def test_a_config_without_its_sections_says_so(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "config.yaml").write_text("seed: 1\n")
+    proc = run_snakemake(elsewhere, "-n", "-s", str(REPO / "Snakefile"))
+    assert proc.returncode != 0
+    assert "'benchmark' is a required property" in proc.stdout
+    assert len(proc.stdout.splitlines()) < 30
+    (elsewhere / "config.yaml").unlink()
+    proc = run_snakemake(elsewhere, "-n", "-s", str(REPO / "Snakefile"))
+    assert proc.returncode != 0 and "config.yaml" in proc.stdout and "not present" in proc.stdout
+
+
+def test_missing_config_message():
+    with pytest.raises(ConfigError, match="config.yaml was not found in the working directory"):
+        check({}, SCHEMA, cwd=Path("/nowhere"))
