@@ -42,6 +42,7 @@ rule benchmark_fetch:
         splits=BENCHMARK_SPLITS,
         # A function, so that Snakemake leaves the {subject}/{split} pattern unexpanded.
         local_path=lambda wildcards: BENCHMARK_LOCAL.get("path"),
+        encoding=BENCHMARK_LOCAL.get("encoding", "utf-8"),
         column_id=BENCHMARK_COLUMNS.get("id", "id"),
         column_question=BENCHMARK_COLUMNS.get("question", "question"),
         column_answer=BENCHMARK_COLUMNS.get("answer", "answer"),
@@ -84,5 +85,6 @@ checkpoint pool_prepare:
         max_chars=config["pool"]["max_chars"],
         min_chars=config["pool"]["min_chars"],
         on_bad_record=config["pool"]["on_bad_record"],
+        encoding=lambda wc: SOURCES[wc.source].get("encoding", "utf-8"),
     script:
         "../workflow/scripts/pool_prepare.py"

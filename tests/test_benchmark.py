@@ -223,3 +223,50 @@ def test_real_ceval_val_through_the_local_loader(shared_data):
         assert all(r["answer"] in "ABCD" and len(r["choices"]) == 4 and r["question"] for r in recs)
         assert len({r["id"] for r in recs}) == len(recs)
     assert counts == {"clinical_medicine": 22, "basic_medicine": 19, "physician": 49}
+
+
+# --------------------------------------------------------------------------- answers, option columns, encodings
+
+
+def _write_csv(path, header, rows, encoding="utf-8"):
+    with open(path, "w", encoding=encoding, newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def test_a_multi_letter_answer_is_refused_at_its_source_line(tmp_path):
+    _write_csv(tmp_path / "val_s.csv", ["id", "question", "A", "B", "C", "D", "answer"],
+               [[1, "问题一", "甲", "乙", "丙", "丁", "A"], [2, "问题二", "甲", "乙", "丙", "丁", "BC"]])
+    with pytest.raises(InputError) as exc:
+        load_benchmark("s", ["val"], "local", local_path=str(tmp_path / "{split}_{subject}.csv"))
+    assert exc.value.line == 3 and exc.value.field == "answer"
+    assert "multiple-answer" in exc.value.problem
+
+
+def test_a_sixth_option_column_is_refused(tmp_path):
+    _write_csv(tmp_path / "val_s.csv", ["id", "question", "A", "B", "C", "D", "E", "F", "answer"],
+               [[1, "问题一", "甲", "乙", "丙", "丁", "戊", "己", "F"]])
+    with pytest.raises(InputError) as exc:
+        load_benchmark("s", ["val"], "local", local_path=str(tmp_path / "{split}_{subject}.csv"))
+    assert exc.value.field == "F" and "at most 5 options" in exc.value.problem
+
+
+def test_an_option_column_outside_a_short_mapping_is_refused(tmp_path):
+    _write_csv(tmp_path / "val_s.csv", ["id", "question", "A", "B", "C", "D", "E", "answer"],
+               [[1, "问题一", "甲", "乙", "丙", "丁", "戊", "A"]])
+    cols = {"options": ["A", "B", "C", "D"]}
+    with pytest.raises(InputError, match="add it to benchmark.local.columns.options") as exc:
+        load_benchmark("s", ["val"], "local", local_path=str(tmp_path / "{split}_{subject}.csv"), columns=cols)
+    assert exc.value.field == "E"
+
+
+def test_a_gbk_benchmark_csv_is_named_and_reads_with_its_encoding(tmp_path):
+    _write_csv(tmp_path / "val_s.csv", ["id", "question", "A", "B", "answer"], [[1, "发热的原因？", "感染", "骨折", "A"]],
+               encoding="gbk")
+    pattern = str(tmp_path / "{split}_{subject}.csv")
+    with pytest.raises(InputError) as exc:
+        load_benchmark("s", ["val"], "local", local_path=pattern)
+    assert exc.value.line == 2 and "GB18030" in exc.value.problem
+    (rec,) = load_benchmark("s", ["val"], "local", local_path=pattern, encoding="gb18030")
+    assert rec["question"] == "发热的原因？"

@@ -352,7 +352,8 @@ def test_json_csv_and_parquet_sources_match_jsonl(tmp_path):
         w = csv.DictWriter(fh, fieldnames=["conversations"])
         w.writeheader()
         w.writerow({"conversations": json.dumps(sharegpt[0]["conversations"], ensure_ascii=False)})
-    assert ids(tmp_path / "c.csv") == ids(write_jsonl(tmp_path / "c.jsonl", sharegpt))
+    # the same record; a CSV origin names its file line (the header is line 1)
+    assert ids(tmp_path / "c.csv") == [(i, "2") for i, _ in ids(write_jsonl(tmp_path / "c.jsonl", sharegpt))]
 
 
 def test_json_list_errors(tmp_path):
@@ -456,3 +457,63 @@ def test_real_pool_files(shared_data, tmp_path):
         assert set(st["skipped"]) <= known, (name, st["skipped"])
         assert st["kept"] > 0.9 * st["read"], (name, st["skipped"])
         assert sum(1 for _ in load_pool_dir(tmp_path / name)) == st["kept"]
+
+
+# --------------------------------------------------------------------------- encodings and unreadable lines
+
+GOOD = {"instruction": "什么是贫血？", "input": "", "output": "血红蛋白低于正常值。"}
+OTHER = {"instruction": "血压多少算高？", "input": "", "output": "140/90mmHg及以上。"}
+
+
+def _line(rec, encoding="utf-8") -> bytes:
+    return (json.dumps(rec, ensure_ascii=False) + "\n").encode(encoding)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".json"])
+def test_a_gbk_file_is_named_with_its_line_and_the_encoding_it_looks_like(tmp_path, suffix):
+    path = tmp_path / f"gbk{suffix}"
+    if suffix == ".jsonl":
+        path.write_bytes(_line(GOOD) + _line(OTHER, "gbk"))
+        line = 2
+    elif suffix == ".json":
+        path.write_bytes(("[\n" + json.dumps(GOOD, ensure_ascii=False) + ",\n"
+                          + json.dumps(OTHER, ensure_ascii=False) + "\n]\n").encode("gbk"))
+        line = 2
+    else:
+        path.write_bytes("instruction,input,output\n".encode() + "什么是贫血？,,血红蛋白低于正常值。\n".encode("gbk"))
+        line = 2
+    with pytest.raises(InputError) as exc:
+        run_pool_prepare(tmp_path / "out", "s", path=str(path))
+    assert exc.value.path == str(path) and exc.value.line == line
+    assert "not valid utf-8" in exc.value.problem and "GB18030" in exc.value.problem
+    assert "encoding: gb18030" in exc.value.problem
+    # and with the encoding set, the same file reads
+    if suffix != ".jsonl":
+        manifest = run_pool_prepare(tmp_path / "ok", "s", path=str(path), encoding="gb18030")
+        assert manifest["count"] >= 1
+
+
+def test_skip_counts_undecodable_malformed_and_bom_lines(tmp_path):
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + _line(GOOD)            # a BOM on the first line: read
+                     + b"{not json\n"                            # malformed JSON
+                     + _line(OTHER, "gbk")                       # undecodable
+                     + b"\xef\xbb\xbf" + _line({**GOOD, "output": "另一个回答。"}))  # a BOM mid-file: read
+    with pytest.raises(InputError) as exc:
+        run_pool_prepare(tmp_path / "strict", "s", path=str(path))
+    assert exc.value.line == 2 and "malformed JSON" in exc.value.problem
+    manifest = run_pool_prepare(tmp_path / "out", "s", path=str(path), on_bad_record="skip")
+    stats = manifest["statistics"]
+    assert manifest["count"] == 2
+    assert stats["skipped"] == {"malformed_json": 1, "undecodable": 1}
+    assert stats["first_skipped"]["undecodable"].endswith("mixed.jsonl:3")
+
+
+def test_skip_leaves_an_undecodable_csv_line_out(tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_bytes("instruction,input,output\n".encode() + "什么是贫血？,,血红蛋白低于正常值。\n".encode("gbk")
+                     + "血压多少算高？,,140/90mmHg及以上。\n".encode())
+    manifest = run_pool_prepare(tmp_path / "out", "s", path=str(path), on_bad_record="skip")
+    assert manifest["count"] == 1 and manifest["statistics"]["skipped"] == {"undecodable": 1}
+    (rec,) = list(load_pool_dir(tmp_path / "out"))
+    assert rec["origin"].endswith("p.csv:3")

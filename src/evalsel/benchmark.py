@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
@@ -12,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .io import InputError, read_jsonl, write_jsonl
+from .io import InputError, iter_csv, read_jsonl, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +71,15 @@ def _options(row: dict, columns: dict, where: str, line: int | None) -> list[str
     else:
         names = list(spec)
         values = [_text(row.get(c)) for c in spec]
+        # an option column the mapping does not read (F after A-E, or E after A-D) would be lost
+        mapped = {v for k, v in columns.items() if k != "options"} | set(spec)
+        extra = sorted(k for k, v in row.items() if isinstance(k, str) and len(k) == 1 and k.isupper()
+                       and k not in mapped and _text(v))
+        if extra:
+            raise InputError(where, line, extra[0],
+                             f"column {extra[0]!r} holds an option but the mapping reads only {', '.join(spec)}"
+                             + (f"; at most {len(LETTERS)} options (A-E) are supported" if len(spec) >= len(LETTERS)
+                                else "; add it to benchmark.local.columns.options"))
     # Trailing empty options are absent options (a 3-option question in an A-D layout).
     while values and not values[-1]:
         values.pop()
@@ -111,7 +119,11 @@ def normalise_row(
     answer = _text(row.get(columns["answer"])).upper()
     if not answer:
         raise _NoAnswer()
-    valid = LETTERS[: len(choices)]
+    valid = tuple(LETTERS[: len(choices)])
+    if len(answer) > 1 and all(ch in LETTERS for ch in answer):
+        raise InputError(where, line, columns["answer"],
+                         f"answer {answer!r} names {len(answer)} options: multiple-answer questions are not "
+                         "supported (one letter per question)")
     if answer not in valid:
         raise InputError(
             where, line, columns["answer"], f"answer {answer!r} is not among the question's options ({', '.join(valid)})"
@@ -173,37 +185,29 @@ def local_split_path(pattern: str, subject: str, split: str) -> Path:
     return Path(pattern.replace("{subject}", subject).replace("{split}", split))
 
 
-def iter_table(path: str | os.PathLike, required: Iterable[str] = ()) -> Iterator[tuple[int, Any]]:
-    """Yield ``(line, row)`` from a JSONL, CSV or TSV file.
+def iter_table(path: str | os.PathLike, required: Iterable[str] = (), encoding: str = "utf-8") -> Iterator[tuple[int, Any]]:
+    """Yield ``(line, row)`` from a JSONL, CSV or TSV file in ``encoding``.
 
     CSV rows are numbered by the line they start on; a header lacking a ``required`` column is an
-    error at line 1. Refuses a missing file and other extensions.
+    error at line 1. Refuses a missing file, other extensions, and bytes that do not decode (naming
+    the line and the encoding they look like).
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(path, None, None, "file not found")
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        yield from read_jsonl(path)
+        yield from read_jsonl(path, encoding)
     elif suffix in (".csv", ".tsv"):
-        with open(path, encoding="utf-8-sig", newline="") as fh:
-            reader = csv.DictReader(fh, delimiter="," if suffix == ".csv" else "\t")
-            header = reader.fieldnames or []
-            for col in required:
-                if col not in header:
-                    raise InputError(path, 1, col, f"column not in the header (columns: {', '.join(header)})")
-            start = reader.line_num + 1
-            for row in reader:
-                yield start, row
-                start = reader.line_num + 1
+        yield from iter_csv(path, encoding, delimiter="," if suffix == ".csv" else "\t", required=required)
     else:
         raise InputError(path, None, None, f"unsupported extension {suffix!r} (use .jsonl, .csv or .tsv)")
 
 
-def load_local_split(pattern: str, subject: str, split: str, columns: dict) -> list[dict]:
+def load_local_split(pattern: str, subject: str, split: str, columns: dict, encoding: str = "utf-8") -> list[dict]:
     path = local_split_path(pattern, subject, split)
     required = [columns["question"], columns["answer"]]
-    return normalise_split(iter_table(path, required), subject=subject, split=split, columns=columns, where=str(path))
+    return normalise_split(iter_table(path, required, encoding), subject=subject, split=split, columns=columns, where=str(path))
 
 
 def load_hf_split(hf_name: str, subject: str, split: str, columns: dict) -> list[dict]:
@@ -226,6 +230,7 @@ def load_benchmark(
     hf_name: str | None = None,
     local_path: str | None = None,
     columns: dict | None = None,
+    encoding: str = "utf-8",
 ) -> list[dict]:
     """Normalised records of ``subject`` for every split, in split order then file order.
 
@@ -244,7 +249,7 @@ def load_benchmark(
         elif source == "local":
             if not local_path:
                 raise InputError(None, None, "benchmark.local.path", "required when benchmark.source is 'local'")
-            part = load_local_split(local_path, subject, split, cols)
+            part = load_local_split(local_path, subject, split, cols, encoding)
         else:
             raise InputError(None, None, "benchmark.source", f"unknown source {source!r} (use 'hf' or 'local')")
         records.extend(part)
@@ -292,9 +297,11 @@ def run_benchmark_fetch(
     hf_name: str | None = None,
     local_path: str | None = None,
     columns: dict | None = None,
+    encoding: str = "utf-8",
 ) -> list[dict]:
     """Load, validate and write ``results/benchmark/{subject}.jsonl``; returns the records."""
-    records = load_benchmark(subject, splits, source, hf_name=hf_name, local_path=local_path, columns=columns)
+    records = load_benchmark(subject, splits, source, hf_name=hf_name, local_path=local_path, columns=columns,
+                             encoding=encoding)
     per_split = Counter(r["split"] for r in records)
     n_options = Counter(len(r["choices"]) for r in records)
     answers = Counter(r["answer"] for r in records)

@@ -78,6 +78,16 @@ def cross_key_problems(config: dict, environ: dict | None = None) -> list[str]:
             where = [f"pool.sources[{i}]" for i, s in enumerate(config["pool"]["sources"]) if s.get("name") == name]
             problems.append(f"pool.sources: the name {name!r} is used {n} times ({', '.join(where)}); "
                             "names must be unique")
+    import codecs
+
+    encodings = [(f"pool.sources[{i}].encoding", src.get("encoding", "utf-8"))
+                 for i, src in enumerate(config["pool"]["sources"])]
+    encodings.append(("benchmark.local.encoding", config["benchmark"].get("local", {}).get("encoding", "utf-8")))
+    for key, enc in encodings:
+        try:
+            codecs.lookup(enc)
+        except LookupError:
+            problems.append(f"{key}: unknown encoding {enc!r} (e.g. utf-8, gb18030, big5, utf-16)")
     recall = config["recall"]
     if recall["similarity_threshold"] >= recall["max_similarity"]:
         problems.append(f"recall.similarity_threshold ({recall['similarity_threshold']}) must be below "

@@ -39,20 +39,127 @@ class InputError(ValueError):
         super().__init__(f"{where}: {problem}")
 
 
-def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
+class Unreadable:
+    """A record that could not be read (bad bytes or bad JSON): ``reason`` counts it, ``problem`` says why."""
+
+    __slots__ = ("reason", "problem")
+
+    def __init__(self, reason: str, problem: str):
+        self.reason, self.problem = reason, problem
+
+    def __repr__(self) -> str:
+        return f"Unreadable({self.reason!r}, {self.problem!r})"
+
+
+# Encodings worth naming when a file is not UTF-8 (Chinese files are usually GBK/GB18030).
+_GUESSES = ("gb18030", "big5", "utf-16")
+
+
+def guess_encoding(data: bytes) -> str | None:
+    """The first of GB18030 (a superset of GBK), Big5 or UTF-16 that decodes ``data``, or None."""
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return "utf-16"
+    for enc in _GUESSES[:-1]:
+        try:
+            data.decode(enc)
+        except UnicodeDecodeError:
+            continue
+        return enc
+    return None
+
+
+def undecodable_problem(data: bytes, exc: UnicodeDecodeError, encoding: str) -> str:
+    """Why a line cannot be decoded and what to do about it (never the line's text itself)."""
+    guess = guess_encoding(data)
+    hint = (f"; it looks like {guess.upper()}: convert it (iconv -f {guess} -t utf-8 IN > OUT) or set "
+            f"'encoding: {guess}' on this source" if guess and guess != encoding else
+            "; convert the file to UTF-8 or set this source's 'encoding'")
+    return (f"not valid {encoding} (byte 0x{data[exc.start]:02x} at column {exc.start + 1})" + hint)
+
+
+def iter_text_lines(path: str | os.PathLike, encoding: str = "utf-8") -> Iterator[tuple[int, str | Unreadable]]:
+    """Yield ``(line_number, text)`` of a text file decoded line by line (1-based, line end kept).
+
+    A line that does not decode is yielded as :class:`Unreadable` (reason ``undecodable``) instead
+    of ending the file with a bare ``UnicodeDecodeError``. A byte-order mark at the start of any
+    line is dropped (files concatenated from Windows tools carry one per part).
+    """
+    codec = "utf-8" if encoding.lower().replace("_", "-") in ("utf-8", "utf8", "utf-8-sig") else encoding
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                text = raw.decode(codec)
+            except UnicodeDecodeError as exc:
+                yield lineno, Unreadable("undecodable", undecodable_problem(raw, exc, encoding))
+                continue
+            yield lineno, text.lstrip("\ufeff")
+
+
+def read_jsonl(path: str | os.PathLike, encoding: str = "utf-8",
+               skip_unreadable: bool = False) -> Iterator[tuple[int, Any]]:
     """Yield ``(line_number, object)`` for each non-blank line; 1-based line numbers.
 
-    Raises :class:`InputError` naming the file and line on malformed JSON.
+    Raises :class:`InputError` naming the file and line on malformed JSON or undecodable bytes;
+    with ``skip_unreadable`` such a line is yielded as an :class:`Unreadable` for the caller to count.
     """
     path = Path(path)
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
+    for lineno, line in iter_text_lines(path, encoding):
+        if isinstance(line, Unreadable):
+            if skip_unreadable:
+                yield lineno, line
                 continue
-            try:
-                yield lineno, json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(path, lineno, None, f"malformed JSON ({exc.msg} at column {exc.colno})") from None
+            raise InputError(path, lineno, None, line.problem)
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            problem = f"malformed JSON ({exc.msg} at column {exc.colno})"
+            if skip_unreadable:
+                yield lineno, Unreadable("malformed_json", problem)
+                continue
+            raise InputError(path, lineno, None, problem) from None
+        yield lineno, obj
+
+
+def iter_csv(path: str | os.PathLike, encoding: str = "utf-8", delimiter: str = ",",
+             skip_unreadable: bool = False, required: Iterable[str] = ()) -> Iterator[tuple[int, Any]]:
+    """Yield ``(line, row dict)`` of a CSV/TSV file with a header, rows numbered by the line they start on.
+
+    A header lacking a ``required`` column is an error at line 1. An undecodable line is an
+    InputError naming file and line, or with ``skip_unreadable`` an :class:`Unreadable` (the line
+    is left out of the CSV parse; safe unless it sat inside a quoted multi-line cell).
+    """
+    import csv
+
+    path = Path(path)
+    state = {"start": None, "pending": []}
+
+    def feed():
+        for lineno, text in iter_text_lines(path, encoding):
+            if isinstance(text, Unreadable):
+                if not skip_unreadable:
+                    raise InputError(path, lineno, None, text.problem)
+                state["pending"].append((lineno, text))
+                continue
+            if state["start"] is None and text.strip():
+                state["start"] = lineno
+            yield text
+
+    reader = csv.DictReader(feed(), delimiter=delimiter)
+    header = reader.fieldnames or []
+    for col in required:
+        if col not in header:
+            raise InputError(path, 1, col, f"column not in the header (columns: {', '.join(header)})")
+    state["start"] = None
+    yield from state["pending"]
+    state["pending"].clear()
+    for row in reader:
+        start, state["start"] = state["start"], None
+        yield from state["pending"]
+        state["pending"].clear()
+        yield start, row
+    yield from state["pending"]
 
 
 def load_jsonl(path: str | os.PathLike) -> list[Any]:

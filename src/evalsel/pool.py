@@ -6,7 +6,6 @@ duplicates and unusable records (each counted with its reason), and write JSONL 
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import logging
 import os
@@ -16,7 +15,7 @@ from typing import Any, Iterator
 
 from tqdm import tqdm
 
-from .io import InputError, atomic_dir, read_jsonl, text_hash, write_json
+from .io import InputError, Unreadable, atomic_dir, iter_csv, read_jsonl, text_hash, undecodable_problem, write_json
 
 log = logging.getLogger(__name__)
 
@@ -258,11 +257,14 @@ def normalise_record(
 
 # --------------------------------------------------------------------------- reading sources
 
-def iter_local(path: str | os.PathLike) -> Iterator[tuple[str, int, Any]]:
+def iter_local(path: str | os.PathLike, encoding: str = "utf-8",
+               skip_unreadable: bool = False) -> Iterator[tuple[str, int, Any]]:
     """Yield ``(file, line, record)`` from .jsonl/.csv (line numbers), .json/.parquet (record numbers, 1-based).
 
-    Refuses a missing file, an unsupported extension, malformed JSON (naming the line) and a .json
-    file that is not a list.
+    Refuses a missing file, an unsupported extension, malformed JSON or bytes that do not decode
+    in ``encoding`` (naming the line and the encoding the bytes look like), and a .json file that
+    is not a list. With ``skip_unreadable`` an unreadable JSONL/CSV line comes as an
+    :class:`~evalsel.io.Unreadable` record for the caller to count (a whole .json file cannot be skipped).
     """
     path = Path(path)
     where = str(path)
@@ -270,25 +272,34 @@ def iter_local(path: str | os.PathLike) -> Iterator[tuple[str, int, Any]]:
         raise InputError(path, None, None, "pool file not found")
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        for line, obj in read_jsonl(path):
+        for line, obj in read_jsonl(path, encoding, skip_unreadable=skip_unreadable):
             yield where, line, obj
     elif suffix == ".json":
-        with open(path, encoding="utf-8") as fh:
+        raw = path.read_bytes()
+        codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+        try:
+            text = raw.decode(codec)
+        except UnicodeDecodeError as exc:
+            line = raw.count(b"\n", 0, exc.start) + 1
+            start, end = raw.rfind(b"\n", 0, exc.start) + 1, raw.find(b"\n", exc.start)
+            bad_line = raw[start:end if end >= 0 else len(raw)]
+            problem = f"not valid {encoding}"
             try:
-                data = json.load(fh)  # a JSON list is read whole: large pools belong in JSONL or parquet
-            except json.JSONDecodeError as exc:
-                raise InputError(path, exc.lineno, None, f"malformed JSON ({exc.msg} at column {exc.colno})") from None
+                bad_line.decode(codec)
+            except UnicodeDecodeError as line_exc:
+                problem = undecodable_problem(bad_line, line_exc, encoding)
+            raise InputError(path, line, None, problem) from None
+        try:
+            data = json.loads(text)  # a JSON list is read whole: large pools belong in JSONL or parquet
+        except json.JSONDecodeError as exc:
+            raise InputError(path, exc.lineno, None, f"malformed JSON ({exc.msg} at column {exc.colno})") from None
         if not isinstance(data, list):
             raise InputError(path, None, None, f"expected a JSON list of records, got {type(data).__name__}")
         for i, obj in enumerate(data, start=1):
             yield where, i, obj
     elif suffix == ".csv":
-        with open(path, encoding="utf-8-sig", newline="") as fh:
-            reader = csv.DictReader(fh)
-            start = reader.line_num + 1
-            for row in reader:
-                yield where, start, row
-                start = reader.line_num + 1
+        for line, row in iter_csv(path, encoding, skip_unreadable=skip_unreadable):
+            yield where, line, row
     elif suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -389,6 +400,7 @@ def run_pool_prepare(
     max_chars: int = 512,
     min_chars: int = 2,
     on_bad_record: str = "error",
+    encoding: str = "utf-8",
 ) -> dict:
     """Read one pool source and write ``out_dir/shard-*.jsonl`` plus ``out_dir/manifest.json``; returns the manifest.
 
@@ -412,7 +424,8 @@ def run_pool_prepare(
     with atomic_dir(out) as tmp:
         writer = _ShardWriter(tmp, int(shard_size))
         try:
-            records = iter_local(path) if path else iter_hf(hf_name, hf_config, split, hf_data_files)
+            records = (iter_local(path, encoding, skip_unreadable=on_bad_record == "skip") if path
+                       else iter_hf(hf_name, hf_config, split, hf_data_files))
             with contextlib.closing(records), tqdm(total=max_samples, desc=f"pool {source}", unit="rec", mininterval=5) as bar:
                 for where, line, raw in records:
                     if max_samples is not None and read >= max_samples:
@@ -421,6 +434,10 @@ def run_pool_prepare(
                     bar.update(1)
                     origin = f"{where}:{line}"
                     changes: Counter = Counter()  # counted only for kept records
+                    if isinstance(raw, Unreadable):  # bad bytes or bad JSON, with on_bad_record "skip"
+                        skipped[raw.reason] += 1
+                        first_skipped.setdefault(raw.reason, origin)
+                        continue
                     try:
                         rec = normalise_record(raw, fmt, source=source, medical=medical, origin=origin, embed_text=embed_text,
                                                max_chars=int(max_chars), min_chars=int(min_chars), modified=changes)
@@ -458,7 +475,8 @@ def run_pool_prepare(
                 "text_chars_mean": round(text_chars / kept, 1) if kept else 0.0,
                 "records_per_shard": list(writer.counts),
                 "settings": {"format": fmt, "embed_text": embed_text, "max_chars": int(max_chars),
-                             "min_chars": int(min_chars), "max_samples": max_samples, "on_bad_record": on_bad_record},
+                             "min_chars": int(min_chars), "max_samples": max_samples, "on_bad_record": on_bad_record,
+                             "encoding": encoding},
             }
             if kept == 0:
                 what = "the source is empty" if read == 0 else "every record was skipped"

@@ -15,6 +15,7 @@ with job_logging(snakemake):
         source=snakemake.params.source,
         hf_name=snakemake.params.hf_name,
         local_path=snakemake.params.local_path,
+        encoding=snakemake.params.encoding,
         columns={
             "id": snakemake.params.column_id,
             "question": snakemake.params.column_question,

@@ -24,4 +24,5 @@ with job_logging(snakemake):
         max_chars=snakemake.params.max_chars,
         min_chars=snakemake.params.min_chars,
         on_bad_record=snakemake.params.on_bad_record,
+        encoding=snakemake.params.encoding,
     )
