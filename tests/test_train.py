@@ -193,6 +193,22 @@ def test_crashed_run_resumes_and_matches_uninterrupted_run(tmp_path, tiny_lm_dir
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-4)
     wa, wb = _adapter_weights(crashed / "adapter"), _adapter_weights(tmp_path / "ref" / "adapter")
     assert all((wa[k] - wb[k]).abs().max() < 1e-5 for k in wa)
+    # metrics.json reports the whole run, not the resumed half only
+    assert resumed["train_loss"] == pytest.approx(ref["train_loss"], abs=1e-4)
+    assert resumed["tokens_seen"] == ref["tokens_seen"] > 0
+    assert resumed["steps_this_session"] == 6 and ref["steps_this_session"] == 12
+    assert 0 < resumed["tokens_seen_this_session"] < resumed["tokens_seen"]
+
+
+def test_whole_run_loss_weights_each_logged_interval():
+    from evalsel.train import whole_run_loss
+
+    logs = [{"step": 1, "loss": 4.0}, {"step": 3, "loss": 3.0}, {"step": 5, "loss": 2.0}]
+    # resumed at 5, the session's 5 steps averaged 1.0: (4 + 3*2 + 2*2 + 1*5) / 10
+    assert whole_run_loss(logs, 5, 1.0, 10) == pytest.approx(1.9)
+    assert whole_run_loss([], 0, 2.5, 8) == 2.5
+    # a checkpoint two steps after the last log: the gap takes the last logged loss
+    assert whole_run_loss(logs, 7, 1.0, 10) == pytest.approx((4 + 6 + 4 + 2 * 2 + 3) / 10)
 
 
 def test_changed_settings_start_afresh(tmp_path, tiny_lm_dir):

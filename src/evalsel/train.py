@@ -492,7 +492,9 @@ def run_job(job: dict, callbacks: list | None = None) -> None:
     os.replace(staging, out_dir)
 
     runtime = float(result.metrics.get("train_runtime", 0.0))
-    tokens = counter.end - counter.start
+    tokens = counter.end - counter.start  # this session's; counter.end is the whole run's
+    final_step = int(trainer.state.global_step)
+    resumed_step = _checkpoint_step(job["resume_from"])
     metrics = {
         "base_model": job["base_model"],
         "sft": job["sft_path"],
@@ -505,11 +507,15 @@ def run_job(job: dict, callbacks: list | None = None) -> None:
         "data": data_stats,
         "trainable_parameters": trainable,
         "total_parameters": total,
-        "global_step": int(trainer.state.global_step),
-        "train_loss": float(result.training_loss),
+        "global_step": final_step,
+        # the whole run's, also after a resume (the session's own figures are beside them)
+        "train_loss": whole_run_loss(trainer.state.log_history, resumed_step, float(result.training_loss), final_step),
+        "tokens_seen": int(counter.end),
+        "steps_this_session": final_step - resumed_step,
+        "train_loss_this_session": float(result.training_loss),
+        "tokens_seen_this_session": int(tokens),
         "train_runtime_s": runtime,
         "train_samples_per_second": result.metrics.get("train_samples_per_second"),
-        "tokens_seen": int(tokens),
         "tokens_per_second": tokens / runtime if runtime > 0 else None,
         **_peak_memory(cuda),
         "log": [_log_row(row) for row in trainer.state.log_history if "loss" in row],
@@ -519,6 +525,33 @@ def run_job(job: dict, callbacks: list | None = None) -> None:
     if not s.keep_checkpoints:
         shutil.rmtree(job["checkpoint_dir"], ignore_errors=True)
     log.info("model written to %s; %d steps, final mean loss %.4f", out_dir, metrics["global_step"], metrics["train_loss"])
+
+
+def _checkpoint_step(checkpoint: str | os.PathLike | None) -> int:
+    """The optimiser step of a ``checkpoint-N`` directory (0 for a fresh run)."""
+    if checkpoint is None:
+        return 0
+    return int(Path(checkpoint).name.rsplit("-", 1)[1])
+
+
+def whole_run_loss(log_history: list[dict], resumed_step: int, session_loss: float, final_step: int) -> float:
+    """The mean training loss over all ``final_step`` steps of a run resumed at ``resumed_step``.
+
+    transformers reports the mean over the resumed session only; the steps before come from the
+    checkpoint's log (each entry is the mean loss since the previous entry), so this is exact when
+    ``save_steps`` is a multiple of ``logging_steps`` (a gap between the last log and the checkpoint
+    takes the last logged loss).
+    """
+    if final_step <= 0:
+        return session_loss
+    before, prev, last = 0.0, 0, None
+    for row in sorted((r for r in log_history if "loss" in r and r.get("step", 0) <= resumed_step),
+                      key=lambda r: r["step"]):
+        before += float(row["loss"]) * (row["step"] - prev)
+        prev, last = row["step"], float(row["loss"])
+    if resumed_step > prev:
+        before += (last if last is not None else session_loss) * (resumed_step - prev)
+    return (before + session_loss * (final_step - resumed_step)) / final_step
 
 
 def _log_row(row: dict) -> dict:
