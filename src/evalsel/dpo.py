@@ -166,7 +166,8 @@ def train_dpo(
                                                                   None if sft_adapter is None else str(sft_adapter)))
 
     with claim(s.gpus):
-        precision = resolve(s.precision, what="DPO")
+        cuda = torch.cuda.is_available()
+        precision = resolve(s.precision, cuda=cuda, what="DPO")
         # fp16 mixed precision keeps fp32 master weights (the grad scaler refuses fp16 parameters)
         dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         # the SFT job saves its tokenizer beside the adapter; fall back to the base model's
