@@ -22,7 +22,7 @@ BENCHMARK_LOCAL_FILES = (
 
 rule benchmark_fetch:
     input:
-        code=pkg("benchmark.py"),
+        code=pkg("benchmark.py", "hub.py"),
         # Local files are inputs, so that editing one re-runs the rule.
         local=BENCHMARK_LOCAL_FILES,
     output:
@@ -43,6 +43,10 @@ rule benchmark_fetch:
         # A function, so that Snakemake leaves the {subject}/{split} pattern unexpanded.
         local_path=lambda wildcards: BENCHMARK_LOCAL.get("path"),
         encoding=BENCHMARK_LOCAL.get("encoding", "utf-8"),
+        hf_data_files=lambda wildcards: config["benchmark"]["hf_data_files"],
+        hub_mirror=(
+            config["hub_mirror"] if config["benchmark"]["source"] == "hf" else None
+        ),
         column_id=BENCHMARK_COLUMNS.get("id", "id"),
         column_question=BENCHMARK_COLUMNS.get("question", "question"),
         column_answer=BENCHMARK_COLUMNS.get("answer", "answer"),
@@ -54,7 +58,7 @@ rule benchmark_fetch:
 
 checkpoint pool_prepare:
     input:
-        code=pkg("pool.py"),
+        code=pkg("pool.py", "hub.py"),
         # A local source file is an input, so that editing it re-prepares the source.
         local=lambda wc: (
             [SOURCES[wc.source]["path"]] if SOURCES[wc.source].get("path") else []
@@ -86,5 +90,9 @@ checkpoint pool_prepare:
         min_chars=config["pool"]["min_chars"],
         on_bad_record=config["pool"]["on_bad_record"],
         encoding=lambda wc: SOURCES[wc.source].get("encoding", "utf-8"),
+        # only hub sources read the mirror: moving it does not re-prepare local files
+        hub_mirror=lambda wc: (
+            config["hub_mirror"] if SOURCES[wc.source].get("hf_name") else None
+        ),
     script:
         "../workflow/scripts/pool_prepare.py"

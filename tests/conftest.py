@@ -113,3 +113,11 @@ def demo_run(tmp_path_factory):
         pytest.fail(f"demo DAG failed after {seconds:.0f}s:\n{proc.stdout[-8000:]}")
     (work / "demo_run_seconds.txt").write_text(f"{seconds:.1f}\n")
     return work, seconds
+
+
+@pytest.fixture(scope="session")
+def hub_mirror(tmp_path_factory):
+    """A folder with local copies of shibing624/medical and ceval/ceval-exam in their hub layouts."""
+    from hub_mirror import write_mirror
+
+    return write_mirror(tmp_path_factory.mktemp("hub_mirror"))

@@ -170,21 +170,22 @@ def test_local_csv_with_a_column_mapping(tmp_path):
         load_benchmark("physician", ["val"], "local", local_path=pattern, columns={**columns, "question": "stem"})
 
 
-def test_hub_rows_go_through_the_same_normalisation(monkeypatch):
-    calls = []
+def test_ceval_parquet_layout_through_the_real_builder(hub_mirror):
+    """C-Eval's hub layout (one Parquet folder per subject) read by datasets' parquet builder."""
+    import pyarrow.parquet as pq
 
-    def load_dataset(name, config=None, split=None, **kw):
-        calls.append((name, config, split, kw))
-        if split == "test":
-            return [row(0, answer=""), row(1, answer="")]  # the public C-Eval test split
-        return [row(0), row(1, answer="B", D="")]
-
-    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
-    recs = load_benchmark("physician", ["val"], "hf")
-    assert calls == [("ceval/ceval-exam", "physician", "val", {})]
-    assert [len(r["choices"]) for r in recs] == [4, 3] and recs[1]["id"] == "physician/val/1"
+    recs = load_benchmark("physician", ["dev", "val"], "hf", hub_mirror=hub_mirror)
+    table = pq.read_table(hub_mirror / "ceval/ceval-exam/physician/val-00000-of-00001.parquet")
+    assert str(table.schema.field("id").type) == "int32"
+    val = [r for r in recs if r["split"] == "val"]
+    assert len(val) == table.num_rows and val[0]["id"] == "physician/val/0"
+    assert val[0]["question"] == table.column("question")[0].as_py()
+    assert all(len(r["choices"]) == 4 and r["answer"] in "ABCD" for r in recs)
+    # the public test split has no answers: refused as a scored split, naming the hub source
     with pytest.raises(InputError, match=r"hf:ceval/ceval-exam:physician:test: field 'answer': split 'test' has no answers"):
-        load_benchmark("physician", ["test"], "hf")
+        load_benchmark("physician", ["test"], "hf", hub_mirror=hub_mirror)
+    with pytest.raises(InputError, match="no file of ceval/ceval-exam matches benchmark.hf_data_files"):
+        load_benchmark("surgery", ["val"], "hf", hub_mirror=hub_mirror)
 
 
 def test_run_benchmark_fetch_writes_atomically(tmp_path):

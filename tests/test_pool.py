@@ -365,29 +365,50 @@ def test_json_list_errors(tmp_path):
         run_pool_prepare(tmp_path / "o", "s", path=str(tmp_path / "e.json"))
 
 
-def test_hub_sources_are_streamed(tmp_path, monkeypatch):
-    calls = []
+def test_hub_sources_stream_through_the_packaged_builder(tmp_path, hub_mirror):
+    """The default source (shibing624/medical, finetune/train_zh_0.json beside medical.py) read by
+    the real datasets code from a mirror of the repository: no loading script is looked up."""
+    import datasets
 
-    def endless():
-        i = 0
-        while True:  # a stream larger than memory: only max_samples may be read
-            yield {"instruction": f"问题{i}：如何预防感冒？", "input": "", "output": f"回答{i}：勤洗手、多通风。"}
-            i += 1
-
-    def load_dataset(name, config=None, split=None, streaming=False, data_files=None):
-        calls.append((name, config, split, streaming, data_files))
-        return endless()
-
-    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
-    man = run_pool_prepare(tmp_path / "o", "med", hf_name="shibing624/medical", hf_config="finetune",
-                           split="train", max_samples=7, shard_size=3)
-    assert calls == [("shibing624/medical", "finetune", "train", True, None)]
+    man = run_pool_prepare(tmp_path / "o", "med", hf_name="shibing624/medical", hf_data_files="finetune/train_zh_0.json",
+                           split="train", max_samples=7, shard_size=3, hub_mirror=hub_mirror)
     assert man["count"] == 7 and len(man["shards"]) == 3
-    assert [r["origin"] for r in load_pool_dir(tmp_path / "o")][:2] == ["hf:shibing624/medical:train:0", "hf:shibing624/medical:train:1"]
-    # a repository with a loading script is read through its data files (datasets 4+)
-    run_pool_prepare(tmp_path / "o2", "med", hf_name="shibing624/medical", hf_data_files="finetune/train_zh_0.json",
-                     max_samples=2, shard_size=3)
-    assert calls[-1] == ("shibing624/medical", None, "train", True, "finetune/train_zh_0.json")
+    recs = list(load_pool_dir(tmp_path / "o"))
+    assert [r["origin"] for r in recs][:2] == ["hf:shibing624/medical:train:0", "hf:shibing624/medical:train:1"]
+    first = json.loads((hub_mirror / "shibing624/medical/finetune/train_zh_0.json").read_text(encoding="utf-8")
+                       .splitlines()[0])
+    assert recs[0]["conversations"][0]["value"] == first["instruction"]
+    # globs and lists of files work the same way
+    man = run_pool_prepare(tmp_path / "o2", "med", hf_name="shibing624/medical",
+                           hf_data_files=["finetune/valid_zh_*.json", "finetune/test_zh_0.json"], hub_mirror=hub_mirror)
+    assert man["count"] == 10
+    # what the old call did: datasets itself refuses the repository because of its script
+    with pytest.raises(RuntimeError, match="Dataset scripts are no longer supported"):
+        datasets.load_dataset(str(hub_mirror / "shibing624" / "medical"), split="train", streaming=True)
+
+
+def test_hub_errors_name_the_source_and_what_to_set(tmp_path, hub_mirror, monkeypatch):
+    # a script-only repository read without hf_data_files: the setting and the candidate files
+    with pytest.raises(InputError) as exc:
+        run_pool_prepare(tmp_path / "o", "med", hf_name="shibing624/medical", hub_mirror=hub_mirror)
+    msg = str(exc.value)
+    assert "hf:shibing624/medical:train" in msg and "set hf_data_files" in msg
+    assert "finetune/train_zh_0.json" in msg
+    # a pattern matching nothing
+    with pytest.raises(InputError, match="no file of shibing624/medical matches hf_data_files.*train_zh_0.json"):
+        run_pool_prepare(tmp_path / "o", "med", hf_name="shibing624/medical", hf_data_files="finetune/nope.json",
+                         hub_mirror=hub_mirror)
+    # a repository missing from the mirror
+    with pytest.raises(InputError, match="not in the hub mirror"):
+        run_pool_prepare(tmp_path / "o", "x", hf_name="someone/absent", hub_mirror=hub_mirror)
+    # the hub itself, offline: one line saying what to do
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as hc
+
+    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)
+    with pytest.raises(InputError, match="cannot reach the Hugging Face Hub.*set hub_mirror"):
+        run_pool_prepare(tmp_path / "o", "med", hf_name="shibing624/medical", hf_data_files="finetune/train_zh_0.json")
+    assert not (tmp_path / "o").exists()
 
 
 # --------------------------------------------------------------------------- the demo pool and the real data

@@ -210,15 +210,18 @@ def load_local_split(pattern: str, subject: str, split: str, columns: dict, enco
     return normalise_split(iter_table(path, required, encoding), subject=subject, split=split, columns=columns, where=str(path))
 
 
-def load_hf_split(hf_name: str, subject: str, split: str, columns: dict) -> list[dict]:
-    """One split of a hub dataset (configuration = subject). Needs the network or a warm HF cache."""
-    import datasets
+DEFAULT_HF_DATA_FILES = "{subject}/{split}-*.parquet"
+
+
+def load_hf_split(hf_name: str, subject: str, split: str, columns: dict,
+                  data_files: str = DEFAULT_HF_DATA_FILES, mirror: str | os.PathLike | None = None) -> list[dict]:
+    """One split of a hub dataset: the Parquet files ``data_files`` names (C-Eval's layout:
+    ``<subject>/<split>-*.parquet``) read by the packaged parquet builder from the hub or ``mirror``."""
+    from . import hub
 
     where = f"hf:{hf_name}:{subject}:{split}"
-    try:
-        ds = datasets.load_dataset(hf_name, subject, split=split)
-    except ValueError as exc:  # unknown split or configuration
-        raise InputError(where, None, None, f"cannot load: {exc}") from None
+    pattern = data_files.replace("{subject}", subject).replace("{split}", split)
+    ds = hub.load_files(hf_name, pattern, where=where, setting="benchmark.hf_data_files", split=split, mirror=mirror)
     # Hub rows are numbered by index (0-based), as in pool origins "hf:name:split:index".
     return normalise_split(((i, row) for i, row in enumerate(ds)), subject=subject, split=split, columns=columns, where=where)
 
@@ -231,6 +234,8 @@ def load_benchmark(
     local_path: str | None = None,
     columns: dict | None = None,
     encoding: str = "utf-8",
+    hf_data_files: str = DEFAULT_HF_DATA_FILES,
+    hub_mirror: str | os.PathLike | None = None,
 ) -> list[dict]:
     """Normalised records of ``subject`` for every split, in split order then file order.
 
@@ -245,7 +250,7 @@ def load_benchmark(
     records: list[dict] = []
     for split in splits:
         if source == "hf":
-            part = load_hf_split(hf_name or DEFAULT_HF_NAME, subject, split, cols)
+            part = load_hf_split(hf_name or DEFAULT_HF_NAME, subject, split, cols, hf_data_files, hub_mirror)
         elif source == "local":
             if not local_path:
                 raise InputError(None, None, "benchmark.local.path", "required when benchmark.source is 'local'")
@@ -298,10 +303,12 @@ def run_benchmark_fetch(
     local_path: str | None = None,
     columns: dict | None = None,
     encoding: str = "utf-8",
+    hf_data_files: str = DEFAULT_HF_DATA_FILES,
+    hub_mirror: str | os.PathLike | None = None,
 ) -> list[dict]:
     """Load, validate and write ``results/benchmark/{subject}.jsonl``; returns the records."""
     records = load_benchmark(subject, splits, source, hf_name=hf_name, local_path=local_path, columns=columns,
-                             encoding=encoding)
+                             encoding=encoding, hf_data_files=hf_data_files, hub_mirror=hub_mirror)
     per_split = Counter(r["split"] for r in records)
     n_options = Counter(len(r["choices"]) for r in records)
     answers = Counter(r["answer"] for r in records)

@@ -88,6 +88,10 @@ def cross_key_problems(config: dict, environ: dict | None = None) -> list[str]:
             codecs.lookup(enc)
         except LookupError:
             problems.append(f"{key}: unknown encoding {enc!r} (e.g. utf-8, gb18030, big5, utf-16)")
+    for i, src in enumerate(config["pool"]["sources"]):
+        if src.get("hf_data_files") and src.get("hf_config"):
+            problems.append(f"pool.sources[{i}]: hf_config {src['hf_config']!r} is ignored when hf_data_files "
+                            "names the files: set one of them")
     recall = config["recall"]
     if recall["similarity_threshold"] >= recall["max_similarity"]:
         problems.append(f"recall.similarity_threshold ({recall['similarity_threshold']}) must be below "

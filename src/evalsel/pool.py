@@ -313,24 +313,39 @@ def iter_local(path: str | os.PathLike, encoding: str = "utf-8",
 
 
 def iter_hf(hf_name: str, hf_config: str | None = None, split: str = "train",
-            data_files: str | list[str] | None = None) -> Iterator[tuple[str, int, Any]]:
+            data_files: str | list[str] | None = None,
+            mirror: str | os.PathLike | None = None) -> Iterator[tuple[str, int, Any]]:
     """Yield ``("hf:name:split", index, record)`` from a streamed hub dataset (bounded memory).
 
-    ``data_files`` names files inside the dataset repository: needed for repositories that
-    ship a loading script (e.g. shibing624/medical), which ``datasets`` 4+ no longer runs.
+    ``data_files`` (paths or globs inside the repository) are read with the packaged json/parquet/csv
+    builder from ``hf://datasets/<name>/...`` (or ``<mirror>/<name>/...``): no loading script is
+    ever looked up, which is how a repository like shibing624/medical (a ``medical.py`` beside its
+    JSON-lines files) is read by datasets 4+. Without ``data_files`` the repository's own layout is
+    used (repositories without a script). Every hub failure is one InputError saying what to set.
     """
-    import datasets
+    from . import hub
 
     where = f"hf:{hf_name}:{split}"
-    kwargs = {"split": split, "streaming": True}
     if data_files:
-        kwargs["data_files"] = data_files
-    try:
-        ds = datasets.load_dataset(hf_name, hf_config, **kwargs)
-    except ValueError as exc:  # unknown configuration or split
-        raise InputError(where, None, None, f"cannot load (config {hf_config!r}): {exc}") from None
-    for i, row in enumerate(ds):
+        ds = hub.load_files(hf_name, data_files, where=where, setting="hf_data_files", split=split,
+                            streaming=True, mirror=mirror)
+    else:
+        ds = hub.load_repo(hf_name, hf_config, where=where, setting="hf_data_files", split=split,
+                           streaming=True, mirror=mirror)
+    rows = iter(ds)
+    i = 0
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except Exception as exc:  # files are read lazily: a bad file or a dropped connection shows here
+            hint = ("; the records do not all share the columns datasets inferred from the first ones: "
+                    "give each kind of file its own source" if type(exc).__name__ == "CastError" else "")
+            raise InputError(where, i, None,
+                             f"reading the dataset failed: {type(exc).__name__}: {str(exc)[:300]}{hint}") from None
         yield where, i, row
+        i += 1
 
 
 # --------------------------------------------------------------------------- preparing a source
@@ -401,6 +416,7 @@ def run_pool_prepare(
     min_chars: int = 2,
     on_bad_record: str = "error",
     encoding: str = "utf-8",
+    hub_mirror: str | os.PathLike | None = None,
 ) -> dict:
     """Read one pool source and write ``out_dir/shard-*.jsonl`` plus ``out_dir/manifest.json``; returns the manifest.
 
@@ -425,7 +441,7 @@ def run_pool_prepare(
         writer = _ShardWriter(tmp, int(shard_size))
         try:
             records = (iter_local(path, encoding, skip_unreadable=on_bad_record == "skip") if path
-                       else iter_hf(hf_name, hf_config, split, hf_data_files))
+                       else iter_hf(hf_name, hf_config, split, hf_data_files, mirror=hub_mirror))
             with contextlib.closing(records), tqdm(total=max_samples, desc=f"pool {source}", unit="rec", mininterval=5) as bar:
                 for where, line, raw in records:
                     if max_samples is not None and read >= max_samples:

@@ -16,6 +16,8 @@ with job_logging(snakemake):
         hf_name=snakemake.params.hf_name,
         local_path=snakemake.params.local_path,
         encoding=snakemake.params.encoding,
+        hf_data_files=snakemake.params.hf_data_files,
+        hub_mirror=snakemake.params.hub_mirror,
         columns={
             "id": snakemake.params.column_id,
             "question": snakemake.params.column_question,

@@ -25,4 +25,5 @@ with job_logging(snakemake):
         min_chars=snakemake.params.min_chars,
         on_bad_record=snakemake.params.on_bad_record,
         encoding=snakemake.params.encoding,
+        hub_mirror=snakemake.params.hub_mirror,
     )
