@@ -132,6 +132,7 @@ rule evaluate:
         few_shot=EVAL["few_shot"],
         batch_size=EVAL["batch_size"],
         max_new_tokens=EVAL["max_new_tokens"],
+        repetition_penalty=EVAL["repetition_penalty"],
         gpus=EVAL["gpus"],
     script:
         "../workflow/scripts/evaluate.py"

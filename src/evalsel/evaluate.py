@@ -161,8 +161,13 @@ def score_letters(model, tokenizer, prompts: list[str], n_options: list[int], ba
     return out
 
 
-def generate_answers(model, tokenizer, prompts: list[str], batch_size: int = 8, max_new_tokens: int = 32) -> list[str]:
-    """Greedy completions (special tokens removed) of each prompt, batched with left padding."""
+def generate_answers(model, tokenizer, prompts: list[str], batch_size: int = 8, max_new_tokens: int = 32,
+                     repetition_penalty: float = 1.0) -> list[str]:
+    """Greedy completions (special tokens removed) of each prompt, batched with left padding.
+
+    Greedy means greedy: sampling defaults and the repetition penalty a model's
+    generation_config carries (Qwen2.5-Instruct: 1.05) are overridden (``repetition_penalty``
+    1.0 unless the config's ``eval.repetition_penalty`` says otherwise)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -176,7 +181,7 @@ def generate_answers(model, tokenizer, prompts: list[str], batch_size: int = 8, 
             inputs.pop("position_ids")  # generate derives them from the attention mask
             gen = model.generate(
                 **inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id,
-                temperature=None, top_p=None, top_k=None,
+                temperature=None, top_p=None, top_k=None, repetition_penalty=repetition_penalty,
             )
             width = inputs["input_ids"].shape[1]
             for row, i in enumerate(batch):
@@ -241,6 +246,7 @@ def evaluate(
     max_new_tokens: int = 32,
     gpus: int = 0,
     threads: int | None = None,
+    repetition_penalty: float = 1.0,
 ) -> dict:
     """Score every question of ``eval_splits`` and write the eval JSON (see docs/ARCHITECTURE.md).
 
@@ -274,7 +280,7 @@ def evaluate(
                     "probs": sc["probs"], "correct": pred == q["answer"], "letter_mass": sc["letter_mass"],
                 })
         else:
-            texts = generate_answers(model, tokenizer, prompts, batch_size, max_new_tokens)
+            texts = generate_answers(model, tokenizer, prompts, batch_size, max_new_tokens, repetition_penalty)
             for q, text in zip(questions, texts):
                 pred = extract_answer(text, q["choices"])
                 rows.append({

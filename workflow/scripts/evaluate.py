@@ -23,6 +23,7 @@ with job_logging(snakemake):
         few_shot=p.few_shot,
         batch_size=p.batch_size,
         max_new_tokens=p.max_new_tokens,
+        repetition_penalty=p.repetition_penalty,
         gpus=p.gpus,
         threads=snakemake.threads,
     )
