@@ -3,7 +3,7 @@
 
 rule recall:
     input:
-        code=pkg("benchmark.py", "vectors.py", "leak.py", "recall.py"),
+        code=pkg("benchmark.py", "vectors.py", "leak.py", "recall.py", "gpu.py"),
         queries=expand("results/vectors/benchmark/{subject}.npy", subject=SUBJECTS),
         benchmark=expand("results/benchmark/{subject}.jsonl", subject=SUBJECTS),
         pool_vectors=all_pool_vectors,
@@ -23,6 +23,8 @@ rule recall:
         # One block of vectors and scores (block_size x questions) plus the pool ids.
         mem_mb=8000,
         runtime=120,
+        # the torch backend ("auto" on a CUDA host) computes on one GPU, which the job claims
+        gpu=0 if config["recall"]["backend"] == "numpy" else 1,
     params:
         subjects=SUBJECTS,
         strategy=config["recall"]["strategy"],

@@ -352,3 +352,28 @@ def test_recall_statistics_file_has_per_subject_and_overall(tmp_path):
         assert key in on_disk["overall"]
     assert on_disk["overall"]["questions"] == 12
     assert on_disk["overall"]["similarity"]["n"] == on_disk["overall"]["kept"]
+
+
+def test_torch_recall_claims_a_gpu_and_numpy_does_not(tmp_path, monkeypatch, caplog):
+    """recall with the torch/auto backend holds a device like every other GPU job (here: a host
+    that reports two GPUs, device 0 held by another job)."""
+    import logging
+
+    from evalsel import gpu
+
+    for var in ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID", gpu.CLAIMED_ENV):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv(gpu.COUNT_ENV, "2")
+    monkeypatch.setenv(gpu.LOCK_DIR_ENV, str(tmp_path / "locks"))
+    proj = Project(n_pool=60)
+    with gpu.claim(1) as held, caplog.at_level(logging.INFO, logger="evalsel.gpu"):
+        assert held == ["0"]
+        # the recall job is another process, which does not inherit the holder's environment
+        monkeypatch.delenv(gpu.CLAIMED_ENV, raising=False)
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+        monkeypatch.setenv(gpu.TIMEOUT_ENV, "5")
+        proj.run(tmp_path / "torch", backend="torch", gpus=1)
+        assert "claimed GPUs 1" in caplog.text
+        caplog.clear()
+        proj.run(tmp_path / "numpy", backend="numpy", gpus=1)
+        assert "claimed GPUs" not in caplog.text

@@ -388,3 +388,48 @@ def test_max_steps_with_gradient_checkpointing(tmp_path, tiny_lm_dir):
     assert m["global_step"] == 3 and [r["step"] for r in m["log"]] == [1, 2, 3]
     assert all(math.isfinite(r["loss"]) and r["loss"] > 0 for r in m["log"])
     assert m["tokens_seen"] > 0
+
+
+def test_qlora_with_zero3_is_refused_naming_what_works():
+    from evalsel.train import TrainSettings
+
+    repo = Path(__file__).resolve().parents[1]
+    s = TrainSettings(method="qlora", deepspeed=str(repo / "config/deepspeed/zero3.json"))
+    with pytest.raises(ValueError, match="qlora with no DeepSpeed or ZeRO-2"):
+        s.validate()
+    TrainSettings(method="qlora", deepspeed=str(repo / "config/deepspeed/zero2.json")).validate()
+    TrainSettings(method="lora", deepspeed=str(repo / "config/deepspeed/zero3.json")).validate()
+
+
+def test_zero3_is_registered_before_the_model_loads(tmp_path, tiny_lm_dir, monkeypatch):
+    """With a ZeRO-3 config, TrainingArguments register it (HfDeepSpeedConfig) so that
+    from_pretrained loads the weights partitioned: run_job must build them before the model."""
+    import dataclasses
+
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    from evalsel import train
+
+    pytest.importorskip("deepspeed")
+    repo = Path(__file__).resolve().parents[1]
+    zero3 = str(repo / "config/deepspeed/zero3.json")
+    seen = {}
+
+    class _Stop(Exception):
+        pass
+
+    def load_model(*args, **kw):
+        seen["zero3"] = is_deepspeed_zero3_enabled()
+        raise _Stop
+
+    monkeypatch.setattr(train, "_load_model", load_model)
+    # what a CUDA host plans (the CPU plan drops DeepSpeed)
+    monkeypatch.setattr(train, "_job_device_plan", lambda s, cuda: {"precision": "fp32", "deepspeed": zero3})
+    sft = write_sft(tmp_path / "sft.jsonl")
+    s = train.TrainSettings(deepspeed=zero3)
+    job = {"sft_path": str(sft), "base_model": str(tiny_lm_dir), "out_dir": str(tmp_path / "a"),
+           "metrics_path": str(tmp_path / "m.json"), "curves_png": str(tmp_path / "c.png"),
+           "checkpoint_dir": str(tmp_path / "ck"), "resume_from": None, "settings": dataclasses.asdict(s)}
+    with pytest.raises(_Stop):
+        train.run_job(job)
+    assert seen == {"zero3": True}

@@ -650,7 +650,17 @@ def load_queries(vector_paths: list, items: list[leak.BenchmarkItem]) -> tuple[l
     return ids, np.array(subj, dtype=np.int64), np.concatenate(mats) if mats else np.zeros((0, 0), np.float32)
 
 
-def run_recall(
+def run_recall(*, gpus: int = 0, backend: str = "auto", **settings) -> dict:
+    """:func:`recall_job` holding ``gpus`` GPUs (evalsel.gpu.claim) unless the backend is numpy:
+    on CUDA the torch backend computes on a device the scheduler gave this job, never on one
+    another job holds."""
+    from .gpu import claim
+
+    with claim(int(gpus) if backend != "numpy" else 0):
+        return recall_job(backend=backend, **settings)
+
+
+def recall_job(
     *,
     subjects: list[str],
     query_vectors: list[str | os.PathLike],

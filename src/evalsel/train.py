@@ -85,6 +85,10 @@ class TrainSettings:
             raise ValueError(f"gpus must be 0 or more, got {self.gpus}")
         if self.deepspeed is not None and not Path(self.deepspeed).is_file():
             raise ValueError(f"DeepSpeed config {self.deepspeed} does not exist")
+        if self.method == "qlora" and self.deepspeed is not None and _zero_stage(self.deepspeed) == 3:
+            raise ValueError("method 'qlora' with DeepSpeed ZeRO-3 is not supported (its 4-bit weights would need "
+                             "bnb_4bit_quant_storage and an unpartitioned loader); the working combinations are "
+                             "qlora with no DeepSpeed or ZeRO-2, and lora/full with ZeRO-2 or ZeRO-3")
         targets = self.lora_target_modules
         if not (targets == "all" or (isinstance(targets, list) and targets and all(isinstance(t, str) for t in targets))):
             raise ValueError(f"lora_target_modules must be 'all' or a list of module names, got {targets!r}")
@@ -245,6 +249,12 @@ def prepare_checkpoints(checkpoint_dir: str | os.PathLike, fp: dict) -> Path | N
 
 
 # ---------------------------------------------------------------- the run
+
+
+def _zero_stage(path: str | os.PathLike) -> int | None:
+    """The ZeRO stage of a DeepSpeed JSON config (None when it sets none)."""
+    stage = read_json(path).get("zero_optimization", {}).get("stage")
+    return None if stage is None else int(stage)
 
 
 def _job_device_plan(settings: TrainSettings, cuda: bool) -> dict:
@@ -428,11 +438,6 @@ def run_job(job: dict, callbacks: list | None = None) -> None:
     if not examples:
         raise InputError(job["sft_path"], None, None, f"no conversation has assistant tokens within max_length={s.max_length}")
     log.info("training examples: %s", json.dumps(data_stats))
-    model = _load_model(job["base_model"], s, plan, cuda)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    log.info("trainable parameters: %d of %d (%.3f%%)", trainable, total, 100 * trainable / max(total, 1))
-
     args = TrainingArguments(
         output_dir=job["checkpoint_dir"],
         per_device_train_batch_size=s.per_device_batch_size,
@@ -462,6 +467,13 @@ def run_job(job: dict, callbacks: list | None = None) -> None:
         use_cpu=not cuda,  # also what makes torchrun workers on CPU form one gloo process group
         ddp_find_unused_parameters=False,
     )
+    # the model is loaded after TrainingArguments: with a ZeRO-3 config they register it
+    # (HfDeepSpeedConfig), so from_pretrained loads the weights partitioned across ranks
+    model = _load_model(job["base_model"], s, plan, cuda)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    log.info("trainable parameters: %d of %d (%.3f%%)", trainable, total, 100 * trainable / max(total, 1))
+
     counter = _tokens_callback()
     trainer = Trainer(
         model=model,

@@ -28,4 +28,5 @@ with job_logging(snakemake):
         block_size=snakemake.params.block_size,
         ngram_n=snakemake.params.ngram_n,
         backend=snakemake.params.backend,
+        gpus=snakemake.resources.gpu,
     )
