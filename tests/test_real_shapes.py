@@ -88,3 +88,17 @@ def test_lora_save_reload_evaluate_merge_and_dpo_at_real_shapes(tmp_path, qwen_h
                     beta=0.1, max_steps=1, learning_rate=1e-4, per_device_batch_size=2, max_length=96, precision="bf16",
                     logging_steps=1, save_steps=1, gpus=0, seed=0)
     assert dpo["global_step"] == 1 and (tmp_path / "dpo" / "adapter_config.json").is_file()
+
+
+def test_gpu_check_script_runs_in_smoke_mode(tmp_path):
+    """perf/gpu_check.py (prepared for a GPU box) runs end to end at tiny sizes on the CPU."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "gpu_check.json"
+    proc = subprocess.run([sys.executable, str(REPO / "perf" / "gpu_check.py"), "--smoke", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    names = [r[0] for r in rows]
+    assert len(rows) == 5 and names[0].startswith("embed") and names[-1].startswith("letter scoring")

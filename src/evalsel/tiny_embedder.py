@@ -78,9 +78,13 @@ def build_tiny_embedder(
     num_layers: int = 2,
     max_seq_length: int = 256,
     vocab_size: int = 4000,
+    num_heads: int | None = None,
+    intermediate_size: int | None = None,
 ) -> Path:
     """Build a tiny BERT SentenceTransformer (mean pooling, normalised) in ``out_dir``.
 
+    ``num_heads`` and ``intermediate_size`` default to hidden/16 and 2 x hidden (a real model's
+    shape can be given, e.g. MiniLM-L12: hidden 384, 12 layers, 12 heads, intermediate 1536).
     Returns ``out_dir``. The directory loads offline with ``SentenceTransformer(str(out_dir))``.
     It is written in a sibling temporary directory and renamed into place, so a killed
     build leaves nothing behind; an existing ``out_dir`` is replaced.
@@ -108,8 +112,8 @@ def build_tiny_embedder(
             vocab_size=tok.get_vocab_size(),
             hidden_size=hidden_size,
             num_hidden_layers=num_layers,
-            num_attention_heads=max(1, hidden_size // 16),
-            intermediate_size=hidden_size * 2,
+            num_attention_heads=num_heads or max(1, hidden_size // 16),
+            intermediate_size=intermediate_size or hidden_size * 2,
             max_position_embeddings=max(512, max_seq_length),
             pad_token_id=tok.token_to_id("[PAD]"),
         )
