@@ -7,6 +7,12 @@ BENCHMARK_SPLITS = sorted(
     | {str(s) for s in config["benchmark"]["eval_splits"]}
     | ({"dev"} if int(config["eval"]["few_shot"]) > 0 else set())
 )
+# Recall-only splits: never scored, so their questions may come without answers (C-Eval's test).
+BENCHMARK_UNSCORED = sorted(
+    {str(s) for s in config["benchmark"]["recall_splits"]}
+    - {str(s) for s in config["benchmark"]["eval_splits"]}
+    - ({"dev"} if int(config["eval"]["few_shot"]) > 0 else set())
+)
 BENCHMARK_LOCAL = config["benchmark"].get("local", {})
 BENCHMARK_COLUMNS = BENCHMARK_LOCAL.get("columns", {})
 BENCHMARK_LOCAL_FILES = (
@@ -40,6 +46,7 @@ rule benchmark_fetch:
         source=config["benchmark"]["source"],
         hf_name=config["benchmark"].get("hf_name", "ceval/ceval-exam"),
         splits=BENCHMARK_SPLITS,
+        unscored_splits=BENCHMARK_UNSCORED,
         # A function, so that Snakemake leaves the {subject}/{split} pattern unexpanded.
         local_path=lambda wildcards: BENCHMARK_LOCAL.get("path"),
         encoding=BENCHMARK_LOCAL.get("encoding", "utf-8"),

@@ -184,6 +184,10 @@ def test_ceval_parquet_layout_through_the_real_builder(hub_mirror):
     # the public test split has no answers: refused as a scored split, naming the hub source
     with pytest.raises(InputError, match=r"hf:ceval/ceval-exam:physician:test: field 'answer': split 'test' has no answers"):
         load_benchmark("physician", ["test"], "hf", hub_mirror=hub_mirror)
+    # ... but it can be a recall-only split: its questions come with answer null
+    test = load_benchmark("physician", ["test", "val"], "hf", hub_mirror=hub_mirror, unscored_splits=["test"])
+    assert {r["answer"] for r in test if r["split"] == "test"} == {None}
+    assert all(r["answer"] in "ABCD" for r in test if r["split"] == "val")
     with pytest.raises(InputError, match="no file of ceval/ceval-exam matches benchmark.hf_data_files"):
         load_benchmark("surgery", ["val"], "hf", hub_mirror=hub_mirror)
 

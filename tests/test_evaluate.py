@@ -166,3 +166,21 @@ def test_few_shot_needs_enough_dev_questions(bench):
         load_questions(bench, ["val"], few_shot=4)
     with pytest.raises(InputError, match="no question of splits"):
         load_questions(bench, ["test"])
+
+
+def test_an_unanswered_question_is_never_scored(tmp_path):
+    """A recall-only split may lack answers; naming it as an eval split is refused at its line."""
+    from evalsel.evaluate import load_questions
+    from evalsel.io import InputError
+
+    path = tmp_path / "physician.jsonl"
+    rows = [{"id": "physician/val/0", "subject": "physician", "split": "val", "question": "问一", "choices": ["甲", "乙"],
+             "answer": "A", "explanation": ""},
+            {"id": "physician/test/0", "subject": "physician", "split": "test", "question": "问二", "choices": ["甲", "乙"],
+             "answer": None, "explanation": ""}]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    questions, _ = load_questions([path], ["val"])
+    assert [q["id"] for q in questions] == ["physician/val/0"]
+    with pytest.raises(InputError) as exc:
+        load_questions([path], ["val", "test"])
+    assert exc.value.line == 2 and "has no answer" in exc.value.problem

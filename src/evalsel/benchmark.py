@@ -102,6 +102,7 @@ def normalise_row(
     where: str,
     line: int | None,
     position: int,
+    unanswered_ok: bool = False,
 ) -> dict:
     """One benchmark row as a normalised record.
 
@@ -117,14 +118,16 @@ def normalise_row(
         raise InputError(where, line, columns["question"], "missing or empty question")
     choices = _options(row, columns, where, line)
     answer = _text(row.get(columns["answer"])).upper()
-    if not answer:
+    if not answer and not unanswered_ok:
         raise _NoAnswer()
     valid = tuple(LETTERS[: len(choices)])
-    if len(answer) > 1 and all(ch in LETTERS for ch in answer):
+    if not answer:  # a question that is never scored (a recall-only split such as C-Eval's test)
+        answer = None
+    elif len(answer) > 1 and all(ch in LETTERS for ch in answer):
         raise InputError(where, line, columns["answer"],
                          f"answer {answer!r} names {len(answer)} options: multiple-answer questions are not "
                          "supported (one letter per question)")
-    if answer not in valid:
+    if answer is not None and answer not in valid:
         raise InputError(
             where, line, columns["answer"], f"answer {answer!r} is not among the question's options ({', '.join(valid)})"
         )
@@ -141,7 +144,8 @@ def normalise_row(
 
 
 def normalise_split(
-    rows: Iterable[tuple[int | None, Any]], *, subject: str, split: str, columns: dict, where: str
+    rows: Iterable[tuple[int | None, Any]], *, subject: str, split: str, columns: dict, where: str,
+    unanswered_ok: bool = False,
 ) -> list[dict]:
     """Normalise the ``(line, row)`` pairs of one split; shared by the hub and the local loaders.
 
@@ -156,7 +160,8 @@ def normalise_split(
     for position, (line, row) in enumerate(rows):
         n += 1
         try:
-            rec = normalise_row(row, subject=subject, split=split, columns=columns, where=where, line=line, position=position)
+            rec = normalise_row(row, subject=subject, split=split, columns=columns, where=where, line=line,
+                                position=position, unanswered_ok=unanswered_ok)
         except _NoAnswer:
             missing.append(line)
             continue
@@ -169,8 +174,8 @@ def normalise_split(
     if len(missing) == n:
         raise InputError(
             where, None, columns["answer"],
-            f"split {split!r} has no answers (C-Eval's public test split ships without them); "
-            "only splits with answers can be recall, eval or few-shot splits",
+            f"split {split!r} has no answers (C-Eval's public test split ships without them): it can be a "
+            "recall split (benchmark.recall_splits) but not an eval or few-shot split",
         )
     if missing:
         raise InputError(where, missing[0], columns["answer"], f"missing or empty answer ({len(missing)} rows in this split)")
@@ -204,17 +209,20 @@ def iter_table(path: str | os.PathLike, required: Iterable[str] = (), encoding: 
         raise InputError(path, None, None, f"unsupported extension {suffix!r} (use .jsonl, .csv or .tsv)")
 
 
-def load_local_split(pattern: str, subject: str, split: str, columns: dict, encoding: str = "utf-8") -> list[dict]:
+def load_local_split(pattern: str, subject: str, split: str, columns: dict, encoding: str = "utf-8",
+                     unanswered_ok: bool = False) -> list[dict]:
     path = local_split_path(pattern, subject, split)
-    required = [columns["question"], columns["answer"]]
-    return normalise_split(iter_table(path, required, encoding), subject=subject, split=split, columns=columns, where=str(path))
+    required = [columns["question"]] + ([] if unanswered_ok else [columns["answer"]])
+    return normalise_split(iter_table(path, required, encoding), subject=subject, split=split, columns=columns,
+                           where=str(path), unanswered_ok=unanswered_ok)
 
 
 DEFAULT_HF_DATA_FILES = "{subject}/{split}-*.parquet"
 
 
 def load_hf_split(hf_name: str, subject: str, split: str, columns: dict,
-                  data_files: str = DEFAULT_HF_DATA_FILES, mirror: str | os.PathLike | None = None) -> list[dict]:
+                  data_files: str = DEFAULT_HF_DATA_FILES, mirror: str | os.PathLike | None = None,
+                  unanswered_ok: bool = False) -> list[dict]:
     """One split of a hub dataset: the Parquet files ``data_files`` names (C-Eval's layout:
     ``<subject>/<split>-*.parquet``) read by the packaged parquet builder from the hub or ``mirror``."""
     from . import hub
@@ -223,7 +231,8 @@ def load_hf_split(hf_name: str, subject: str, split: str, columns: dict,
     pattern = data_files.replace("{subject}", subject).replace("{split}", split)
     ds = hub.load_files(hf_name, pattern, where=where, setting="benchmark.hf_data_files", split=split, mirror=mirror)
     # Hub rows are numbered by index (0-based), as in pool origins "hf:name:split:index".
-    return normalise_split(((i, row) for i, row in enumerate(ds)), subject=subject, split=split, columns=columns, where=where)
+    return normalise_split(((i, row) for i, row in enumerate(ds)), subject=subject, split=split, columns=columns,
+                           where=where, unanswered_ok=unanswered_ok)
 
 
 def load_benchmark(
@@ -236,6 +245,7 @@ def load_benchmark(
     encoding: str = "utf-8",
     hf_data_files: str = DEFAULT_HF_DATA_FILES,
     hub_mirror: str | os.PathLike | None = None,
+    unscored_splits: Iterable[str] = (),
 ) -> list[dict]:
     """Normalised records of ``subject`` for every split, in split order then file order.
 
@@ -248,13 +258,16 @@ def load_benchmark(
         raise InputError(None, None, "benchmark.splits", "no splits to load")
     cols = resolve_columns(columns)
     records: list[dict] = []
+    unscored = set(unscored_splits)
     for split in splits:
+        # a split that is never scored may lack answers (its questions are recall queries only)
         if source == "hf":
-            part = load_hf_split(hf_name or DEFAULT_HF_NAME, subject, split, cols, hf_data_files, hub_mirror)
+            part = load_hf_split(hf_name or DEFAULT_HF_NAME, subject, split, cols, hf_data_files, hub_mirror,
+                                 unanswered_ok=split in unscored)
         elif source == "local":
             if not local_path:
                 raise InputError(None, None, "benchmark.local.path", "required when benchmark.source is 'local'")
-            part = load_local_split(local_path, subject, split, cols, encoding)
+            part = load_local_split(local_path, subject, split, cols, encoding, unanswered_ok=split in unscored)
         else:
             raise InputError(None, None, "benchmark.source", f"unknown source {source!r} (use 'hf' or 'local')")
         records.extend(part)
@@ -281,8 +294,9 @@ def read_records(paths: Iterable[str | os.PathLike]) -> Iterator[tuple[str, int,
             if not isinstance(choices, list) or not 2 <= len(choices) <= 5 or not all(isinstance(c, str) for c in choices):
                 raise InputError(path, line, "choices", "must be a list of 2 to 5 strings")
             valid = LETTERS[: len(choices)]
-            if rec.get("answer") not in tuple(valid):
-                raise InputError(path, line, "answer", f"{rec.get('answer')!r} is not one of {', '.join(valid)}")
+            # null: a question that is never scored (a recall-only split); the evaluation refuses it
+            if rec.get("answer") is not None and rec.get("answer") not in tuple(valid):
+                raise InputError(path, line, "answer", f"{rec.get('answer')!r} is not one of {', '.join(valid)} or null")
             if rec["id"] in seen:
                 raise InputError(path, line, "id", f"duplicate benchmark id {rec['id']!r} (first in {seen[rec['id']]})")
             seen[rec["id"]] = f"{path}:{line}"
@@ -305,13 +319,17 @@ def run_benchmark_fetch(
     encoding: str = "utf-8",
     hf_data_files: str = DEFAULT_HF_DATA_FILES,
     hub_mirror: str | os.PathLike | None = None,
+    unscored_splits: Iterable[str] = (),
 ) -> list[dict]:
-    """Load, validate and write ``results/benchmark/{subject}.jsonl``; returns the records."""
+    """Load, validate and write ``results/benchmark/{subject}.jsonl``; returns the records.
+
+    Questions of ``unscored_splits`` (recall-only splits) may come without answers (``answer`` null)."""
     records = load_benchmark(subject, splits, source, hf_name=hf_name, local_path=local_path, columns=columns,
-                             encoding=encoding, hf_data_files=hf_data_files, hub_mirror=hub_mirror)
+                             encoding=encoding, hf_data_files=hf_data_files, hub_mirror=hub_mirror,
+                             unscored_splits=unscored_splits)
     per_split = Counter(r["split"] for r in records)
     n_options = Counter(len(r["choices"]) for r in records)
-    answers = Counter(r["answer"] for r in records)
+    answers = Counter(r["answer"] or "none" for r in records)
     log.info("%s: %d questions %s; options per question %s; answers %s", subject, len(records),
              dict(per_split), dict(sorted(n_options.items())), dict(sorted(answers.items())))
     write_benchmark(output, records)

@@ -36,8 +36,12 @@ def load_questions(
     questions: list[dict] = []
     dev: dict[str, list[dict]] = {}
     source: dict[str, str] = {}
-    for path, _, rec in read_records(benchmark_paths):
+    for path, line, rec in read_records(benchmark_paths):
         source.setdefault(rec["subject"], path)
+        if rec["split"] in eval_splits or (few_shot and rec["split"] == "dev"):
+            if rec["answer"] is None:
+                raise InputError(path, line, "answer", f"question {rec['id']} of split {rec['split']!r} has no answer: "
+                                 "a split without answers can be a recall split, not an eval or few-shot split")
         if rec["split"] in eval_splits:
             questions.append(rec)
         elif rec["split"] == "dev":

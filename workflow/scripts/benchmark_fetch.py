@@ -12,6 +12,7 @@ with job_logging(snakemake):
         output=snakemake.output[0],
         subject=snakemake.wildcards.subject,
         splits=list(snakemake.params.splits),
+        unscored_splits=list(snakemake.params.unscored_splits),
         source=snakemake.params.source,
         hf_name=snakemake.params.hf_name,
         local_path=snakemake.params.local_path,
