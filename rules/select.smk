@@ -1,9 +1,16 @@
 # Selection: recall pool samples for the benchmark questions, then build the two SFT arms.
 
+# The contamination guard's settings (evalsel.guard), one dict for recall and sft_build.
+GUARD_SETTINGS = {
+    k: v for k, v in config["leak_guard"].items() if k != "longest_seed_n"
+}
+
 
 rule recall:
     input:
-        code=pkg("benchmark.py", "vectors.py", "leak.py", "recall.py", "gpu.py"),
+        code=pkg(
+            "benchmark.py", "vectors.py", "leak.py", "guard.py", "recall.py", "gpu.py"
+        ),
         queries=expand("results/vectors/benchmark/{subject}.npy", subject=SUBJECTS),
         benchmark=expand("results/benchmark/{subject}.jsonl", subject=SUBJECTS),
         pool_vectors=all_pool_vectors,
@@ -37,14 +44,16 @@ rule recall:
         near_duplicate_threshold=config["recall"]["near_duplicate_threshold"],
         block_size=config["recall"]["block_size"],
         backend=config["recall"]["backend"],
-        ngram_n=config["leak_guard"]["ngram_n"],
+        leak_guard=GUARD_SETTINGS,
     script:
         "../workflow/scripts/recall.py"
 
 
 rule sft_build:
     input:
-        code=pkg("benchmark.py", "vectors.py", "leak.py", "recall.py", "sft.py"),
+        code=pkg(
+            "benchmark.py", "vectors.py", "leak.py", "guard.py", "recall.py", "sft.py"
+        ),
         recalled=expand("results/recall/{subject}.jsonl", subject=SUBJECTS),
         recall_statistics="results/recall/recall_statistics.json",
         queries=expand("results/vectors/benchmark/{subject}.npy", subject=SUBJECTS),
@@ -72,7 +81,7 @@ rule sft_build:
         random_match=config["sft"]["random_match"],
         tokenizer=config["sft"]["tokenizer"],
         seed=config["seed"],
-        ngram_n=config["leak_guard"]["ngram_n"],
+        leak_guard=GUARD_SETTINGS,
         longest_seed_n=config["leak_guard"]["longest_seed_n"],
         max_similarity=config["recall"]["max_similarity"],
         recall_splits=list(config["benchmark"]["recall_splits"]),

@@ -92,7 +92,7 @@ class Project:
     def run(self, root: Path, shard_size=100, **kw) -> tuple[dict, dict, list[list[dict]]]:
         p = self.write(root, shard_size)
         outs = [str(root / f"results/recall/{s}.jsonl") for s in SUBJECTS]
-        settings = dict(top_k=5, similarity_threshold=-1.0, max_similarity=0.95, block_size=64, ngram_n=13, backend="numpy", progress=False)
+        settings = dict(top_k=5, similarity_threshold=-1.0, max_similarity=0.95, block_size=64, leak_guard={"ngram_n": 13}, backend="numpy", progress=False)
         settings.update(kw)
         stats = run_recall(subjects=SUBJECTS, query_vectors=p["queries"], benchmark_files=p["benchmark"],
                            pool_vectors=p["pool_vectors"], pool_shards=p["pool_shards"], recall_outputs=outs,
@@ -236,7 +236,7 @@ def test_threshold_topk_and_leak_drop(tmp_path):
     assert stats["overall"]["dropped_max_similarity"] == int((S > 0.99).sum())
     assert stats["overall"]["candidates_seen"] == len(Qall) * len(P)
     o = stats["overall"]
-    assert o["unique"] == o["kept"] + o["dropped_ngram"] + o["dropped_leak_other_question"] + o["dropped_duplicate_text"] + o["dropped_near_duplicate"] + o["dropped_budget"]
+    assert o["unique"] == o["kept"] + sum(o["dropped_guard"].values()) + o["dropped_duplicate_text"] + o["dropped_near_duplicate"] + o["dropped_budget"]
     assert o["recalled"] == o["unique"] + o["dropped_duplicate"] + o["dropped_threshold"]
     assert Path(tmp_path / "results/recall/similarity_hist.png").stat().st_size > 1000
 
@@ -309,8 +309,9 @@ def test_ngram_guard_drops_reworded_benchmark_copy(tmp_path):
     proj.pool.append(copy)
     _, stats, outs = proj.run(tmp_path, top_k=5, similarity_threshold=0.5)
     assert copy["record"]["id"] not in _kept_ids(outs)
-    assert stats["subjects"]["clinical_medicine"]["dropped_ngram"] == 1
-    assert stats["ngram_drops"][0]["benchmark_id"] == item["id"]
+    assert sum(stats["subjects"]["clinical_medicine"]["dropped_guard"].values()) == 1
+    drop = stats["guard_drops"][0]
+    assert drop["benchmark_id"] == item["id"] and drop["reason"] in ("exact_ngram", "containment", "fuzzy")
 
 
 def test_train_topk_mean_end_to_end(tmp_path):
@@ -348,7 +349,7 @@ def test_recall_statistics_file_has_per_subject_and_overall(tmp_path):
     on_disk = read_json(tmp_path / "results/recall/recall_statistics.json")
     assert set(on_disk["subjects"]) == set(SUBJECTS)
     for key in ("questions", "candidates_seen", "recalled", "unique", "kept", "dropped_threshold", "dropped_max_similarity",
-                "dropped_ngram", "dropped_duplicate", "dropped_duplicate_text", "similarity"):
+                "dropped_guard", "dropped_duplicate", "dropped_duplicate_text", "similarity"):
         assert key in on_disk["overall"]
     assert on_disk["overall"]["questions"] == 12
     assert on_disk["overall"]["similarity"]["n"] == on_disk["overall"]["kept"]

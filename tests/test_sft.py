@@ -23,7 +23,7 @@ def _project(seed=0, n_pool=400):
 
 def _build(proj: Project, root: Path, recall_kw=None, **kw) -> tuple[dict, dict]:
     p, _, _ = proj.run(root, top_k=3, similarity_threshold=0.8, **(recall_kw or {}))
-    settings = dict(fmt="sharegpt", random_mix_ratio=0.2, random_match="samples", seed=42, ngram_n=13, longest_seed_n=8,
+    settings = dict(fmt="sharegpt", random_mix_ratio=0.2, random_match="samples", seed=42, leak_guard={"ngram_n": 13}, longest_seed_n=8,
                     max_similarity=0.95, recall_splits=["val"], eval_splits=["val"], progress=False)
     settings.update(kw)
     out = {k: root / f"results/{v}" for k, v in dict(eval_driven_path="sft/eval_driven.jsonl", random_path="sft/random.jsonl",
@@ -126,7 +126,8 @@ def test_random_draws_pass_the_leak_guard_and_report(tmp_path):
     final_ids = {r["id"] for r in ev + rnd}
     assert not final_ids & {lk["record"]["id"] for lk in leaks}
     dropped = stats["random"]["dropped"]
-    assert dropped.get("ngram", 0) + stats["random_mix"]["dropped"].get("ngram", 0) >= 1
+    guard_reasons = ("exact_ngram", "containment", "fuzzy", "options")
+    assert sum(dropped.get(r, 0) + stats["random_mix"]["dropped"].get(r, 0) for r in guard_reasons) >= 1
     # no final sample shares a 13-gram with any benchmark item (every split)
     items = load_benchmark_items([root / f"results/benchmark/{s}.jsonl" for s in SUBJECTS])
     index = NgramIndex(items, 13)
@@ -272,6 +273,6 @@ def test_real_data_recall_and_sft_keep_benchmark_text_out(shared_data, tmp_path)
     report = read_json(tmp_path / "results/recall/contamination.json")
     assert report["max_longest_shared_chars"] < 13
     dropped_for_target = {d["sample_id"] for row in report["benchmark"] if row["id"] == target["id"] for d in row["dropped"]}
-    assert planted_id in {d["sample_id"] for d in rstats["ngram_drops"]}
+    assert planted_id in {d["sample_id"] for d in rstats["guard_drops"]}
     assert planted_id in dropped_for_target
     assert stats["recalled"]["dropped_by_guard"] == 0  # recall had already removed it

@@ -17,6 +17,8 @@ import numpy as np
 from tqdm import tqdm
 
 from . import leak
+from .guard import REASONS as GUARD_REASONS
+from .guard import ContentGuard, guard_settings
 from .io import InputError, atomic_write, write_json, write_jsonl
 from .vectors import ids_path, load_vectors
 
@@ -479,10 +481,10 @@ class Candidate:
 
 
 class _Selector:
-    """Walks candidates in selection order and keeps those that pass the n-gram guard, exact-text
-    dedup and the near-duplicate check; records and vectors are loaded in batches as needed."""
+    """Walks candidates in selection order and keeps those that pass the contamination guard,
+    exact-text dedup and the near-duplicate check; records and vectors are loaded in batches as needed."""
 
-    def __init__(self, pool: PoolIndex, guard: leak.NgramIndex | None, near_dup: float | None, progress: bool,
+    def __init__(self, pool: PoolIndex, guard: ContentGuard | None, near_dup: float | None, progress: bool,
                  queries: np.ndarray | None = None, max_similarity: float | None = None):
         self.pool, self.guard, self.near_dup, self.progress = pool, guard, near_dup, progress
         # A sample recalled by one question may be a copy of another (above max_similarity with it).
@@ -495,7 +497,7 @@ class _Selector:
         self.neighbours: dict[int, list[int]] = {}
         self.kept: set[int] = set()
         self.texts: set[str] = set()
-        self.ngram_drops: list[dict] = []
+        self.guard_drops: list[dict] = []
 
     def load(self, positions: list[int]) -> None:
         new = [p for p in dict.fromkeys(positions) if p not in self.records]
@@ -528,13 +530,12 @@ class _Selector:
         """None when kept, else the reason it is dropped."""
         rec = self.records[pos]
         if self.guard is not None:
-            hits = self.guard.matches(leak.sample_segments(rec))
+            hits = self.guard.check(leak.sample_segments(rec))
             if hits:
-                for idx, gram in sorted(hits.items()):
-                    self.ngram_drops.append({"sample_id": rec["id"], "benchmark_id": items[idx].id, "ngram": gram})
-                return "ngram"
-        if pos in self.leaky:
-            return "leak_other_question"
+                self.guard_drops.extend({"sample_id": rec["id"], **h.record(items)} for h in hits)
+                return hits[0].reason
+        if pos in self.leaky:  # above max_similarity with another benchmark question
+            return "max_similarity"
         text = rec["text"].strip()
         if text in self.texts:
             return "duplicate_text"
@@ -679,7 +680,7 @@ def recall_job(
     per_subject_quota: bool = True,
     near_duplicate_threshold: float | None = None,
     block_size: int = 65536,
-    ngram_n: int = 13,
+    leak_guard: dict | None = None,
     backend: str = "auto",
     progress: bool = True,
 ) -> dict:
@@ -702,14 +703,14 @@ def recall_job(
     if not (len(subjects) == len(query_vectors) == len(recall_outputs)):
         raise ValueError(f"{len(subjects)} subjects, {len(query_vectors)} query vector files, {len(recall_outputs)} outputs")
     items = leak.load_benchmark_items(benchmark_files)
-    guard = leak.NgramIndex(items, ngram_n)
+    guard = ContentGuard(items, guard_settings(leak_guard))
     qids, qsub, queries = load_queries(query_vectors, items)
     pool = PoolIndex(pool_vectors, pool_shards)
     S = len(subjects)
     log.info("recall: %d questions, %d pool vectors (%d repeated ids) in %d files, dim %s, strategy %s",
              len(qids), pool.size, pool.n_duplicates, len(pool.files), pool.dim, strategy)
     stats = [{"questions": int((qsub == s).sum())} for s in range(S)]
-    drops = [{"ngram": 0, "leak_other_question": 0, "duplicate_text": 0, "near_duplicate": 0} for _ in range(S)]
+    drops = [dict.fromkeys((*GUARD_REASONS, "duplicate_text", "near_duplicate"), 0) for _ in range(S)]
     lists: list[list[Candidate]] = [[] for _ in range(S)]
 
     if strategy == "per_query_topk":
@@ -772,29 +773,34 @@ def recall_job(
                          "similarity": round(c.score, 6), "rank": rank, **c.extra})
         write_jsonl(out, rows)
         st = stats[s]
-        st.update({f"dropped_{k}": v for k, v in drops[s].items()})
+        # the contamination guard's drops by reason (max_similarity: above it with another question;
+        # with the query itself it is dropped_max_similarity, before the top-k)
+        st["dropped_guard"] = {k: drops[s][k] for k in GUARD_REASONS}
+        st["dropped_duplicate_text"] = drops[s]["duplicate_text"]
+        st["dropped_near_duplicate"] = drops[s]["near_duplicate"]
         st["kept"] = len(chosen)
-        st["dropped_budget"] = st["unique"] - st["kept"] - sum(drops[s].values())
+        st["dropped_budget"] = st["unique"] - st["kept"] - sum(drops[s].values())  # selection-stage drops only
         st["similarity"] = _sim_summary([c.score for c in chosen])
         hist_values.append([c.score for c in chosen])
-    overall = {k: sum(st[k] for st in stats) for k in stats[0] if k != "similarity"}
+    overall = {k: sum(st[k] for st in stats) for k in stats[0] if k not in ("similarity", "dropped_guard")}
+    overall["dropped_guard"] = {k: sum(st["dropped_guard"][k] for st in stats) for k in GUARD_REASONS}
     overall["similarity"] = _sim_summary([c.score for c in kept])
     statistics = {
         "strategy": strategy,
         "settings": {"top_k": top_k, "similarity_threshold": similarity_threshold, "max_similarity": max_similarity,
                      "topk_mean_m": topk_mean_m, "budget": budget, "per_subject_quota": per_subject_quota,
-                     "near_duplicate_threshold": near_duplicate_threshold, "block_size": block_size, "ngram_n": ngram_n,
+                     "near_duplicate_threshold": near_duplicate_threshold, "block_size": block_size, "leak_guard": dict(leak_guard or {}),
                      "backend": resolve_backend(backend)[0]},
         "pool": {"vectors": pool.size, "repeated_ids": pool.n_duplicates, "files": len(pool.files), "dim": pool.dim},
         "benchmark_items_guarded": len(items),
-        "benchmark_items_too_short_for_ngram": guard.too_short,
+        "benchmark_items_too_short_for_ngram": guard.too_short_for_ngram,
         "subjects": dict(zip(subjects, stats)),
         "overall": overall,
         "max_similarity_drops": {
             "total_pairs": leak_total,
             "recorded": [{"query_id": qids[q], "sample_id": pool.ids[p], "similarity": round(v, 6)} for q, p, v in leak_pairs],
         },
-        "ngram_drops": selector.ngram_drops,
+        "guard_drops": selector.guard_drops,
         "seconds": round(time.monotonic() - t0, 2),
     }
     write_json(statistics_path, statistics)

@@ -15,6 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import leak
+from .guard import ContentGuard, GuardSettings, guard_settings
 from .io import InputError, read_json, read_jsonl, write_json, write_jsonl
 from .recall import PoolIndex, load_queries
 
@@ -74,20 +75,22 @@ def token_counter(tokenizer: str | None) -> tuple[str, Callable[[dict], int]]:
 
 
 class Guard:
-    """The leak guard applied to every sample entering a set: n-gram match with any benchmark item,
-    or cosine above ``max_similarity`` with any benchmark question that has a vector."""
+    """The contamination guard (evalsel.guard.ContentGuard: exact n-grams, containment, fuzzy and
+    option matches against every benchmark item) plus cosine above ``max_similarity`` with any
+    benchmark question that has a vector, applied to every sample entering a set."""
 
-    def __init__(self, items, ngram_n: int, query_ids: list[str], queries: np.ndarray, max_similarity: float | None, pool: PoolIndex):
-        self.items, self.index, self.pool = items, leak.NgramIndex(items, ngram_n), pool
+    def __init__(self, items, settings: GuardSettings, query_ids: list[str], queries: np.ndarray,
+                 max_similarity: float | None, pool: PoolIndex):
+        self.items, self.content, self.pool = items, ContentGuard(items, settings), pool
         self.query_ids, self.queries, self.max_similarity = query_ids, queries, max_similarity
 
     def check(self, positions: list[int], records: dict[int, dict]) -> dict[int, list[dict]]:
         """``{position: [drop records]}`` for the samples that fail; one drop record per benchmark item."""
         out: dict[int, list[dict]] = {}
         for p in positions:
-            hits = self.index.matches(leak.sample_segments(records[p]))
+            hits = self.content.check(leak.sample_segments(records[p]))
             if hits:
-                out[p] = [{"benchmark_id": self.items[i].id, "reason": "ngram", "ngram": g} for i, g in sorted(hits.items())]
+                out[p] = [h.record(self.items) for h in hits]
         rest = [p for p in positions if p not in out]
         if self.max_similarity is not None and len(self.queries) and rest:
             for lo in range(0, len(rest), 4096):
@@ -95,7 +98,8 @@ class Guard:
                 sims = self.pool.gather(chunk) @ self.queries.T
                 for j in np.flatnonzero(sims.max(axis=1) > self.max_similarity):
                     qs = np.flatnonzero(sims[j] > self.max_similarity)
-                    out[chunk[j]] = [{"benchmark_id": self.query_ids[q], "reason": "max_similarity", "similarity": round(float(sims[j, q]), 6)} for q in qs]
+                    out[chunk[j]] = [{"benchmark_id": self.query_ids[q], "reason": "max_similarity",
+                                      "score": round(float(sims[j, q]), 6)} for q in qs]
         return out
 
 
@@ -233,7 +237,7 @@ def build_sft(
     random_match: str = "samples",
     tokenizer: str | None = None,
     seed: int = 42,
-    ngram_n: int = 13,
+    leak_guard: dict | None = None,
     longest_seed_n: int = 8,
     max_similarity: float | None = 0.95,
     recall_splits: list[str] = (),
@@ -256,13 +260,16 @@ def build_sft(
     items = leak.load_benchmark_items(benchmark_files)
     query_ids, _, queries = load_queries(benchmark_vectors, items)
     pool = PoolIndex(pool_vectors, pool_shards)
-    guard = Guard(items, ngram_n, query_ids, queries, max_similarity, pool)
+    settings = guard_settings(leak_guard)
+    ngram_n = settings.ngram_n
+    guard = Guard(items, settings, query_ids, queries, max_similarity, pool)
     recall_stats = read_json(recall_statistics)
     dropped: list[dict] = []
-    for d in recall_stats.get("ngram_drops", []):
-        dropped.append({"sample_id": d["sample_id"], "stage": "recall", "benchmark_id": d["benchmark_id"], "reason": "ngram", "ngram": d["ngram"]})
+    for d in recall_stats.get("guard_drops", []):
+        dropped.append({**d, "stage": "recall"})
     for d in recall_stats.get("max_similarity_drops", {}).get("recorded", []):
-        dropped.append({"sample_id": d["sample_id"], "stage": "recall", "benchmark_id": d["query_id"], "reason": "max_similarity", "similarity": d["similarity"]})
+        dropped.append({"sample_id": d["sample_id"], "stage": "recall", "benchmark_id": d["query_id"],
+                        "reason": "max_similarity", "score": d["similarity"]})
 
     # Recalled samples, checked again: the benchmark or the guard settings may have changed since recall.
     positions, _, repeated = _read_recalled(recall_files, pool)

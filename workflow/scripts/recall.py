@@ -26,7 +26,7 @@ with job_logging(snakemake):
         per_subject_quota=snakemake.params.per_subject_quota,
         near_duplicate_threshold=snakemake.params.near_duplicate_threshold,
         block_size=snakemake.params.block_size,
-        ngram_n=snakemake.params.ngram_n,
+        leak_guard=dict(snakemake.params.leak_guard),
         backend=snakemake.params.backend,
         gpus=snakemake.resources.gpu,
     )

@@ -24,7 +24,7 @@ with job_logging(snakemake):
         random_match=snakemake.params.random_match,
         tokenizer=snakemake.params.tokenizer,
         seed=snakemake.params.seed,
-        ngram_n=snakemake.params.ngram_n,
+        leak_guard=dict(snakemake.params.leak_guard),
         longest_seed_n=snakemake.params.longest_seed_n,
         max_similarity=snakemake.params.max_similarity,
         recall_splits=list(snakemake.params.recall_splits),
