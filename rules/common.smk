@@ -100,7 +100,7 @@ def final_targets():
         "results/report/compare.md",
         "results/report/compare.json",
         "results/report/compare.png",
-        "results/recall/contamination.json",
+        "results/sft/contamination.json",
     ]
     targets += [
         f"results/merged/{arm}-seed{seed}"

@@ -56,7 +56,7 @@ rule report:
     input:
         evals=expand("results/eval/{model}.json", model=MODELS),
         recall_statistics="results/recall/recall_statistics.json",
-        contamination="results/recall/contamination.json",
+        contamination="results/sft/contamination.json",
         sft_statistics="results/sft/sft_statistics.json",
         code=pkg("report.py", "stats.py"),
     output:

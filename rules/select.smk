@@ -64,7 +64,8 @@ rule sft_build:
         eval_driven="results/sft/eval_driven.jsonl",
         random="results/sft/random.jsonl",
         statistics="results/sft/sft_statistics.json",
-        contamination="results/recall/contamination.json",
+        contamination="results/sft/contamination.json",
+        review="results/sft/contamination_review.md",
     log:
         "logs/sft_build/sft_build.log",
     benchmark:

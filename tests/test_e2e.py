@@ -92,7 +92,7 @@ def test_recall_and_sft_sets(demo_run):
     for r in ed + rnd:
         roles = [t["from"] for t in r["conversations"]]
         assert roles[0] == "human" and "gpt" in roles
-    contamination = json.loads((work / "results/recall/contamination.json").read_text(encoding="utf-8"))
+    contamination = json.loads((work / "results/sft/contamination.json").read_text(encoding="utf-8"))
     assert contamination
     assert (work / "results/recall/similarity_hist.png").stat().st_size > 1000
 

@@ -28,7 +28,7 @@ def _build(proj: Project, root: Path, recall_kw=None, **kw) -> tuple[dict, dict]
     settings.update(kw)
     out = {k: root / f"results/{v}" for k, v in dict(eval_driven_path="sft/eval_driven.jsonl", random_path="sft/random.jsonl",
                                                       statistics_path="sft/sft_statistics.json",
-                                                      contamination_path="recall/contamination.json").items()}
+                                                      contamination_path="sft/contamination.json").items()}
     stats = build_sft(recall_files=[str(root / f"results/recall/{s}.jsonl") for s in SUBJECTS],
                       recall_statistics=root / "results/recall/recall_statistics.json", benchmark_files=p["benchmark"],
                       benchmark_vectors=p["queries"], pool_vectors=p["pool_vectors"], pool_shards=p["pool_shards"], **out, **settings)
@@ -133,7 +133,7 @@ def test_random_draws_pass_the_leak_guard_and_report(tmp_path):
     index = NgramIndex(items, 13)
     for r in ev + rnd:
         assert index.matches(sample_segments({"system": r.get("system", ""), "conversations": r["conversations"]})) == {}
-    report = read_json(root / "results/recall/contamination.json")
+    report = read_json(root / "results/sft/contamination.json")
     assert report["max_longest_shared_chars"] < 13 and report["items"] == len(items)
     rows = {r["id"]: r for r in report["benchmark"]}
     for s in SUBJECTS:
@@ -150,7 +150,7 @@ def test_longest_shared_reported_for_near_copies(tmp_path):
     # shares 10 consecutive characters with the question: below n=13, so it is allowed and reported
     proj.pool.append(proj.sample(prompt="相关问题" + item["question"][5:15], vec=proj.near(proj.query("physician", 0), 0.93)))
     _build(proj, tmp_path)
-    rows = {r["id"]: r for r in read_json(tmp_path / "results/recall/contamination.json")["benchmark"]}
+    rows = {r["id"]: r for r in read_json(tmp_path / "results/sft/contamination.json")["benchmark"]}
     assert rows[item["id"]]["longest_shared_chars"] == 10
     assert rows[item["id"]]["longest_shared_sample"] == proj.pool[-1]["record"]["id"]
 
@@ -262,7 +262,7 @@ def test_real_data_recall_and_sft_keep_benchmark_text_out(shared_data, tmp_path)
                       benchmark_vectors=qfiles, pool_vectors=pool_vectors, pool_shards=pool_shards,
                       eval_driven_path=tmp_path / "results/sft/eval_driven.jsonl", random_path=tmp_path / "results/sft/random.jsonl",
                       statistics_path=tmp_path / "results/sft/sft_statistics.json",
-                      contamination_path=tmp_path / "results/recall/contamination.json", recall_splits=["val"], eval_splits=["val"],
+                      contamination_path=tmp_path / "results/sft/contamination.json", recall_splits=["val"], eval_splits=["val"],
                       progress=False)
     ev, rnd = _files(tmp_path)
     assert len(ev) == len(rnd) == stats["arms"]["eval_driven"]["samples"]
@@ -270,7 +270,7 @@ def test_real_data_recall_and_sft_keep_benchmark_text_out(shared_data, tmp_path)
     index = NgramIndex(load_benchmark_items(bfiles), 13)
     for r in ev + rnd:
         assert index.matches(sample_segments({"conversations": r["conversations"]})) == {}
-    report = read_json(tmp_path / "results/recall/contamination.json")
+    report = read_json(tmp_path / "results/sft/contamination.json")
     assert report["max_longest_shared_chars"] < 13
     dropped_for_target = {d["sample_id"] for row in report["benchmark"] if row["id"] == target["id"] for d in row["dropped"]}
     assert planted_id in {d["sample_id"] for d in rstats["guard_drops"]}

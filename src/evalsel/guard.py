@@ -113,6 +113,7 @@ class ContentGuard:
                     table.setdefault(sh, []).append(idx)
             for sh in [sh for sh, ids in table.items() if len(ids) > s.common_df]:
                 del table[sh]
+        self.short_options = sorted({len(o) for opts in self.options for o in opts if len(o) < s.shingle_n})
         self.rare_q, self.rare_o = Counter(), Counter()
         for table, total in ((self.postings, self.rare_q), (self.opt_postings, self.rare_o)):
             for ids in table.values():
@@ -133,6 +134,12 @@ class ContentGuard:
             ids = self.opt_postings.get(sh)
             if ids:
                 shared_o.update(ids)
+        if self.short_options:  # options shorter than a shingle are looked up whole
+            for n in self.short_options:
+                for sh in set().union(set(), *({seg[i:i + n] for i in range(len(seg) - n + 1)} for seg in segments)):
+                    ids = self.opt_postings.get(sh)
+                    if ids:
+                        shared_o.update(ids)
         out = {i for i, c in shared_q.items() if c >= s.candidate_share * self.rare_q[i]}
         out |= {i for i, c in shared_o.items() if c >= 0.5 * self.rare_o[i]}
         return sorted(out)

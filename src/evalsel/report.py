@@ -553,7 +553,7 @@ def render_markdown(rep: dict) -> str:
             cells = ["n/a" if row[k] is None else _fmt_scalar(row[k]) for k in keys]
             L.append(f"| {sc} | " + " | ".join(cells) + " |")
         L.append("")
-    L += _md_block("Contamination check (results/recall/contamination.json)", rep["contamination"])
+    L += _md_block("Contamination check (results/sft/contamination.json)", rep["contamination"])
     L += _md_block("Recall (results/recall/recall_statistics.json)", rep["recall_statistics"])
     L += _md_block("SFT sets (results/sft/sft_statistics.json)", rep["sft_statistics"])
 

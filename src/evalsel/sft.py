@@ -103,6 +103,35 @@ class Guard:
         return out
 
 
+def write_review(path: str | os.PathLike, dropped: list[dict], benchmark_files, pool: PoolIndex, seed: int,
+                 n: int = 20) -> None:
+    """``n`` random guard drops (seeded), each with the benchmark item it matched and the sample's
+    text, as Markdown for a person to judge (false drops show here first)."""
+    from .benchmark import read_records
+    from .io import atomic_write
+
+    text_drops = [d for d in dropped if d["reason"] != "max_similarity"]
+    rng = np.random.default_rng([seed, 7])
+    picked = [text_drops[i] for i in sorted(rng.choice(len(text_drops), min(n, len(text_drops)), replace=False))]
+    records = {rec["id"]: rec for _, _, rec in read_records(benchmark_files)}
+    positions = [pool.position[d["sample_id"]] for d in picked if d["sample_id"] in pool.position]
+    samples = {rec["id"]: rec for rec in pool.fetch(positions).values()}
+    lines = ["# Contamination guard: drops to review", "",
+             f"{len(picked)} of the {len(text_drops)} samples dropped by the text checks (exact_ngram, containment, "
+             "fuzzy, options), drawn at random. Each: the benchmark item it matched, the reason and score, and the "
+             "sample. A drop that is not a copy of the item is a false drop: tell the maintainers which.", ""]
+    for k, d in enumerate(picked, 1):
+        item = records.get(d["benchmark_id"], {})
+        sample = samples.get(d["sample_id"], {})
+        turns = " / ".join(t["value"] for t in sample.get("conversations", []))
+        options = "; ".join(f"{'ABCDE'[i]}. {c}" for i, c in enumerate(item.get("choices", [])))
+        lines += [f"## {k}. {d['reason']} (score {d.get('score')}), stage {d.get('stage')}", "",
+                  f"- item `{d['benchmark_id']}`: {item.get('question', '?')}  \n  options: {options}",
+                  f"- sample `{d['sample_id']}`: {turns[:400]}{'...' if len(turns) > 400 else ''}", ""]
+    with atomic_write(path) as fh:
+        fh.write("\n".join(lines) + "\n")
+
+
 def _draw(
     name: str,
     universe: np.ndarray,
@@ -232,6 +261,7 @@ def build_sft(
     random_path: str | os.PathLike,
     statistics_path: str | os.PathLike,
     contamination_path: str | os.PathLike,
+    review_path: str | os.PathLike | None = None,
     fmt: str = "sharegpt",
     random_mix_ratio: float = 0.2,
     random_match: str = "samples",
@@ -343,6 +373,8 @@ def build_sft(
     report = contamination_report(items, final, pool, query_ids, queries, dropped, ngram_n, longest_seed_n,
                                   list(recall_splits), list(eval_splits))
     write_json(contamination_path, report)
+    if review_path is not None:
+        write_review(review_path, dropped, benchmark_files, pool, seed)
     stats = {
         "format": fmt, "seed": seed, "random_mix_ratio": random_mix_ratio, "random_match": random_match, "token_count": name,
         "recalled": {"read": len(positions) + repeated, "repeated_ids": repeated, "dropped_by_guard": len(failed), "kept": len(recalled)},
@@ -352,6 +384,7 @@ def build_sft(
         "actual_mix_ratio": round(len(mix) / len(eval_set), 6),
         "equal_sizes": arms["eval_driven"]["samples"] == arms["random"]["samples"],
         "contamination": {"items": report["items"], "items_with_drops": report["items_with_drops"],
+                          "drops_by_reason": dict(sorted(Counter(d["reason"] for d in dropped).items())),
                           "max_longest_shared_chars": report["max_longest_shared_chars"], "max_cosine": report["max_cosine"]},
         "seconds": round(time.monotonic() - t0, 2),
     }

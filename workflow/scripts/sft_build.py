@@ -19,6 +19,7 @@ with job_logging(snakemake):
         random_path=snakemake.output.random,
         statistics_path=snakemake.output.statistics,
         contamination_path=snakemake.output.contamination,
+        review_path=snakemake.output.review,
         fmt=snakemake.params.format,
         random_mix_ratio=snakemake.params.random_mix_ratio,
         random_match=snakemake.params.random_match,
