@@ -31,6 +31,8 @@ test-fast:
 	$(PYTHON) -m pytest -ra -m "not slow and not slurm"
 
 lint:
+	$(PYTHON) -m ruff check src tests workflow perf demo
+	$(PYTHON) -m ruff format --check src tests workflow perf demo
 	$(PYTHON) -m snakemake --lint --configfile demo/config.yaml
 	$(PYTHON) -m snakefmt --check Snakefile rules/
 

@@ -88,13 +88,21 @@ def main() -> None:
     model_path = str(get_model_path())
     texts = load_texts(args.data, args.n, args.max_chars)
     lengths = np.array([len(t) for t in texts])
-    print(f"{len(texts)} texts, chars: median {int(np.median(lengths))}, p90 {int(np.percentile(lengths, 90))}, "
-          f"max {lengths.max()}; model all-MiniLM-L6-v2; {args.threads} CPU threads")
+    print(
+        f"{len(texts)} texts, chars: median {int(np.median(lengths))}, p90 {int(np.percentile(lengths, 90))}, "
+        f"max {lengths.max()}; model all-MiniLM-L6-v2; {args.threads} CPU threads"
+    )
 
     seed_model = SentenceTransformer(model_path, device="cpu")
-    ours = EmbedSettings(backend="sentence_transformers", model=model_path, device="cpu",
-                         batch_size=args.batch_size, max_tokens=seed_model.max_seq_length,
-                         dtype="float16", threads=args.threads)
+    ours = EmbedSettings(
+        backend="sentence_transformers",
+        model=model_path,
+        device="cpu",
+        batch_size=args.batch_size,
+        max_tokens=seed_model.max_seq_length,
+        dtype="float16",
+        threads=args.threads,
+    )
     load_st_model(model_path, "cpu")
     for m in (seed_model, load_st_model(model_path, "cpu")):
         m.encode(texts[:64], batch_size=32)  # warm-up
@@ -121,13 +129,23 @@ def main() -> None:
         agreement = float(np.min(np.sum(ref * mat.astype(np.float32), axis=1)))
 
     n = len(texts)
-    for name, wall, cpu, size in (("seed way", seed_wall, seed_cpu, seed_bytes), ("project step", ours_wall, ours_cpu, ours_bytes)):
-        print(f"{name:13s}: {n / wall:7.1f} texts/s wall ({wall:6.1f} s), {n / cpu:7.1f} texts per CPU-s "
-              f"({cpu:6.1f} CPU-s), {size / n:6.0f} bytes/vector, {size / 1e6:6.2f} MB")
-    print(f"project step: float16 .npy + ids file; {stats['truncated']} texts truncated to {ours.max_tokens} tokens "
-          f"(the seed's model truncates at the same length)")
-    print(f"speed-up {seed_wall / ours_wall:.2f}x wall, {seed_cpu / ours_cpu:.2f}x CPU time; output "
-          f"{seed_bytes / ours_bytes:.1f}x smaller; min cosine between the two ways' vectors {agreement:.4f}")
+    for name, wall, cpu, size in (
+        ("seed way", seed_wall, seed_cpu, seed_bytes),
+        ("project step", ours_wall, ours_cpu, ours_bytes),
+    ):
+        print(
+            f"{name:13s}: {n / wall:7.1f} texts/s wall ({wall:6.1f} s), {n / cpu:7.1f} texts per CPU-s "
+            f"({cpu:6.1f} CPU-s), {size / n:6.0f} bytes/vector, {size / 1e6:6.2f} MB"
+        )
+    print(
+        f"project step: float16 .npy + ids file; {stats['truncated']} texts truncated to {ours.max_tokens} tokens "
+        f"(the seed's model truncates at the same length)"
+    )
+    print(
+        f"speed-up {seed_wall / ours_wall:.2f}x wall, {seed_cpu / ours_cpu:.2f}x CPU time; output "
+        f"{seed_bytes / ours_bytes:.1f}x smaller; min cosine between the two ways' vectors {agreement:.4f}"
+    )
+
 
 if __name__ == "__main__":
     main()

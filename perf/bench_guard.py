@@ -27,8 +27,8 @@ SHARED = REPO.parent / "shared" / "data"
 
 def items(n: int):
     import numpy as np
-
     from bench_pool import CHARS
+
     from evalsel.leak import BenchmarkItem, normalise
 
     out = []
@@ -48,8 +48,8 @@ def items(n: int):
 
 def synthetic_samples(n: int, seed: int = 0):
     import numpy as np
-
     from bench_pool import CHARS
+
     from evalsel.leak import normalise
 
     rng = np.random.default_rng(seed)
@@ -61,7 +61,7 @@ def synthetic_samples(n: int, seed: int = 0):
         text = "".join(rng.choice(chars, int(ql.sum() + al.sum())))
         chunk, pos = [], 0
         for i in range(k):
-            q, a = text[pos:pos + ql[i]], text[pos + ql[i]:pos + ql[i] + al[i]]
+            q, a = text[pos : pos + ql[i]], text[pos + ql[i] : pos + ql[i] + al[i]]
             pos += ql[i] + al[i]
             chunk.append([normalise(q), normalise(a)])
         yield chunk
@@ -111,23 +111,33 @@ def main(argv=None) -> int:
     guard = ContentGuard(its)
     build = time.perf_counter() - t0
     old = NgramIndex(its, 13)
-    print(f"{len(its)} benchmark items ({sum(1 for i in its if not i.id.startswith('synthetic'))} real); "
-          f"guard index built in {build:.2f} s")
+    print(
+        f"{len(its)} benchmark items ({sum(1 for i in its if not i.id.startswith('synthetic'))} real); "
+        f"guard index built in {build:.2f} s"
+    )
     rows = []
-    for label, make in ((f"synthetic x {ns.n:,}", lambda: synthetic_samples(ns.n)),
-                        ("real pool (../shared/data)", real_samples if SHARED.is_dir() else None)):
+    for label, make in (
+        (f"synthetic x {ns.n:,}", lambda: synthetic_samples(ns.n)),
+        ("real pool (../shared/data)", real_samples if SHARED.is_dir() else None),
+    ):
         if make is None:
             continue
         t_old, n, d_old = scan(old.matches, make())
         t_new, _, d_new = scan(guard.check, make())
         rows.append((label, n, t_old, d_old, t_new, d_new))
-    print(f"\n{'samples':28} {'n':>10} | {'13-gram s':>9} {'us/sample':>9} {'drops':>7} | "
-          f"{'guard s':>8} {'us/sample':>9} {'drops':>7} | new/old")
+    print(
+        f"\n{'samples':28} {'n':>10} | {'13-gram s':>9} {'us/sample':>9} {'drops':>7} | "
+        f"{'guard s':>8} {'us/sample':>9} {'drops':>7} | new/old"
+    )
     for label, n, t_old, d_old, t_new, d_new in rows:
-        print(f"{label:28} {n:10,} | {t_old:9.1f} {1e6 * t_old / n:9.1f} {d_old:7,} | "
-              f"{t_new:8.1f} {1e6 * t_new / n:9.1f} {d_new:7,} | {t_new / t_old:5.2f}x")
-    print(f"\npeak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB "
-          "(samples generated on the fly; the items' indexes are what stays)")
+        print(
+            f"{label:28} {n:10,} | {t_old:9.1f} {1e6 * t_old / n:9.1f} {d_old:7,} | "
+            f"{t_new:8.1f} {1e6 * t_new / n:9.1f} {d_new:7,} | {t_new / t_old:5.2f}x"
+        )
+    print(
+        f"\npeak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB "
+        "(samples generated on the fly; the items' indexes are what stays)"
+    )
     return 0
 
 

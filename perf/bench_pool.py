@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -30,11 +29,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 # Common characters of Chinese medical text (written for this script).
-CHARS = ("患者男性女性岁主诉反复咳嗽发热头痛腹痛胸闷气短恶心呕吐腹泻便秘乏力头晕心悸失眠食欲不振体重下降"
-         "血压血糖血脂尿酸肝功能肾功能心电图超声检查治疗药物剂量服用每日次饭后注意休息饮食清淡多喝水复查"
-         "医生建议您情况可能是由于引起的需要进一步明确诊断如果症状加重请及时就医不要自行停药观察感染炎症"
-         "慢性急性高血压糖尿病冠心病哮喘肺炎胃炎肝炎肾炎贫血甲状腺关节颈椎腰椎皮肤过敏湿疹儿童孕妇老年人"
-         "，。？！、；：")
+CHARS = (
+    "患者男性女性岁主诉反复咳嗽发热头痛腹痛胸闷气短恶心呕吐腹泻便秘乏力头晕心悸失眠食欲不振体重下降"
+    "血压血糖血脂尿酸肝功能肾功能心电图超声检查治疗药物剂量服用每日次饭后注意休息饮食清淡多喝水复查"
+    "医生建议您情况可能是由于引起的需要进一步明确诊断如果症状加重请及时就医不要自行停药观察感染炎症"
+    "慢性急性高血压糖尿病冠心病哮喘肺炎胃炎肝炎肾炎贫血甲状腺关节颈椎腰椎皮肤过敏湿疹儿童孕妇老年人"
+    "，。？！、；："
+)
 
 
 def generate(path: Path, n: int, seed: int = 0) -> int:
@@ -88,12 +89,18 @@ print(sum(a["samples"] for a in st["arms"].values()))
 
 def run_child(name: str, *args: str) -> tuple[float, float, str]:
     """(seconds, peak RSS in MB, stdout's last line) of one step in a fresh interpreter."""
-    code = ("import resource, sys, time\nsys.path.insert(0, %r)\nt0 = time.monotonic()\n" % str(REPO / "src")
-            + CHILD[name]
-            + "\nprint('SECONDS', time.monotonic() - t0)\n"
-            + "print('RSS_MB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n")
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          env={**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"})
+    code = (
+        f"import resource, sys, time\nsys.path.insert(0, {str(REPO / 'src')!r})\nt0 = time.monotonic()\n"
+        + CHILD[name]
+        + "\nprint('SECONDS', time.monotonic() - t0)\n"
+        + "print('RSS_MB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"},
+    )
     if proc.returncode:
         raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
     out = dict(line.split(" ", 1) for line in proc.stdout.splitlines() if line.startswith(("SECONDS", "RSS_MB")))
@@ -115,8 +122,17 @@ def sft_inputs(work: Path, pool_dir: Path, n_recalled: int = 2000, n_items: int 
     items = []
     for i in range(n_items):
         q = "".join(rng.choice(chars, int(rng.integers(8, 40))))
-        items.append({"id": f"physician/val/{i}", "subject": "physician", "split": "val", "question": q,
-                      "choices": ["".join(rng.choice(chars, 4)) for _ in range(4)], "answer": "A", "explanation": ""})
+        items.append(
+            {
+                "id": f"physician/val/{i}",
+                "subject": "physician",
+                "split": "val",
+                "question": q,
+                "choices": ["".join(rng.choice(chars, 4)) for _ in range(4)],
+                "answer": "A",
+                "explanation": "",
+            }
+        )
     bench.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in items), encoding="utf-8")
     qvec = work / "vectors" / "physician.npy"
     save_vectors(qvec, [r["id"] for r in items], rng.standard_normal((n_items, dim)).astype(np.float32))
@@ -132,13 +148,23 @@ def sft_inputs(work: Path, pool_dir: Path, n_recalled: int = 2000, n_items: int 
     picked = rng.choice(len(all_ids), n_recalled, replace=False)
     recall = work / "recall" / "physician.jsonl"
     recall.parent.mkdir(parents=True, exist_ok=True)
-    recall.write_text("".join(json.dumps({"id": all_ids[i], "similarity": 0.8}) + "\n" for i in picked), encoding="utf-8")
+    recall.write_text(
+        "".join(json.dumps({"id": all_ids[i], "similarity": 0.8}) + "\n" for i in picked), encoding="utf-8"
+    )
     (work / "recall" / "recall_statistics.json").write_text("{}", encoding="utf-8")
-    args = {"recall_files": [str(recall)], "recall_statistics": str(work / "recall" / "recall_statistics.json"),
-            "benchmark_files": [str(bench)], "benchmark_vectors": [str(qvec)], "pool_vectors": vectors,
-            "pool_shards": shards, "eval_driven_path": str(work / "sft" / "eval_driven.jsonl"),
-            "random_path": str(work / "sft" / "random.jsonl"), "statistics_path": str(work / "sft" / "stats.json"),
-            "contamination_path": str(work / "sft" / "contamination.json"), "max_similarity": 0.95}
+    args = {
+        "recall_files": [str(recall)],
+        "recall_statistics": str(work / "recall" / "recall_statistics.json"),
+        "benchmark_files": [str(bench)],
+        "benchmark_vectors": [str(qvec)],
+        "pool_vectors": vectors,
+        "pool_shards": shards,
+        "eval_driven_path": str(work / "sft" / "eval_driven.jsonl"),
+        "random_path": str(work / "sft" / "random.jsonl"),
+        "statistics_path": str(work / "sft" / "stats.json"),
+        "contamination_path": str(work / "sft" / "contamination.json"),
+        "max_similarity": 0.95,
+    }
     (work / "sft_inputs.json").write_text(json.dumps(args), encoding="utf-8")
 
 
@@ -165,10 +191,12 @@ def main(argv=None) -> int:
     t, rss, got = run_child("sft_build", str(src), str(ns.work))
     rows.append(("evalsel sft_build (both arms)", t, rss, int(got)))
     print(f"\n{'step':32} {'seconds':>9} {'records/s':>11} {'peak RSS MB':>12}")
-    for name, t, rss, n in rows:
+    for name, t, rss, _ in rows:
         rate = f"{ns.n / t:11,.0f}" if "sft" not in name else f"{'-':>11}"
         print(f"{name:32} {t:9.1f} {rate} {rss:12,.0f}")
-    print(f"\npool_prepare / datasets: {rows[1][1] / rows[0][1]:.2f}x the time, {rows[1][2] / rows[0][2]:.2f}x the memory")
+    print(
+        f"\npool_prepare / datasets: {rows[1][1] / rows[0][1]:.2f}x the time, {rows[1][2] / rows[0][2]:.2f}x the memory"
+    )
     if not ns.keep:
         shutil.rmtree(ns.work, ignore_errors=True)
     return 0

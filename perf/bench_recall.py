@@ -70,8 +70,18 @@ def big_child(files_json: str, queries_npy: str, k: int, block: int) -> None:
     res = search_topk(q, pool, k, 0.95, block, "numpy")
     t2 = time.perf_counter()
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"index_s": t1 - t0, "search_s": t2 - t1, "total_s": t2 - t0, "peak_rss_mb": rss_mb,
-                      "pool": pool.size, "finite": int(np.isfinite(res.scores).sum())}))
+    print(
+        json.dumps(
+            {
+                "index_s": t1 - t0,
+                "search_s": t2 - t1,
+                "total_s": t2 - t0,
+                "peak_rss_mb": rss_mb,
+                "pool": pool.size,
+                "finite": int(np.isfinite(res.scores).sum()),
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -91,8 +101,10 @@ def main() -> None:
         big_child(args.child[0], args.child[1], int(args.child[2]), int(args.child[3]))
         return
 
-    print(f"cores {os.cpu_count()}, load average at start {os.getloadavg()}, "
-          f"threads OMP={os.environ.get('OMP_NUM_THREADS', 'default')}")
+    print(
+        f"cores {os.cpu_count()}, load average at start {os.getloadavg()}, "
+        f"threads OMP={os.environ.get('OMP_NUM_THREADS', 'default')}"
+    )
     rng = np.random.default_rng(0)
     Q = random_unit(rng, args.queries, args.dim)
     P = random_unit(rng, args.pool, args.dim)
@@ -127,8 +139,12 @@ def main() -> None:
         t_seed = per_pair * args.queries * args.pool
 
         print(f"\n{args.queries:,} queries x {args.pool:,} pool vectors, {args.dim}-d, top-{args.k}")
-        print(f"  project recall step : {t_project:8.2f} s   (top-k sets equal to the floor's for {same:.1%} of queries)")
-        print(f"  seed Python loop    : {t_seed:8.0f} s   (extrapolated from {nq * npool:,} pairs at {per_pair * 1e6:.1f} us/pair)")
+        print(
+            f"  project recall step : {t_project:8.2f} s   (top-k sets equal to the floor's for {same:.1%} of queries)"
+        )
+        print(
+            f"  seed Python loop    : {t_seed:8.0f} s   (extrapolated from {nq * npool:,} pairs at {per_pair * 1e6:.1f} us/pair)"
+        )
         print(f"  numpy floor         : {t_floor:8.2f} s")
         print(f"  speed-up vs seed    : {t_seed / t_project:8.0f} x   (target >= 500)")
         print(f"  ratio to floor      : {t_project / t_floor:8.2f} x   (target <= 2)")
@@ -138,10 +154,24 @@ def main() -> None:
             qpath = tmp / "queries.npy"
             np.save(qpath, Q)
             size_gb = sum(f.stat().st_size for f in big_files) / 1e9
-            out = subprocess.run([sys.executable, __file__, "--child", json.dumps([str(f) for f in big_files]), str(qpath),
-                                  str(args.k), str(args.block)], check=True, capture_output=True, text=True)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    json.dumps([str(f) for f in big_files]),
+                    str(qpath),
+                    str(args.k),
+                    str(args.block),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
             r = json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"\n{args.queries:,} queries x {r['pool']:,} fp16 vectors ({size_gb:.2f} GB in {len(big_files)} shards)")
+            print(
+                f"\n{args.queries:,} queries x {r['pool']:,} fp16 vectors ({size_gb:.2f} GB in {len(big_files)} shards)"
+            )
             print(f"  pool index (ids)    : {r['index_s']:8.2f} s")
             print(f"  streamed search     : {r['search_s']:8.2f} s")
             print(f"  total               : {r['total_s']:8.2f} s   (target < 120)")

@@ -43,7 +43,6 @@ def row(name: str, value: str, goal: str = "") -> None:
 
 def texts(n: int, seed: int = 0, mean_chars: float = 80.0) -> list[str]:
     import numpy as np
-
     from bench_pool import CHARS
 
     rng = np.random.default_rng(seed)
@@ -57,11 +56,23 @@ def check_embed(work: Path, n: int, smoke: bool) -> None:
     from evalsel.tiny_embedder import build_tiny_embedder
 
     corpus = texts(n)
-    model = build_tiny_embedder(work / "minilm_l12", corpus[:20000], hidden_size=64 if smoke else 384,
-                                num_layers=2 if smoke else 12, num_heads=4 if smoke else 12,
-                                intermediate_size=128 if smoke else 1536, vocab_size=8000)
-    settings = EmbedSettings(backend="sentence_transformers", model=str(model), device="auto", batch_size=256,
-                             max_tokens=256, dtype="float16")
+    model = build_tiny_embedder(
+        work / "minilm_l12",
+        corpus[:20000],
+        hidden_size=64 if smoke else 384,
+        num_layers=2 if smoke else 12,
+        num_heads=4 if smoke else 12,
+        intermediate_size=128 if smoke else 1536,
+        vocab_size=8000,
+    )
+    settings = EmbedSettings(
+        backend="sentence_transformers",
+        model=str(model),
+        device="auto",
+        batch_size=256,
+        max_tokens=256,
+        dtype="float16",
+    )
     embed_texts(corpus[:512], settings)  # warm-up: CUDA context, kernels
     res = embed_texts(corpus, settings)
     row("embed texts/s (MiniLM-L12 shape, fp16)", f"{len(corpus) / res.seconds:,.0f}", "(goal >= 5,000)")
@@ -90,16 +101,27 @@ def qwen_model(work: Path, tokenizer: Path | None, smoke: bool) -> tuple[Path, i
     from qwen25 import QWEN25_3B, build_tokenizer, write_model_dir
 
     tok = tokenizer or build_tokenizer(work / "qwen_tokenizer")
-    cfg = QWEN25_3B if not smoke else {**QWEN25_3B, "hidden_size": 64, "intermediate_size": 128,
-                                       "num_attention_heads": 4, "num_key_value_heads": 2}
+    cfg = (
+        QWEN25_3B
+        if not smoke
+        else {
+            **QWEN25_3B,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+        }
+    )
     path = write_model_dir(work / "qwen25_3b_shape", cfg, tok, layers=2 if smoke else None)
     from transformers import AutoConfig
 
     c = AutoConfig.from_pretrained(path)
     # parameters of a tied Qwen2: embeddings + per-layer attention (GQA) and MLP
     head = c.hidden_size // c.num_attention_heads
-    per_layer = (c.hidden_size * head * (c.num_attention_heads * 2 + c.num_key_value_heads * 2)
-                 + 3 * c.hidden_size * c.intermediate_size)
+    per_layer = (
+        c.hidden_size * head * (c.num_attention_heads * 2 + c.num_key_value_heads * 2)
+        + 3 * c.hidden_size * c.intermediate_size
+    )
     return path, c.vocab_size * c.hidden_size + c.num_hidden_layers * per_layer
 
 
@@ -107,8 +129,12 @@ def sft_file(path: Path, n: int) -> Path:
     qs, ans = texts(n, seed=1, mean_chars=60), texts(n, seed=2, mean_chars=600)
     with open(path, "w", encoding="utf-8") as fh:
         for q, a in zip(qs, ans):
-            fh.write(json.dumps({"conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": a}]},
-                                ensure_ascii=False) + "\n")
+            fh.write(
+                json.dumps(
+                    {"conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": a}]}, ensure_ascii=False
+                )
+                + "\n"
+            )
     return path
 
 
@@ -126,17 +152,36 @@ def check_train(work: Path, model: Path, params: int, steps: int, peak_tflops: f
             row(f"train LoRA ({name})", "skipped: deepspeed not installed")
             continue
         out = work / f"train_{zero or 'plain'}"
-        m = train(sft, str(model), out / "adapter", out / "metrics.json", out / "curves.png", out / "ck",
-                  method="lora", lora_r=16, lora_alpha=32, max_steps=steps, per_device_batch_size=4,
-                  gradient_accumulation_steps=1, max_length=128 if smoke else 1024, learning_rate=1e-4,
-                  gradient_checkpointing=True, precision="bf16", save_steps=10_000, logging_steps=1,
-                  deepspeed=str(REPO / "config" / "deepspeed" / f"{zero}.json") if zero else None,
-                  gpus=1 if torch.cuda.is_available() else 0, seed=0)
+        m = train(
+            sft,
+            str(model),
+            out / "adapter",
+            out / "metrics.json",
+            out / "curves.png",
+            out / "ck",
+            method="lora",
+            lora_r=16,
+            lora_alpha=32,
+            max_steps=steps,
+            per_device_batch_size=4,
+            gradient_accumulation_steps=1,
+            max_length=128 if smoke else 1024,
+            learning_rate=1e-4,
+            gradient_checkpointing=True,
+            precision="bf16",
+            save_steps=10_000,
+            logging_steps=1,
+            deepspeed=str(REPO / "config" / "deepspeed" / f"{zero}.json") if zero else None,
+            gpus=1 if torch.cuda.is_available() else 0,
+            seed=0,
+        )
         tps = m["tokens_per_second"] or 0.0
         mfu = 6 * params * tps / (peak_tflops * 1e12) if torch.cuda.is_available() else float("nan")
         ran = "no DeepSpeed" if not m["deepspeed"] else f"DeepSpeed {zero}"
-        row(f"train LoRA {steps} steps (asked: {name}; ran: {ran}, {m['precision']})",
-            f"{tps:,.0f} tokens/s, peak {m['peak_memory_mb'] / 1024:.1f} GB ({m['peak_memory_kind']}), MFU {mfu:.1%}")
+        row(
+            f"train LoRA {steps} steps (asked: {name}; ran: {ran}, {m['precision']})",
+            f"{tps:,.0f} tokens/s, peak {m['peak_memory_mb'] / 1024:.1f} GB ({m['peak_memory_kind']}), MFU {mfu:.1%}",
+        )
 
 
 def check_score(model: Path, n: int) -> None:
@@ -144,7 +189,9 @@ def check_score(model: Path, n: int) -> None:
 
     m, tok = load_model(str(model))
     qs = texts(n, seed=3, mean_chars=40)
-    questions = [{"subject": "physician", "question": q, "choices": ["甲", "乙", "丙", "丁"], "answer": "A"} for q in qs]
+    questions = [
+        {"subject": "physician", "question": q, "choices": ["甲", "乙", "丙", "丁"], "answer": "A"} for q in qs
+    ]
     prompts = [build_prompt(tok, q) for q in questions]
     score_letters(m, tok, prompts[:16], [4] * 16, batch_size=16)
     t0 = time.perf_counter()

@@ -78,10 +78,16 @@ def copy_repo(dest: Path) -> Path:
     import shutil
     import subprocess
 
-    files = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO, check=True, capture_output=True,
-    ).stdout.decode().split("\0")
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for rel in filter(None, files):
         src = REPO / rel
         if src.is_file():
@@ -96,8 +102,15 @@ def run_snakemake(workdir: Path, *args: str, timeout: int = 1500, env: dict | No
     import subprocess
 
     cmd = [sys.executable, "-m", "snakemake", *args]
-    return subprocess.run(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        cmd,
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 @pytest.fixture(scope="session")
@@ -139,6 +152,11 @@ def qwen_tiny_dir(tmp_path_factory, qwen_tokenizer_dir):
     hidden 64 and 2 layers: the real ids, templates and generation config at unit-test speed."""
     from qwen25 import QWEN25_0_5B, write_model_dir
 
-    small = {**QWEN25_0_5B, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
-             "num_key_value_heads": 2}
+    small = {
+        **QWEN25_0_5B,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+    }
     return write_model_dir(tmp_path_factory.mktemp("qwen_tiny"), small, qwen_tokenizer_dir, layers=2)

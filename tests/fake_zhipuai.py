@@ -13,7 +13,20 @@ import numpy as np
 
 # faults: "429", "500", "503", "400", "timeout", "missing_data", "wrong_count", "zero", "nan",
 # "bad_dims", "not_json", "echo_key" (a 500 whose body repeats the Authorization header)
-FAULTS = {"429", "500", "503", "400", "timeout", "missing_data", "wrong_count", "zero", "nan", "bad_dims", "not_json", "echo_key"}
+FAULTS = {
+    "429",
+    "500",
+    "503",
+    "400",
+    "timeout",
+    "missing_data",
+    "wrong_count",
+    "zero",
+    "nan",
+    "bad_dims",
+    "not_json",
+    "echo_key",
+}
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -37,8 +50,14 @@ class FakeZhipuAI:
     requests succeed, unless ``fail_after`` successful requests have been served, from which
     point every request answers 500 (a dead API). ``delay_s`` slows each answer."""
 
-    def __init__(self, key: str, faults: list[str] | None = None, fail_after: int | None = None,
-                 delay_s: float = 0.0, timeout_sleep_s: float = 2.0):
+    def __init__(
+        self,
+        key: str,
+        faults: list[str] | None = None,
+        fail_after: int | None = None,
+        delay_s: float = 0.0,
+        timeout_sleep_s: float = 2.0,
+    ):
         for f in faults or []:
             if f not in FAULTS:
                 raise ValueError(f"unknown fault {f!r}")
@@ -118,7 +137,9 @@ class FakeZhipuAI:
                     return self._send(200, b"<html>gateway</html>", "text/html")
                 if answer == "missing_data":
                     return self._send(200, json.dumps({"object": "list", "model": req.get("model")}).encode())
-                data = [{"object": "embedding", "index": i, "embedding": fake_vector(t, dims)} for i, t in enumerate(texts)]
+                data = [
+                    {"object": "embedding", "index": i, "embedding": fake_vector(t, dims)} for i, t in enumerate(texts)
+                ]
                 if answer == "wrong_count":
                     data = data[:-1] if len(data) > 1 else data + data
                 elif answer == "zero":
@@ -127,8 +148,12 @@ class FakeZhipuAI:
                     data[0]["embedding"][0] = float("nan")
                 elif answer == "bad_dims":
                     data[0]["embedding"] = data[0]["embedding"][: dims // 2]
-                body = {"object": "list", "data": data, "model": req.get("model"),
-                        "usage": {"prompt_tokens": 1, "completion_tokens": 0, "total_tokens": 1}}
+                body = {
+                    "object": "list",
+                    "data": data,
+                    "model": req.get("model"),
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 0, "total_tokens": 1},
+                }
                 if answer == "ok":
                     with fake._lock:
                         fake.successes += 1

@@ -47,17 +47,29 @@ def write_medical(root: Path, train: list[dict] | None = None) -> Path:
     (repo / "medical.py").write_text(MEDICAL_SCRIPT, encoding="utf-8")
     (repo / "README.md").write_text("---\nlicense: apache-2.0\nlanguage: [zh, en]\n---\n# medical\n", encoding="utf-8")
     # the real files hold exactly these three columns in every record
-    rows = train if train is not None else [{k: r.get(k, "") for k in ("instruction", "input", "output")}
-                                            for r in _read_jsonl(DEMO / "pool" / "medical_alpaca.jsonl")]
+    rows = (
+        train
+        if train is not None
+        else [
+            {k: r.get(k, "") for k in ("instruction", "input", "output")}
+            for r in _read_jsonl(DEMO / "pool" / "medical_alpaca.jsonl")
+        ]
+    )
     _write_jsonl(repo / "finetune" / "train_zh_0.json", rows)
     _write_jsonl(repo / "finetune" / "valid_zh_0.json", rows[:5])
     _write_jsonl(repo / "finetune" / "test_zh_0.json", rows[5:10])
-    _write_jsonl(repo / "finetune" / "train_en_1.json",
-                 [{"instruction": "What lowers blood pressure?", "input": "", "output": "Less salt, more exercise."}])
+    _write_jsonl(
+        repo / "finetune" / "train_en_1.json",
+        [{"instruction": "What lowers blood pressure?", "input": "", "output": "Less salt, more exercise."}],
+    )
     _write_jsonl(repo / "pretrain" / "train_encyclopedia.json", [{"text": r["output"]} for r in rows[:5]])
-    _write_jsonl(repo / "reward" / "train.json",
-                 [{"question": r["instruction"], "response_chosen": r["output"], "response_rejected": "不知道。"}
-                  for r in rows[:5]])
+    _write_jsonl(
+        repo / "reward" / "train.json",
+        [
+            {"question": r["instruction"], "response_chosen": r["output"], "response_rejected": "不知道。"}
+            for r in rows[:5]
+        ],
+    )
     return repo
 
 
@@ -78,18 +90,24 @@ def write_ceval(root: Path, subjects=("clinical_medicine", "basic_medicine", "ph
         for split in ("dev", "val"):
             rows = _read_jsonl(DEMO / "benchmark" / split / f"{subject}.jsonl")
             four = [r for r in rows if all(r.get(c) for c in "ABCD") and not r.get("E")]
-            splits[split] = [{"id": i, **{c: str(r.get(c) or "") for c in CEVAL_COLUMNS[1:]}}
-                             for i, r in enumerate(four)]
-        splits["test"] = [{**r, "id": i, "question": "（测试）" + r["question"], "answer": "", "explanation": ""}
-                          for i, r in enumerate(splits["dev"] + splits["val"][:3])]
+            splits[split] = [
+                {"id": i, **{c: str(r.get(c) or "") for c in CEVAL_COLUMNS[1:]}} for i, r in enumerate(four)
+            ]
+        splits["test"] = [
+            {**r, "id": i, "question": "（测试）" + r["question"], "answer": "", "explanation": ""}
+            for i, r in enumerate(splits["dev"] + splits["val"][:3])
+        ]
         for split, rows in splits.items():
             path = repo / subject / f"{split}-00000-of-00001.parquet"
             path.parent.mkdir(parents=True, exist_ok=True)
             pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
-        configs.append(f"- config_name: {subject}\n  data_files:\n"
-                       + "".join(f"  - split: {s}\n    path: {subject}/{s}-*\n" for s in ("test", "val", "dev")))
-    (repo / "README.md").write_text("---\nconfigs:\n" + "".join(configs) + "license: cc-by-nc-sa-4.0\n---\n# C-Eval\n",
-                                    encoding="utf-8")
+        configs.append(
+            f"- config_name: {subject}\n  data_files:\n"
+            + "".join(f"  - split: {s}\n    path: {subject}/{s}-*\n" for s in ("test", "val", "dev"))
+        )
+    (repo / "README.md").write_text(
+        "---\nconfigs:\n" + "".join(configs) + "license: cc-by-nc-sa-4.0\n---\n# C-Eval\n", encoding="utf-8"
+    )
     return repo
 
 

@@ -11,12 +11,38 @@ import random
 LETTERS = "ABCDE"
 # Characters swapped in by the edit variants (common in Chinese medical text).
 FILLER = "的病症治疗患者常见检查引起导致主要表现药物"
-STEM_WORDS = ("下列", "哪一项", "哪项", "哪个", "哪种", "属于", "不正确", "正确", "错误", "的是", "是", "____", "（ ）", "()", "（）")
+STEM_WORDS = (
+    "下列",
+    "哪一项",
+    "哪项",
+    "哪个",
+    "哪种",
+    "属于",
+    "不正确",
+    "正确",
+    "错误",
+    "的是",
+    "是",
+    "____",
+    "（ ）",
+    "()",
+    "（）",
+)
 FULL = {chr(c): chr(c + 0xFEE0) for c in range(0x21, 0x7F)}  # ASCII -> full-width
 PUNCT = {"，": ",", "。": ".", "？": "?", "：": ":", "（": "(", "）": ")", "、": "/", "；": ";"}
 
-KINDS = ("exact", "substituted", "inserted", "deleted", "options_shuffled", "relettered", "embedded",
-         "without_stem", "width_punct", "options_only_reworded")
+KINDS = (
+    "exact",
+    "substituted",
+    "inserted",
+    "deleted",
+    "options_shuffled",
+    "relettered",
+    "embedded",
+    "without_stem",
+    "width_punct",
+    "options_only_reworded",
+)
 
 
 def _edit(q: str, rng: random.Random, kind: str, n: int = 2) -> str:
@@ -65,8 +91,13 @@ def variant(item: dict, kind: str, seed: int = 0) -> dict:
     elif kind != "exact":
         raise ValueError(f"unknown leak kind {kind!r}")
     new_letter = letters[choices.index(right)] if right in choices else letters[0]
-    return {"instruction": f"{q}\n{_options(choices, letters)}", "input": "",
-            "output": f"正确答案是{new_letter}，{right}。", "_leak_of": item["id"], "_kind": kind}
+    return {
+        "instruction": f"{q}\n{_options(choices, letters)}",
+        "input": "",
+        "output": f"正确答案是{new_letter}，{right}。",
+        "_leak_of": item["id"],
+        "_kind": kind,
+    }
 
 
 def variants(item: dict, kinds=KINDS) -> list[dict]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -18,15 +16,28 @@ SUBJECTS = ["clinical_medicine", "basic_medicine", "physician"]
 
 
 def row(i, answer="A", **kw):
-    r = {"id": i, "question": f"第{i}题：成人心肺复苏的按压频率是____", "A": "100~120次/分", "B": "60~80次/分",
-         "C": "80~100次/分", "D": "140次/分以上", "answer": answer, "explanation": ""}
+    r = {
+        "id": i,
+        "question": f"第{i}题：成人心肺复苏的按压频率是____",
+        "A": "100~120次/分",
+        "B": "60~80次/分",
+        "C": "80~100次/分",
+        "D": "140次/分以上",
+        "answer": answer,
+        "explanation": "",
+    }
     r.update(kw)
     return r
 
 
 def split(rows, split_name="val", columns=None, where="f.jsonl"):
-    return normalise_split(((i + 1, r) for i, r in enumerate(rows)), subject="physician", split=split_name,
-                           columns=resolve_columns(columns), where=where)
+    return normalise_split(
+        ((i + 1, r) for i, r in enumerate(rows)),
+        subject="physician",
+        split=split_name,
+        columns=resolve_columns(columns),
+        where=where,
+    )
 
 
 def write_jsonl(path: Path, rows) -> Path:
@@ -39,13 +50,17 @@ def write_jsonl(path: Path, rows) -> Path:
 
 # --------------------------------------------------------------------------- row normalisation (shared by hub and local)
 
+
 def test_ceval_row_is_normalised():
     (rec,) = split([row(7, answer=" b ", explanation=" 指南推荐。 ")])
     assert rec == {
-        "id": "physician/val/7", "subject": "physician", "split": "val",
+        "id": "physician/val/7",
+        "subject": "physician",
+        "split": "val",
         "question": "第7题：成人心肺复苏的按压频率是____",
         "choices": ["100~120次/分", "60~80次/分", "80~100次/分", "140次/分以上"],
-        "answer": "B", "explanation": "指南推荐。",
+        "answer": "B",
+        "explanation": "指南推荐。",
     }
 
 
@@ -111,7 +126,9 @@ def test_ids_default_to_the_row_position():
 
 def test_column_mapping_and_a_list_column():
     rows = [{"qid": "q1", "stem": "下列哪项正确？", "opts": ["甲", "乙", "丙"], "key": "c", "why": "因为丙。"}]
-    (rec,) = split(rows, columns={"id": "qid", "question": "stem", "options": "opts", "answer": "key", "explanation": "why"})
+    (rec,) = split(
+        rows, columns={"id": "qid", "question": "stem", "options": "opts", "answer": "key", "explanation": "why"}
+    )
     assert rec["id"] == "physician/val/q1" and rec["choices"] == ["甲", "乙", "丙"] and rec["answer"] == "C"
     assert rec["explanation"] == "因为丙。"
     with pytest.raises(InputError, match="unknown column key"):
@@ -122,10 +139,13 @@ def test_column_mapping_and_a_list_column():
 
 # --------------------------------------------------------------------------- local files and the hub
 
+
 def test_local_jsonl_several_splits_in_order(tmp_path):
     write_jsonl(tmp_path / "dev" / "physician.jsonl", [row(0), row(1, answer="C")])
     write_jsonl(tmp_path / "val" / "physician.jsonl", [row(0, answer="D")])
-    recs = load_benchmark("physician", ["val", "dev"], "local", local_path=str(tmp_path / "{split}" / "{subject}.jsonl"))
+    recs = load_benchmark(
+        "physician", ["val", "dev"], "local", local_path=str(tmp_path / "{split}" / "{subject}.jsonl")
+    )
     assert [r["id"] for r in recs] == ["physician/val/0", "physician/dev/0", "physician/dev/1"]
     assert [r["answer"] for r in recs] == ["D", "A", "C"]
 
@@ -161,7 +181,9 @@ def test_local_csv_with_a_column_mapping(tmp_path):
     with pytest.raises(InputError) as exc:
         load_benchmark("physician", ["val"], "local", local_path=pattern, columns=columns)
     assert exc.value.line == 5 and exc.value.field == "答案"  # line numbers count the embedded newline
-    path.write_text(path.read_text(encoding="utf-8").replace("c,下一题____,甲,乙,,C", "c,下一题____,甲,乙,,B"), encoding="utf-8")
+    path.write_text(
+        path.read_text(encoding="utf-8").replace("c,下一题____,甲,乙,,C", "c,下一题____,甲,乙,,B"), encoding="utf-8"
+    )
     recs = load_benchmark("physician", ["val"], "local", local_path=pattern, columns=columns)
     assert [r["choices"] for r in recs] == [["肾上腺素", "多巴胺"], ["对", "错", "不确定"], ["甲", "乙"]]
     assert [r["id"] for r in recs] == ["physician/val/a", "physician/val/b", "physician/val/c"]
@@ -182,7 +204,9 @@ def test_ceval_parquet_layout_through_the_real_builder(hub_mirror):
     assert val[0]["question"] == table.column("question")[0].as_py()
     assert all(len(r["choices"]) == 4 and r["answer"] in "ABCD" for r in recs)
     # the public test split has no answers: refused as a scored split, naming the hub source
-    with pytest.raises(InputError, match=r"hf:ceval/ceval-exam:physician:test: field 'answer': split 'test' has no answers"):
+    with pytest.raises(
+        InputError, match=r"hf:ceval/ceval-exam:physician:test: field 'answer': split 'test' has no answers"
+    ):
         load_benchmark("physician", ["test"], "hf", hub_mirror=hub_mirror)
     # ... but it can be a recall-only split: its questions come with answer null
     test = load_benchmark("physician", ["test", "val"], "hf", hub_mirror=hub_mirror, unscored_splits=["test"])
@@ -195,16 +219,21 @@ def test_ceval_parquet_layout_through_the_real_builder(hub_mirror):
 def test_run_benchmark_fetch_writes_atomically(tmp_path):
     write_jsonl(tmp_path / "val" / "physician.jsonl", [row(0), row(1, answer="D")])
     out = tmp_path / "results" / "benchmark" / "physician.jsonl"
-    recs = run_benchmark_fetch(out, "physician", ["val"], "local", local_path=str(tmp_path / "{split}" / "{subject}.jsonl"))
+    recs = run_benchmark_fetch(
+        out, "physician", ["val"], "local", local_path=str(tmp_path / "{split}" / "{subject}.jsonl")
+    )
     assert load_jsonl(out) == recs and len(recs) == 2
     write_jsonl(tmp_path / "val" / "physician.jsonl", [row(0), row(1, answer="F")])
     with pytest.raises(InputError):
-        run_benchmark_fetch(out, "physician", ["val"], "local", local_path=str(tmp_path / "{split}" / "{subject}.jsonl"))
+        run_benchmark_fetch(
+            out, "physician", ["val"], "local", local_path=str(tmp_path / "{split}" / "{subject}.jsonl")
+        )
     assert load_jsonl(out) == recs  # the failed run left the previous file untouched
     assert sorted(p.name for p in out.parent.iterdir()) == ["physician.jsonl"]
 
 
 # --------------------------------------------------------------------------- the demo benchmark and real C-Eval
+
 
 def test_demo_benchmark():
     pattern = str(REPO / "demo" / "data" / "benchmark" / "{split}" / "{subject}.jsonl")
@@ -241,8 +270,11 @@ def _write_csv(path, header, rows, encoding="utf-8"):
 
 
 def test_a_multi_letter_answer_is_refused_at_its_source_line(tmp_path):
-    _write_csv(tmp_path / "val_s.csv", ["id", "question", "A", "B", "C", "D", "answer"],
-               [[1, "问题一", "甲", "乙", "丙", "丁", "A"], [2, "问题二", "甲", "乙", "丙", "丁", "BC"]])
+    _write_csv(
+        tmp_path / "val_s.csv",
+        ["id", "question", "A", "B", "C", "D", "answer"],
+        [[1, "问题一", "甲", "乙", "丙", "丁", "A"], [2, "问题二", "甲", "乙", "丙", "丁", "BC"]],
+    )
     with pytest.raises(InputError) as exc:
         load_benchmark("s", ["val"], "local", local_path=str(tmp_path / "{split}_{subject}.csv"))
     assert exc.value.line == 3 and exc.value.field == "answer"
@@ -250,16 +282,22 @@ def test_a_multi_letter_answer_is_refused_at_its_source_line(tmp_path):
 
 
 def test_a_sixth_option_column_is_refused(tmp_path):
-    _write_csv(tmp_path / "val_s.csv", ["id", "question", "A", "B", "C", "D", "E", "F", "answer"],
-               [[1, "问题一", "甲", "乙", "丙", "丁", "戊", "己", "F"]])
+    _write_csv(
+        tmp_path / "val_s.csv",
+        ["id", "question", "A", "B", "C", "D", "E", "F", "answer"],
+        [[1, "问题一", "甲", "乙", "丙", "丁", "戊", "己", "F"]],
+    )
     with pytest.raises(InputError) as exc:
         load_benchmark("s", ["val"], "local", local_path=str(tmp_path / "{split}_{subject}.csv"))
     assert exc.value.field == "F" and "at most 5 options" in exc.value.problem
 
 
 def test_an_option_column_outside_a_short_mapping_is_refused(tmp_path):
-    _write_csv(tmp_path / "val_s.csv", ["id", "question", "A", "B", "C", "D", "E", "answer"],
-               [[1, "问题一", "甲", "乙", "丙", "丁", "戊", "A"]])
+    _write_csv(
+        tmp_path / "val_s.csv",
+        ["id", "question", "A", "B", "C", "D", "E", "answer"],
+        [[1, "问题一", "甲", "乙", "丙", "丁", "戊", "A"]],
+    )
     cols = {"options": ["A", "B", "C", "D"]}
     with pytest.raises(InputError, match="add it to benchmark.local.columns.options") as exc:
         load_benchmark("s", ["val"], "local", local_path=str(tmp_path / "{split}_{subject}.csv"), columns=cols)
@@ -267,8 +305,12 @@ def test_an_option_column_outside_a_short_mapping_is_refused(tmp_path):
 
 
 def test_a_gbk_benchmark_csv_is_named_and_reads_with_its_encoding(tmp_path):
-    _write_csv(tmp_path / "val_s.csv", ["id", "question", "A", "B", "answer"], [[1, "发热的原因？", "感染", "骨折", "A"]],
-               encoding="gbk")
+    _write_csv(
+        tmp_path / "val_s.csv",
+        ["id", "question", "A", "B", "answer"],
+        [[1, "发热的原因？", "感染", "骨折", "A"]],
+        encoding="gbk",
+    )
     pattern = str(tmp_path / "{split}_{subject}.csv")
     with pytest.raises(InputError) as exc:
         load_benchmark("s", ["val"], "local", local_path=pattern)

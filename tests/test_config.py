@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO, copy_repo, run_snakemake
+
 from evalsel.config import ConfigError, check, cross_key_problems, schema_problems
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
@@ -46,15 +46,18 @@ def test_duplicate_source_names_are_refused_naming_both(default_config):
     assert "'shibing624_medical'" in line and "pool.sources[0]" in line and "pool.sources[1]" in line
 
 
-@pytest.mark.parametrize("edit, expected", [
-    (lambda c: c["recall"].update(similarity_threshold=0.96), "must be below recall.max_similarity"),
-    (lambda c: c["recall"].update(strategy="train_topk_mean", budget=None), "needs recall.budget"),
-    (lambda c: (c.update(arms=["eval_driven"]), c["merge"].update(arms=["random"])), "merge.arms names 'random'"),
-    (lambda c: c["dpo"].update(enabled=True, preferences=None), "dpo.preferences"),
-    (lambda c: c["embedding"].update(backend="zhipuai"), "ZHIPUAI_API_KEY is unset"),
-    (lambda c: c["train"].update(method="qlora", deepspeed="zero3"), "use qlora with deepspeed null or zero2"),
-    (lambda c: (c["eval"].update(few_shot=2), c["benchmark"].update(eval_splits=["val", "dev"])), "few_shot"),
-])
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        (lambda c: c["recall"].update(similarity_threshold=0.96), "must be below recall.max_similarity"),
+        (lambda c: c["recall"].update(strategy="train_topk_mean", budget=None), "needs recall.budget"),
+        (lambda c: (c.update(arms=["eval_driven"]), c["merge"].update(arms=["random"])), "merge.arms names 'random'"),
+        (lambda c: c["dpo"].update(enabled=True, preferences=None), "dpo.preferences"),
+        (lambda c: c["embedding"].update(backend="zhipuai"), "ZHIPUAI_API_KEY is unset"),
+        (lambda c: c["train"].update(method="qlora", deepspeed="zero3"), "use qlora with deepspeed null or zero2"),
+        (lambda c: (c["eval"].update(few_shot=2), c["benchmark"].update(eval_splits=["val", "dev"])), "few_shot"),
+    ],
+)
 def test_contradictory_settings_are_refused(default_config, edit, expected):
     cfg = copy.deepcopy(default_config)
     edit(cfg)

@@ -6,8 +6,8 @@ import json
 import math
 
 import pytest
-
 from conftest import REPO
+
 from evalsel.dpo import load_preferences, train_dpo
 from evalsel.io import InputError
 
@@ -26,7 +26,10 @@ def test_demo_preferences_are_valid():
     [
         ('{"prompt": "x", "chosen": "a"', r"p\.jsonl:2: malformed JSON"),
         (json.dumps({"prompt": "x", "chosen": "a"}), r"p\.jsonl:2: field 'rejected': missing"),
-        (json.dumps({"prompt": "x", "chosen": 3, "rejected": "b"}), r"p\.jsonl:2: field 'chosen': must be a non-empty string"),
+        (
+            json.dumps({"prompt": "x", "chosen": 3, "rejected": "b"}),
+            r"p\.jsonl:2: field 'chosen': must be a non-empty string",
+        ),
         (json.dumps({"prompt": " ", "chosen": "a", "rejected": "b"}), r"p\.jsonl:2: field 'prompt'"),
         (json.dumps({"prompt": "x", "chosen": "a", "rejected": "a "}), r"p\.jsonl:2: field 'rejected': identical"),
         (json.dumps({"prompt": "x", "chosen": "a", "rejected": "b", "score": 1}), r"p\.jsonl:2: field 'score'"),
@@ -58,8 +61,10 @@ def sft_adapter(tiny_lm_dir, tmp_path_factory):
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
-    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False,
-                                             task_type="CAUSAL_LM"))
+    model = get_peft_model(
+        model,
+        LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False, task_type="CAUSAL_LM"),
+    )
     out = tmp_path_factory.mktemp("sft_adapter")
     model.save_pretrained(out)
     AutoTokenizer.from_pretrained(tiny_lm_dir).save_pretrained(out)
@@ -75,10 +80,23 @@ def _weights(path):
 def test_dpo_after_sft_moves_the_margin(tiny_lm_dir, sft_adapter, tmp_path):
     out = tmp_path / "adapter"
     metrics = train_dpo(
-        PREFS, str(tiny_lm_dir), str(sft_adapter), out, tmp_path / "metrics.json", tmp_path / "checkpoints",
+        PREFS,
+        str(tiny_lm_dir),
+        str(sft_adapter),
+        out,
+        tmp_path / "metrics.json",
+        tmp_path / "checkpoints",
         curves_png=tmp_path / "curves.png",
-        beta=0.1, max_steps=6, learning_rate=5e-3, per_device_batch_size=8, max_length=128, precision="bf16",
-        logging_steps=1, save_steps=3, gpus=0, seed=0,
+        beta=0.1,
+        max_steps=6,
+        learning_rate=5e-3,
+        per_device_batch_size=8,
+        max_length=128,
+        precision="bf16",
+        logging_steps=1,
+        save_steps=3,
+        gpus=0,
+        seed=0,
     )
     assert metrics["reference"].startswith("the SFT adapter")
     assert metrics["precision"] == "fp32"  # CPU fallback
@@ -103,9 +121,22 @@ def test_dpo_after_sft_moves_the_margin(tiny_lm_dir, sft_adapter, tmp_path):
 def test_dpo_without_sft_adapter_trains_a_fresh_lora_and_resumes(tiny_lm_dir, tmp_path):
     import shutil
 
-    kw = dict(max_steps=2, save_steps=1, keep_checkpoints=True, learning_rate=5e-3, per_device_batch_size=8,
-              max_length=96, precision="fp32", gradient_checkpointing=False, lora_r=2, lora_alpha=4,
-              lora_dropout=0.0, logging_steps=1, gpus=0, seed=0)
+    kw = dict(
+        max_steps=2,
+        save_steps=1,
+        keep_checkpoints=True,
+        learning_rate=5e-3,
+        per_device_batch_size=8,
+        max_length=96,
+        precision="fp32",
+        gradient_checkpointing=False,
+        lora_r=2,
+        lora_alpha=4,
+        lora_dropout=0.0,
+        logging_steps=1,
+        gpus=0,
+        seed=0,
+    )
     args = (PREFS, str(tiny_lm_dir), None, tmp_path / "adapter", tmp_path / "metrics.json", tmp_path / "ck")
     first = train_dpo(*args, **kw)
     assert first["reference"] == "the base model" and first["resumed_from"] is None

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import yaml
-
 from conftest import REPO, run_snakemake
 
 pytestmark = pytest.mark.slow
@@ -47,8 +46,11 @@ def test_vectors_are_normalised_and_compact(demo_run):
     for subject in SUBJECTS:
         vec = np.load(work / f"results/vectors/benchmark/{subject}.npy")
         ids = (work / f"results/vectors/benchmark/{subject}.ids.txt").read_text(encoding="utf-8").split("\n")[:-1]
-        recall_ids = [r["id"] for r in _jsonl(work / f"results/benchmark/{subject}.jsonl")
-                      if r["split"] in DEMO["benchmark"]["recall_splits"]]
+        recall_ids = [
+            r["id"]
+            for r in _jsonl(work / f"results/benchmark/{subject}.jsonl")
+            if r["split"] in DEMO["benchmark"]["recall_splits"]
+        ]
         assert ids == recall_ids
         assert vec.dtype == np.float16 and vec.shape[0] == len(ids)
         assert np.allclose(np.linalg.norm(vec.astype(np.float32), axis=1), 1.0, atol=2e-3)
@@ -108,7 +110,9 @@ def test_training_evaluation_report(demo_run):
             assert (work / f"results/train/{arm}/seed{seed}/curves.png").stat().st_size > 1000
     models = ["base"] + [f"{arm}-seed{s}" for arm in ("eval_driven", "random") for s in DEMO["train"]["seeds"]]
     n_eval = sum(
-        1 for s in SUBJECTS for r in _jsonl(work / f"results/benchmark/{s}.jsonl")
+        1
+        for s in SUBJECTS
+        for r in _jsonl(work / f"results/benchmark/{s}.jsonl")
         if r["split"] in DEMO["benchmark"]["eval_splits"]
     )
     for model in models:
@@ -135,8 +139,17 @@ def test_every_job_wrote_a_log(demo_run):
     work, _ = demo_run
     logs = list((work / "logs").rglob("*.log"))
     rules = {p.relative_to(work / "logs").parts[0] for p in logs}
-    for rule in ("benchmark_fetch", "pool_prepare", "benchmark_embed", "pool_embed", "recall", "sft_build",
-                 "train", "evaluate", "report"):
+    for rule in (
+        "benchmark_fetch",
+        "pool_prepare",
+        "benchmark_embed",
+        "pool_embed",
+        "recall",
+        "sft_build",
+        "train",
+        "evaluate",
+        "report",
+    ):
         assert rule in rules, f"no log for rule {rule}"
 
 
@@ -164,8 +177,9 @@ def test_bad_input_stops_before_training(case, tmp_path):
     work = copy_repo(tmp_path)
     pool_file = work / DEMO["pool"]["sources"][0]["path"]
     subject = SUBJECTS[0]
-    bench_file = work / DEMO["benchmark"]["local"]["path"].format(split=DEMO["benchmark"]["eval_splits"][0],
-                                                                    subject=subject)
+    bench_file = work / DEMO["benchmark"]["local"]["path"].format(
+        split=DEMO["benchmark"]["eval_splits"][0], subject=subject
+    )
     if case == "malformed_jsonl":
         lines = pool_file.read_text(encoding="utf-8").splitlines()
         lines.insert(2, '{"instruction": "broken"')

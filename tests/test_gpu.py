@@ -161,7 +161,9 @@ _WORKER = textwrap.dedent(
 
 def _worker(tmp_path: Path, name: str, rounds: int) -> tuple[subprocess.Popen, Path]:
     out = tmp_path / f"{name}.jsonl"
-    proc = subprocess.Popen([sys.executable, "-c", _WORKER.format(src=str(SRC)), str(out), str(rounds)], env=os.environ.copy())
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _WORKER.format(src=str(SRC)), str(out), str(rounds)], env=os.environ.copy()
+    )
     return proc, out
 
 

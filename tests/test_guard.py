@@ -9,10 +9,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from leak_variants import KINDS, variant
 
 from evalsel.guard import ContentGuard, GuardSettings, guard_settings
 from evalsel.leak import BenchmarkItem, normalise
-from leak_variants import KINDS, variant
 
 REPO = Path(__file__).resolve().parents[1]
 # Kinds the issue lists; "options_only_reworded" (stem rewritten, options verbatim) goes further
@@ -21,8 +21,12 @@ LISTED = tuple(k for k in KINDS if k != "options_only_reworded")
 
 
 def _item(rec: dict) -> BenchmarkItem:
-    return BenchmarkItem(rec["id"], rec.get("subject", ""), rec.get("split", ""),
-                         [s for s in (normalise(t) for t in [rec["question"], *rec["choices"]]) if s])
+    return BenchmarkItem(
+        rec["id"],
+        rec.get("subject", ""),
+        rec.get("split", ""),
+        [s for s in (normalise(t) for t in [rec["question"], *rec["choices"]]) if s],
+    )
 
 
 def _segments(sample: dict) -> list[str]:
@@ -34,8 +38,12 @@ def _caught(guard: ContentGuard, items: list[BenchmarkItem], rec: dict, kind: st
     return [h.reason for h in guard.check(_segments(variant(rec, kind))) if items[h.item].id == rec["id"]]
 
 
-ITEM = {"id": "physician/val/1", "question": "有机磷杀虫药中毒的特效解毒药是____",
-        "choices": ["亚甲蓝", "纳洛酮", "二巯丙醇", "阿托品和碘解磷定"], "answer": "D"}
+ITEM = {
+    "id": "physician/val/1",
+    "question": "有机磷杀虫药中毒的特效解毒药是____",
+    "choices": ["亚甲蓝", "纳洛酮", "二巯丙醇", "阿托品和碘解磷定"],
+    "answer": "D",
+}
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +57,7 @@ def test_each_reason_on_a_hand_made_item(one):
     check = lambda text: [(h.reason, round(h.score, 2)) for h in g.check([normalise(text)])]  # noqa: E731
     assert check("有机磷杀虫药中毒的特效解毒药是阿托品") == [("exact_ngram", 1.0)]
     # two characters changed: no 13-gram left, most shingles and the alignment survive
-    (reason, score), = check("有机磷杀虫剂中毒的特效解毒剂是哪个")
+    ((reason, score),) = check("有机磷杀虫剂中毒的特效解毒剂是哪个")
     assert reason in ("containment", "fuzzy")
     assert check("农药中毒用什么？亚甲蓝、纳洛酮、二巯丙醇还是阿托品和碘解磷定") == [("options", 1.0)]
     assert check("高血压患者平时要少吃盐，多运动，按时服药") == []
@@ -80,8 +88,14 @@ def _demo_items() -> list[dict]:
         for line in path.read_text(encoding="utf-8").splitlines():
             r = json.loads(line)
             choices = [r[c] for c in "ABCDE" if r.get(c)]
-            out.append({"id": f"{path.stem}/{path.parent.name}/{r['id']}", "question": r["question"], "choices": choices,
-                        "answer": r["answer"]})
+            out.append(
+                {
+                    "id": f"{path.stem}/{path.parent.name}/{r['id']}",
+                    "question": r["question"],
+                    "choices": choices,
+                    "answer": r["answer"],
+                }
+            )
     return out
 
 
@@ -90,8 +104,14 @@ def _ceval_items(shared: Path) -> list[dict]:
     for path in sorted((shared / "ceval_medical").glob("*/*.jsonl")):
         for line in path.read_text(encoding="utf-8").splitlines():
             r = json.loads(line)
-            out.append({"id": f"{path.stem}/{path.parent.name}/{r['id']}", "question": r["question"],
-                        "choices": [r[c] for c in "ABCD"], "answer": r["answer"]})
+            out.append(
+                {
+                    "id": f"{path.stem}/{path.parent.name}/{r['id']}",
+                    "question": r["question"],
+                    "choices": [r[c] for c in "ABCD"],
+                    "answer": r["answer"],
+                }
+            )
     return out
 
 
@@ -125,8 +145,12 @@ def test_options_only_leaks_with_real_options(shared_data):
     recs = _ceval_items(shared_data)
     items = [_item(r) for r in recs]
     g = ContentGuard(items)
-    long_opts = [r for r in recs if sum(len(normalise(c)) for c in r["choices"] if len(normalise(c)) >= 2) >= 8
-                 and all(len(normalise(c)) >= 2 for c in r["choices"])]
+    long_opts = [
+        r
+        for r in recs
+        if sum(len(normalise(c)) for c in r["choices"] if len(normalise(c)) >= 2) >= 8
+        and all(len(normalise(c)) >= 2 for c in r["choices"])
+    ]
     missed = [r["id"] for r in long_opts if not _caught(g, items, r, "options_only_reworded")]
     assert len(long_opts) > 600 and missed == []
 
@@ -146,15 +170,21 @@ def test_false_drop_rate_on_the_real_pool(shared_data):
     recs = _ceval_items(shared_data)
     items = [_item(r) for r in recs]
     g = ContentGuard(items)
-    pool = [json.loads(line) for f in sorted((shared_data / "pool").glob("*.jsonl"))
-            for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
+    pool = [
+        json.loads(line)
+        for f in sorted((shared_data / "pool").glob("*.jsonl"))
+        for line in f.read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
     reasons: Counter = Counter()
     for rec in pool:
         hits = g.check(_pool_segments(rec))
         if hits:
             reasons[hits[0].reason] += 1
     rate = sum(reasons.values()) / len(pool)
-    print(f"\nfalse drops: {sum(reasons.values())} of {len(pool)} real pool samples ({100 * rate:.2f}%): {dict(reasons)}")
+    print(
+        f"\nfalse drops: {sum(reasons.values())} of {len(pool)} real pool samples ({100 * rate:.2f}%): {dict(reasons)}"
+    )
     assert len(pool) > 60000 and rate < 0.005
     random.seed(0)
 
@@ -162,22 +192,32 @@ def test_false_drop_rate_on_the_real_pool(shared_data):
 def test_planted_leaks_never_reach_either_sft_set(shared_data, tmp_path):
     """Real C-Eval as the benchmark, a real pool with every kind of leak of 30 items planted in it
     (recall queries and test items alike): recall and sft_build run, and no leak is in either arm."""
+    from test_sft import _files, _hash_vectors
+
     from evalsel.io import read_json, text_hash, write_jsonl
     from evalsel.recall import run_recall
     from evalsel.sft import build_sft
     from evalsel.vectors import save_vectors
-    from test_sft import _files, _hash_vectors
 
     subjects = ["basic_medicine", "clinical_medicine", "physician"]
     recs = _ceval_items(shared_data)
     for s in subjects:
-        rows = [{**r, "subject": s, "split": r["id"].split("/")[1], "explanation": ""} for r in recs if r["id"].startswith(s + "/")]
+        rows = [
+            {**r, "subject": s, "split": r["id"].split("/")[1], "explanation": ""}
+            for r in recs
+            if r["id"].startswith(s + "/")
+        ]
         write_jsonl(tmp_path / f"results/benchmark/{s}.jsonl", rows)
         val = [r for r in rows if r["split"] == "val"]
-        save_vectors(tmp_path / f"results/vectors/benchmark/{s}.npy", [r["id"] for r in val],
-                     _hash_vectors([r["question"] for r in val]))
+        save_vectors(
+            tmp_path / f"results/vectors/benchmark/{s}.npy",
+            [r["id"] for r in val],
+            _hash_vectors([r["question"] for r in val]),
+        )
     rng = random.Random(1)
-    targets = rng.sample([r for r in recs if "/val/" in r["id"]], 15) + rng.sample([r for r in recs if "/test/" in r["id"]], 15)
+    targets = rng.sample([r for r in recs if "/val/" in r["id"]], 15) + rng.sample(
+        [r for r in recs if "/test/" in r["id"]], 15
+    )
     planted = {}
     for r in targets:
         for kind in KINDS:
@@ -210,8 +250,17 @@ def test_planted_leaks_never_reach_either_sft_set(shared_data, tmp_path):
             if rid in seen:
                 continue
             seen.add(rid)
-            records.append({"id": rid, "source": f.stem, "medical": not f.stem.startswith("general"), "system": "",
-                            "conversations": conv, "text": conv[0]["value"][:200], "origin": f"{f.name}:{n + 1}"})
+            records.append(
+                {
+                    "id": rid,
+                    "source": f.stem,
+                    "medical": not f.stem.startswith("general"),
+                    "system": "",
+                    "conversations": conv,
+                    "text": conv[0]["value"][:200],
+                    "origin": f"{f.name}:{n + 1}",
+                }
+            )
         shard = tmp_path / f"results/pool/{f.stem}/shard-00000.jsonl"
         write_jsonl(shard, records)
         vec = tmp_path / f"results/vectors/pool/{f.stem}/shard-00000.npy"
@@ -222,19 +271,39 @@ def test_planted_leaks_never_reach_either_sft_set(shared_data, tmp_path):
     qfiles = [str(tmp_path / f"results/vectors/benchmark/{s}.npy") for s in subjects]
     rfiles = [str(tmp_path / f"results/recall/{s}.jsonl") for s in subjects]
     # max_similarity 1.0: only the text checks stand between a leak and the SFT sets
-    rstats = run_recall(subjects=subjects, query_vectors=qfiles, benchmark_files=bfiles, pool_vectors=pool_vectors,
-                        pool_shards=pool_shards, recall_outputs=rfiles,
-                        statistics_path=tmp_path / "results/recall/recall_statistics.json",
-                        histogram_path=tmp_path / "results/recall/similarity_hist.png", top_k=40,
-                        similarity_threshold=0.2, max_similarity=1.0, backend="numpy", progress=False)
-    stats = build_sft(recall_files=rfiles, recall_statistics=tmp_path / "results/recall/recall_statistics.json",
-                      benchmark_files=bfiles, benchmark_vectors=qfiles, pool_vectors=pool_vectors, pool_shards=pool_shards,
-                      eval_driven_path=tmp_path / "results/sft/eval_driven.jsonl",
-                      random_path=tmp_path / "results/sft/random.jsonl",
-                      statistics_path=tmp_path / "results/sft/sft_statistics.json",
-                      contamination_path=tmp_path / "results/sft/contamination.json",
-                      review_path=tmp_path / "results/sft/contamination_review.md", max_similarity=1.0,
-                      random_mix_ratio=0.5, recall_splits=["val"], eval_splits=["val"], progress=False)
+    rstats = run_recall(
+        subjects=subjects,
+        query_vectors=qfiles,
+        benchmark_files=bfiles,
+        pool_vectors=pool_vectors,
+        pool_shards=pool_shards,
+        recall_outputs=rfiles,
+        statistics_path=tmp_path / "results/recall/recall_statistics.json",
+        histogram_path=tmp_path / "results/recall/similarity_hist.png",
+        top_k=40,
+        similarity_threshold=0.2,
+        max_similarity=1.0,
+        backend="numpy",
+        progress=False,
+    )
+    stats = build_sft(
+        recall_files=rfiles,
+        recall_statistics=tmp_path / "results/recall/recall_statistics.json",
+        benchmark_files=bfiles,
+        benchmark_vectors=qfiles,
+        pool_vectors=pool_vectors,
+        pool_shards=pool_shards,
+        eval_driven_path=tmp_path / "results/sft/eval_driven.jsonl",
+        random_path=tmp_path / "results/sft/random.jsonl",
+        statistics_path=tmp_path / "results/sft/sft_statistics.json",
+        contamination_path=tmp_path / "results/sft/contamination.json",
+        review_path=tmp_path / "results/sft/contamination_review.md",
+        max_similarity=1.0,
+        random_mix_ratio=0.5,
+        recall_splits=["val"],
+        eval_splits=["val"],
+        progress=False,
+    )
     ev, rnd = _files(tmp_path)
     final = {r["id"] for r in ev + rnd}
     assert not final & set(planted), [planted[i] for i in final & set(planted)]

@@ -13,8 +13,15 @@ from evalsel.leak import BenchmarkItem, NgramIndex, load_benchmark_items, longes
 
 
 def _item(i, question, choices=("甲", "乙", "丙", "丁"), subject="physician", split="test"):
-    return {"id": f"{subject}/{split}/{i}", "subject": subject, "split": split, "question": question,
-            "choices": list(choices), "answer": "A", "explanation": ""}
+    return {
+        "id": f"{subject}/{split}/{i}",
+        "subject": subject,
+        "split": split,
+        "question": question,
+        "choices": list(choices),
+        "answer": "A",
+        "explanation": "",
+    }
 
 
 def _sample(*turns, system=""):
@@ -42,7 +49,9 @@ def test_normalise_folds_width_case_and_punctuation():
 def test_reworded_copy_is_caught_and_unrelated_text_is_not(tmp_path):
     q = "患者男性，45岁，反复上腹痛3年，进食后缓解，夜间痛醒，最可能的诊断是____"
     path = tmp_path / "b.jsonl"
-    write_jsonl(path, [_item(0, q, ["胃溃疡", "十二指肠溃疡", "胃癌", "慢性胃炎"]), _item(1, "下列哪项不是肝硬化的表现？")])
+    write_jsonl(
+        path, [_item(0, q, ["胃溃疡", "十二指肠溃疡", "胃癌", "慢性胃炎"]), _item(1, "下列哪项不是肝硬化的表现？")]
+    )
     items = load_benchmark_items([path])
     index = NgramIndex(items, 13)
     assert index.too_short == 1  # the short question cannot be checked at n=13: counted, not hidden
@@ -64,7 +73,12 @@ def test_real_ceval_question_planted_with_changes_is_caught(shared_data):
             r = json.loads(line)
             records.append(_item(r["id"], r["question"], [r[c] for c in "ABCD"], split=f.parent.name))
     records = [dict(r, id=f"{r['split']}/{n}") for n, r in enumerate(records)]
-    items = [BenchmarkItem(r["id"], r["subject"], r["split"], [normalise(r["question"])] + [normalise(c) for c in r["choices"]]) for r in records]
+    items = [
+        BenchmarkItem(
+            r["id"], r["subject"], r["split"], [normalise(r["question"])] + [normalise(c) for c in r["choices"]]
+        )
+        for r in records
+    ]
     index = NgramIndex(items, 13)
     target = max(range(len(records)), key=lambda i: len(records[i]["question"]))
     q = list(records[target]["question"])

@@ -6,11 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from test_evaluate import write_benchmark
 
 from evalsel.evaluate import evaluate
 from evalsel.merge import merge_adapter
-
-from test_evaluate import write_benchmark
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +40,16 @@ def test_merged_equals_unmerged_adapter(tmp_path, tiny_lm_dir, adapter_dir):
     standalone = evaluate(bench, ["val"], str(merged), tmp_path / "m.json", batch_size=4)
     base = evaluate(bench, ["val"], str(tiny_lm_dir), tmp_path / "b.json", batch_size=4)
     assert [q["pred"] for q in unmerged["questions"]] == [q["pred"] for q in standalone["questions"]]
-    gap = max(abs(a["probs"][k] - b["probs"][k])
-              for a, b in zip(unmerged["questions"], standalone["questions"]) for k in a["probs"])
+    gap = max(
+        abs(a["probs"][k] - b["probs"][k])
+        for a, b in zip(unmerged["questions"], standalone["questions"])
+        for k in a["probs"]
+    )
     assert gap < 1e-4
     # the adapter is really applied: its scores move away from the base model's
-    moved = max(abs(a["probs"][k] - b["probs"][k])
-                for a, b in zip(unmerged["questions"], base["questions"]) for k in a["probs"])
+    moved = max(
+        abs(a["probs"][k] - b["probs"][k]) for a, b in zip(unmerged["questions"], base["questions"]) for k in a["probs"]
+    )
     assert moved > 1e-3
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -41,7 +39,10 @@ def write_jsonl(path: Path, records) -> Path:
 
 
 def qa(i: int) -> dict:
-    return {"question": f"第{i}个问题：糖尿病患者如何控制血糖？", "answer": f"第{i}个回答：饮食控制、规律运动并遵医嘱用药。"}
+    return {
+        "question": f"第{i}个问题：糖尿病患者如何控制血糖？",
+        "answer": f"第{i}个回答：饮食控制、规律运动并遵医嘱用药。",
+    }
 
 
 def leftovers(parent: Path) -> list[str]:
@@ -49,6 +50,7 @@ def leftovers(parent: Path) -> list[str]:
 
 
 # --------------------------------------------------------------------------- detection and normalisation
+
 
 @pytest.mark.parametrize(
     "record, fmt",
@@ -88,10 +90,16 @@ def test_every_format_normalises_to_the_same_sample_and_id():
         assert o["system"] == "" and o["text"] == Q and o["source"] == f"src{i}" and o["origin"] == f"f:{i}"
         assert o["medical"] is True
     # The id is sha1-16 of the canonical JSON of (system, conversations): a documented contract.
-    canon = json.dumps({"system": "", "conversations": out[0]["conversations"]}, ensure_ascii=False,
-                       sort_keys=True, separators=(",", ":"))
+    canon = json.dumps(
+        {"system": "", "conversations": out[0]["conversations"]},
+        ensure_ascii=False,
+        sort_keys=True,
+        separators=(",", ":"),
+    )
     assert out[0]["id"] == hashlib.sha1(canon.encode()).hexdigest()[:16]
-    assert conversation_id("", [{"from": "human", "value": "a"}, {"from": "gpt", "value": "b"}]) == "c0049128ce5c5649"  # pinned: a change would invalidate every cached vector
+    assert (
+        conversation_id("", [{"from": "human", "value": "a"}, {"from": "gpt", "value": "b"}]) == "c0049128ce5c5649"
+    )  # pinned: a change would invalidate every cached vector
 
 
 def test_system_prompt_is_part_of_the_identity():
@@ -99,8 +107,24 @@ def test_system_prompt_is_part_of_the_identity():
     with_system = [
         norm({"question": Q, "answer": A, "system": SYSTEM}),
         norm({"instruction": Q, "input": "", "output": A, "system": SYSTEM}),
-        norm({"conversations": [{"from": "system", "value": SYSTEM}, {"from": "human", "value": Q}, {"from": "gpt", "value": A}]}),
-        norm({"messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": Q}, {"role": "assistant", "content": A}]}),
+        norm(
+            {
+                "conversations": [
+                    {"from": "system", "value": SYSTEM},
+                    {"from": "human", "value": Q},
+                    {"from": "gpt", "value": A},
+                ]
+            }
+        ),
+        norm(
+            {
+                "messages": [
+                    {"role": "system", "content": SYSTEM},
+                    {"role": "user", "content": Q},
+                    {"role": "assistant", "content": A},
+                ]
+            }
+        ),
     ]
     assert {r["system"] for r in with_system} == {SYSTEM}
     assert len({r["id"] for r in with_system}) == 1
@@ -109,11 +133,25 @@ def test_system_prompt_is_part_of_the_identity():
 
 
 def test_multi_turn_sharegpt_messages_and_alpaca_history():
-    turns = [("胸痛怎么办？", "先休息并尽快就医。"), ("需要做什么检查？", "心电图和心肌酶。"), ("要住院吗？", "视检查结果而定。")]
-    share = {"conversations": [t for q, a in turns for t in ({"from": "human", "value": q}, {"from": "gpt", "value": a})]}
-    msgs = {"messages": [{"role": "system", "content": SYSTEM}]
-            + [t for q, a in turns for t in ({"role": "user", "content": q}, {"role": "assistant", "content": a})]}
-    alpaca = {"instruction": turns[2][0], "input": "", "output": turns[2][1], "history": [list(t) for t in turns[:2]], "system": SYSTEM}
+    turns = [
+        ("胸痛怎么办？", "先休息并尽快就医。"),
+        ("需要做什么检查？", "心电图和心肌酶。"),
+        ("要住院吗？", "视检查结果而定。"),
+    ]
+    share = {
+        "conversations": [t for q, a in turns for t in ({"from": "human", "value": q}, {"from": "gpt", "value": a})]
+    }
+    msgs = {
+        "messages": [{"role": "system", "content": SYSTEM}]
+        + [t for q, a in turns for t in ({"role": "user", "content": q}, {"role": "assistant", "content": a})]
+    }
+    alpaca = {
+        "instruction": turns[2][0],
+        "input": "",
+        "output": turns[2][1],
+        "history": [list(t) for t in turns[:2]],
+        "system": SYSTEM,
+    }
     s, m, a = norm(share), norm(msgs), norm(alpaca)
     assert [t["from"] for t in s["conversations"]] == ["human", "gpt"] * 3
     assert s["conversations"][4]["value"] == "要住院吗？"
@@ -142,18 +180,27 @@ def test_turn_cleanup_is_counted():
     from collections import Counter
 
     mods = Counter()
-    rec = {"conversations": [
-        {"from": "gpt", "value": "您好，请问有什么可以帮您？"},
-        {"from": "human", "value": "我头痛"},
-        {"from": "human", "value": "已经三天了"},
-        {"from": "gpt", "value": "  "},
-        {"from": "gpt", "value": "建议测量血压。"},
-        {"from": "human", "value": "好的谢谢"},
-    ]}
+    rec = {
+        "conversations": [
+            {"from": "gpt", "value": "您好，请问有什么可以帮您？"},
+            {"from": "human", "value": "我头痛"},
+            {"from": "human", "value": "已经三天了"},
+            {"from": "gpt", "value": "  "},
+            {"from": "gpt", "value": "建议测量血压。"},
+            {"from": "human", "value": "好的谢谢"},
+        ]
+    }
     r = norm(rec, modified=mods)
-    assert r["conversations"] == [{"from": "human", "value": "我头痛\n已经三天了"}, {"from": "gpt", "value": "建议测量血压。"}]
-    assert mods == Counter(leading_assistant_turns_dropped=1, consecutive_turns_merged=1,
-                           empty_turns_dropped=1, trailing_user_turns_dropped=1)
+    assert r["conversations"] == [
+        {"from": "human", "value": "我头痛\n已经三天了"},
+        {"from": "gpt", "value": "建议测量血压。"},
+    ]
+    assert mods == Counter(
+        leading_assistant_turns_dropped=1,
+        consecutive_turns_merged=1,
+        empty_turns_dropped=1,
+        trailing_user_turns_dropped=1,
+    )
 
 
 @pytest.mark.parametrize(
@@ -180,9 +227,24 @@ def test_unusable_records_are_skipped_with_a_reason(record, reason, kw):
         ({"prompt": Q, "completion": A}, "auto", "unrecognised_format", None),
         ({"question": Q, "answer": A}, "sharegpt", "unrecognised_format", "conversations"),
         ({"conversations": "not a list"}, "auto", "invalid_record", "conversations"),
-        ({"conversations": [{"from": "human", "value": Q}, {"from": "robot", "value": A}]}, "auto", "invalid_record", "conversations[1].from"),
-        ({"messages": [{"role": "user", "content": Q}, {"role": "assistant", "content": 5}]}, "auto", "invalid_record", "messages[1].content"),
-        ({"conversations": [{"from": "human", "value": Q}, {"from": "system", "value": "x"}]}, "auto", "invalid_record", "conversations[1]"),
+        (
+            {"conversations": [{"from": "human", "value": Q}, {"from": "robot", "value": A}]},
+            "auto",
+            "invalid_record",
+            "conversations[1].from",
+        ),
+        (
+            {"messages": [{"role": "user", "content": Q}, {"role": "assistant", "content": 5}]},
+            "auto",
+            "invalid_record",
+            "messages[1].content",
+        ),
+        (
+            {"conversations": [{"from": "human", "value": Q}, {"from": "system", "value": "x"}]},
+            "auto",
+            "invalid_record",
+            "conversations[1]",
+        ),
         ({"instruction": Q, "output": A, "history": [["only one"]]}, "auto", "invalid_record", "history[0]"),
         ({"instruction": ["list"], "output": A}, "auto", "invalid_record", "instruction"),
     ],
@@ -195,6 +257,7 @@ def test_bad_records_name_the_field(record, fmt, reason, field):
 
 # --------------------------------------------------------------------------- preparing a source
 
+
 def test_prepare_counts_every_skipped_record(tmp_path):
     records = [qa(i) for i in range(6)]
     records += [qa(1), qa(2)]  # exact duplicates
@@ -206,7 +269,13 @@ def test_prepare_counts_every_skipped_record(tmp_path):
     man = run_pool_prepare(tmp_path / "out" / "demo", "demo", path=str(src), shard_size=100)
     st = man["statistics"]
     assert man["count"] == st["kept"] == 6
-    assert st["skipped"] == {"duplicate": 3, "too_short_prompt": 1, "too_short_response": 1, "empty": 1, "no_assistant_turn": 1}
+    assert st["skipped"] == {
+        "duplicate": 3,
+        "too_short_prompt": 1,
+        "too_short_response": 1,
+        "empty": 1,
+        "no_assistant_turn": 1,
+    }
     assert st["read"] == len(records) == st["kept"] + st["skipped_total"]
     assert st["first_skipped"]["duplicate"] == f"{src}:7"
     assert st["formats"] == {"qa": 6}
@@ -260,7 +329,9 @@ def test_unrecognised_record_is_an_error_naming_file_line_and_field(tmp_path):
     assert exc.value.line == 2 and "unrecognised record (keys: completion, prompt)" in str(exc.value)
     assert not out.exists() and leftovers(out.parent) == []
 
-    src2 = write_jsonl(tmp_path / "pool2.jsonl", [{"conversations": [{"from": "human", "value": Q}, {"from": "bot?", "value": A}]}])
+    src2 = write_jsonl(
+        tmp_path / "pool2.jsonl", [{"conversations": [{"from": "human", "value": Q}, {"from": "bot?", "value": A}]}]
+    )
     with pytest.raises(InputError, match=r"pool2\.jsonl:1: field 'conversations\[1\]\.from': unknown role 'bot\?'"):
         run_pool_prepare(out, "s", path=str(src2))
 
@@ -270,10 +341,16 @@ def test_unrecognised_record_is_an_error_naming_file_line_and_field(tmp_path):
 
 
 def test_on_bad_record_skip_counts_them(tmp_path):
-    src = write_jsonl(tmp_path / "pool.jsonl", [
-        qa(0), {"prompt": "x", "completion": "y"}, 42,
-        {"messages": [{"role": "tool", "content": "x"}]}, qa(1),
-    ])
+    src = write_jsonl(
+        tmp_path / "pool.jsonl",
+        [
+            qa(0),
+            {"prompt": "x", "completion": "y"},
+            42,
+            {"messages": [{"role": "tool", "content": "x"}]},
+            qa(1),
+        ],
+    )
     man = run_pool_prepare(tmp_path / "o", "s", path=str(src), on_bad_record="skip")
     st = man["statistics"]
     assert st["skipped"] == {"unrecognised_format": 2, "invalid_record": 1}
@@ -330,7 +407,14 @@ def test_json_csv_and_parquet_sources_match_jsonl(tmp_path):
         {"instruction": "解释下列名词", "input": "黄疸", "output": "皮肤和巩膜发黄。", "system": SYSTEM},
         {"instruction": "血压多少算高？", "input": "", "output": "140/90mmHg及以上。"},
     ]
-    sharegpt = [{"conversations": [{"from": "human", "value": "发烧了怎么办？"}, {"from": "gpt", "value": "多喝水，必要时退热。"}]}]
+    sharegpt = [
+        {
+            "conversations": [
+                {"from": "human", "value": "发烧了怎么办？"},
+                {"from": "gpt", "value": "多喝水，必要时退热。"},
+            ]
+        }
+    ]
 
     def ids(path, **kw):
         out = tmp_path / "out" / Path(path).name.replace(".", "_")
@@ -370,17 +454,31 @@ def test_hub_sources_stream_through_the_packaged_builder(tmp_path, hub_mirror):
     the real datasets code from a mirror of the repository: no loading script is looked up."""
     import datasets
 
-    man = run_pool_prepare(tmp_path / "o", "med", hf_name="shibing624/medical", hf_data_files="finetune/train_zh_0.json",
-                           split="train", max_samples=7, shard_size=3, hub_mirror=hub_mirror)
+    man = run_pool_prepare(
+        tmp_path / "o",
+        "med",
+        hf_name="shibing624/medical",
+        hf_data_files="finetune/train_zh_0.json",
+        split="train",
+        max_samples=7,
+        shard_size=3,
+        hub_mirror=hub_mirror,
+    )
     assert man["count"] == 7 and len(man["shards"]) == 3
     recs = list(load_pool_dir(tmp_path / "o"))
     assert [r["origin"] for r in recs][:2] == ["hf:shibing624/medical:train:0", "hf:shibing624/medical:train:1"]
-    first = json.loads((hub_mirror / "shibing624/medical/finetune/train_zh_0.json").read_text(encoding="utf-8")
-                       .splitlines()[0])
+    first = json.loads(
+        (hub_mirror / "shibing624/medical/finetune/train_zh_0.json").read_text(encoding="utf-8").splitlines()[0]
+    )
     assert recs[0]["conversations"][0]["value"] == first["instruction"]
     # globs and lists of files work the same way
-    man = run_pool_prepare(tmp_path / "o2", "med", hf_name="shibing624/medical",
-                           hf_data_files=["finetune/valid_zh_*.json", "finetune/test_zh_0.json"], hub_mirror=hub_mirror)
+    man = run_pool_prepare(
+        tmp_path / "o2",
+        "med",
+        hf_name="shibing624/medical",
+        hf_data_files=["finetune/valid_zh_*.json", "finetune/test_zh_0.json"],
+        hub_mirror=hub_mirror,
+    )
     assert man["count"] == 10
     # what the old call did: datasets itself refuses the repository because of its script
     with pytest.raises(RuntimeError, match="Dataset scripts are no longer supported"):
@@ -396,8 +494,13 @@ def test_hub_errors_name_the_source_and_what_to_set(tmp_path, hub_mirror, monkey
     assert "finetune/train_zh_0.json" in msg
     # a pattern matching nothing
     with pytest.raises(InputError, match="no file of shibing624/medical matches hf_data_files.*train_zh_0.json"):
-        run_pool_prepare(tmp_path / "o", "med", hf_name="shibing624/medical", hf_data_files="finetune/nope.json",
-                         hub_mirror=hub_mirror)
+        run_pool_prepare(
+            tmp_path / "o",
+            "med",
+            hf_name="shibing624/medical",
+            hf_data_files="finetune/nope.json",
+            hub_mirror=hub_mirror,
+        )
     # a repository missing from the mirror
     with pytest.raises(InputError, match="not in the hub mirror"):
         run_pool_prepare(tmp_path / "o", "x", hf_name="someone/absent", hub_mirror=hub_mirror)
@@ -412,6 +515,7 @@ def test_hub_errors_name_the_source_and_what_to_set(tmp_path, hub_mirror, monkey
 
 
 # --------------------------------------------------------------------------- the demo pool and the real data
+
 
 def test_demo_pool_files(tmp_path):
     pool = REPO / "demo" / "data" / "pool"
@@ -441,16 +545,21 @@ def test_demo_pool_files(tmp_path):
 
 def test_demo_pool_has_exactly_one_planted_leak():
     """One pool sample shares a 13-character n-gram with a demo val question: the leak guard's target."""
+
     def grams(text, n=13):
-        return {text[i:i + n] for i in range(len(text) - n + 1)}
+        return {text[i : i + n] for i in range(len(text) - n + 1)}
 
     bench = set()
     for path in (REPO / "demo" / "data" / "benchmark" / "val").glob("*.jsonl"):
         for line in open(path, encoding="utf-8"):
             row = json.loads(line)
             bench |= grams(row["question"])
-    hits = [line for path in (REPO / "demo" / "data" / "pool").glob("*.jsonl")
-            for line in open(path, encoding="utf-8") if grams(line) & bench]
+    hits = [
+        line
+        for path in (REPO / "demo" / "data" / "pool").glob("*.jsonl")
+        for line in open(path, encoding="utf-8")
+        if grams(line) & bench
+    ]
     assert len(hits) == 1 and "52岁" in hits[0]
 
 
@@ -467,8 +576,9 @@ def test_real_pool_files(shared_data, tmp_path):
     known = {"duplicate", "empty", "no_user_turn", "no_assistant_turn", "too_short_prompt", "too_short_response"}
     for name, fmt in expected.items():
         path = shared_data / "pool" / name
-        man = run_pool_prepare(tmp_path / name, "real", path=str(path), max_samples=3000, shard_size=1000,
-                               on_bad_record="error")
+        man = run_pool_prepare(
+            tmp_path / name, "real", path=str(path), max_samples=3000, shard_size=1000, on_bad_record="error"
+        )
         st = man["statistics"]
         with open(path, encoding="utf-8") as fh:
             lines = sum(1 for line in fh if line.strip())
@@ -497,11 +607,14 @@ def test_a_gbk_file_is_named_with_its_line_and_the_encoding_it_looks_like(tmp_pa
         path.write_bytes(_line(GOOD) + _line(OTHER, "gbk"))
         line = 2
     elif suffix == ".json":
-        path.write_bytes(("[\n" + json.dumps(GOOD, ensure_ascii=False) + ",\n"
-                          + json.dumps(OTHER, ensure_ascii=False) + "\n]\n").encode("gbk"))
+        path.write_bytes(
+            (
+                "[\n" + json.dumps(GOOD, ensure_ascii=False) + ",\n" + json.dumps(OTHER, ensure_ascii=False) + "\n]\n"
+            ).encode("gbk")
+        )
         line = 2
     else:
-        path.write_bytes("instruction,input,output\n".encode() + "什么是贫血？,,血红蛋白低于正常值。\n".encode("gbk"))
+        path.write_bytes(b"instruction,input,output\n" + "什么是贫血？,,血红蛋白低于正常值。\n".encode("gbk"))
         line = 2
     with pytest.raises(InputError) as exc:
         run_pool_prepare(tmp_path / "out", "s", path=str(path))
@@ -516,10 +629,14 @@ def test_a_gbk_file_is_named_with_its_line_and_the_encoding_it_looks_like(tmp_pa
 
 def test_skip_counts_undecodable_malformed_and_bom_lines(tmp_path):
     path = tmp_path / "mixed.jsonl"
-    path.write_bytes(b"\xef\xbb\xbf" + _line(GOOD)            # a BOM on the first line: read
-                     + b"{not json\n"                            # malformed JSON
-                     + _line(OTHER, "gbk")                       # undecodable
-                     + b"\xef\xbb\xbf" + _line({**GOOD, "output": "另一个回答。"}))  # a BOM mid-file: read
+    path.write_bytes(
+        b"\xef\xbb\xbf"
+        + _line(GOOD)  # a BOM on the first line: read
+        + b"{not json\n"  # malformed JSON
+        + _line(OTHER, "gbk")  # undecodable
+        + b"\xef\xbb\xbf"
+        + _line({**GOOD, "output": "另一个回答。"})
+    )  # a BOM mid-file: read
     with pytest.raises(InputError) as exc:
         run_pool_prepare(tmp_path / "strict", "s", path=str(path))
     assert exc.value.line == 2 and "malformed JSON" in exc.value.problem
@@ -532,8 +649,11 @@ def test_skip_counts_undecodable_malformed_and_bom_lines(tmp_path):
 
 def test_skip_leaves_an_undecodable_csv_line_out(tmp_path):
     path = tmp_path / "p.csv"
-    path.write_bytes("instruction,input,output\n".encode() + "什么是贫血？,,血红蛋白低于正常值。\n".encode("gbk")
-                     + "血压多少算高？,,140/90mmHg及以上。\n".encode())
+    path.write_bytes(
+        b"instruction,input,output\n"
+        + "什么是贫血？,,血红蛋白低于正常值。\n".encode("gbk")
+        + "血压多少算高？,,140/90mmHg及以上。\n".encode()
+    )
     manifest = run_pool_prepare(tmp_path / "out", "s", path=str(path), on_bad_record="skip")
     assert manifest["count"] == 1 and manifest["statistics"]["skipped"] == {"undecodable": 1}
     (rec,) = list(load_pool_dir(tmp_path / "out"))

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import yaml
-
 from conftest import copy_repo, run_snakemake
 
 

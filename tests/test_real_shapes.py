@@ -30,8 +30,18 @@ def qwen_half_b(tmp_path_factory, qwen_tokenizer_dir):
 
 
 def _benchmark(path: Path) -> Path:
-    rows = [{"id": f"physician/val/{i}", "subject": "physician", "split": "val", "question": q, "choices": c,
-             "answer": a, "explanation": ""} for i, (q, c, a) in enumerate(QUESTIONS)]
+    rows = [
+        {
+            "id": f"physician/val/{i}",
+            "subject": "physician",
+            "split": "val",
+            "question": q,
+            "choices": c,
+            "answer": a,
+            "explanation": "",
+        }
+        for i, (q, c, a) in enumerate(QUESTIONS)
+    ]
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return path
 
@@ -40,8 +50,15 @@ def _sft(path: Path) -> Path:
     rows = []
     for i, (q, c, a) in enumerate(QUESTIONS * 2):
         answer = c["ABCD".index(a)]
-        rows.append({"id": f"s{i}", "conversations": [{"from": "human", "value": q.replace("____", "多少？")},
-                                                        {"from": "gpt", "value": f"答案是{answer}。"}]})
+        rows.append(
+            {
+                "id": f"s{i}",
+                "conversations": [
+                    {"from": "human", "value": q.replace("____", "多少？")},
+                    {"from": "gpt", "value": f"答案是{answer}。"},
+                ],
+            }
+        )
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return path
 
@@ -55,13 +72,35 @@ def test_lora_save_reload_evaluate_merge_and_dpo_at_real_shapes(tmp_path, qwen_h
     from evalsel.train import train
 
     cfg = AutoConfig.from_pretrained(qwen_half_b)
-    assert (cfg.vocab_size, cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads,
-            cfg.tie_word_embeddings) == (151936, 896, 14, 2, True)
-    metrics = train(_sft(tmp_path / "sft.jsonl"), str(qwen_half_b), tmp_path / "adapter", tmp_path / "metrics.json",
-                    tmp_path / "curves.png", tmp_path / "ck", method="lora", lora_r=8, lora_alpha=16,
-                    max_steps=2, per_device_batch_size=2, gradient_accumulation_steps=1, max_length=96,
-                    learning_rate=1e-3, gradient_checkpointing=True, precision="bf16", save_steps=1,
-                    logging_steps=1, gpus=0, seed=0)
+    assert (
+        cfg.vocab_size,
+        cfg.hidden_size,
+        cfg.num_attention_heads,
+        cfg.num_key_value_heads,
+        cfg.tie_word_embeddings,
+    ) == (151936, 896, 14, 2, True)
+    metrics = train(
+        _sft(tmp_path / "sft.jsonl"),
+        str(qwen_half_b),
+        tmp_path / "adapter",
+        tmp_path / "metrics.json",
+        tmp_path / "curves.png",
+        tmp_path / "ck",
+        method="lora",
+        lora_r=8,
+        lora_alpha=16,
+        max_steps=2,
+        per_device_batch_size=2,
+        gradient_accumulation_steps=1,
+        max_length=96,
+        learning_rate=1e-3,
+        gradient_checkpointing=True,
+        precision="bf16",
+        save_steps=1,
+        logging_steps=1,
+        gpus=0,
+        seed=0,
+    )
     assert metrics["global_step"] == 2 and metrics["precision"] == "fp32"
     assert all(r["loss"] == r["loss"] for r in metrics["log"])  # finite, not NaN
     adapter = tmp_path / "adapter"
@@ -70,8 +109,15 @@ def test_lora_save_reload_evaluate_merge_and_dpo_at_real_shapes(tmp_path, qwen_h
     assert suffixes >= {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
     assert "lm_head" not in suffixes  # tied to the embeddings: never a LoRA target
     bench = _benchmark(tmp_path / "physician.jsonl")
-    unmerged = evaluate([bench], ["val"], str(qwen_half_b), tmp_path / "eval_unmerged.json", adapter=adapter,
-                        model_name="eval_driven-seed0", gpus=0)
+    unmerged = evaluate(
+        [bench],
+        ["val"],
+        str(qwen_half_b),
+        tmp_path / "eval_unmerged.json",
+        adapter=adapter,
+        model_name="eval_driven-seed0",
+        gpus=0,
+    )
     merged_dir = merge_adapter(str(qwen_half_b), adapter, tmp_path / "merged")
     merged = evaluate([bench], ["val"], str(merged_dir), tmp_path / "eval_merged.json", model_name="merged", gpus=0)
     base = evaluate([bench], ["val"], str(qwen_half_b), tmp_path / "eval_base.json", gpus=0)
@@ -82,11 +128,34 @@ def test_lora_save_reload_evaluate_merge_and_dpo_at_real_shapes(tmp_path, qwen_h
             assert a["probs"][letter] == pytest.approx(b["probs"][letter], abs=2e-3)
     assert [q["probs"] for q in base["questions"]] != [q["probs"] for q in unmerged["questions"]]
     prefs = tmp_path / "prefs.jsonl"
-    prefs.write_text("".join(json.dumps({"prompt": q, "chosen": c["ABCD".index(a)], "rejected": c[0 if a != "A" else 1]},
-                                        ensure_ascii=False) + "\n" for q, c, a in QUESTIONS), encoding="utf-8")
-    dpo = train_dpo(prefs, str(qwen_half_b), adapter, tmp_path / "dpo", tmp_path / "dpo.json", tmp_path / "dpo_ck",
-                    beta=0.1, max_steps=1, learning_rate=1e-4, per_device_batch_size=2, max_length=96, precision="bf16",
-                    logging_steps=1, save_steps=1, gpus=0, seed=0)
+    prefs.write_text(
+        "".join(
+            json.dumps(
+                {"prompt": q, "chosen": c["ABCD".index(a)], "rejected": c[0 if a != "A" else 1]}, ensure_ascii=False
+            )
+            + "\n"
+            for q, c, a in QUESTIONS
+        ),
+        encoding="utf-8",
+    )
+    dpo = train_dpo(
+        prefs,
+        str(qwen_half_b),
+        adapter,
+        tmp_path / "dpo",
+        tmp_path / "dpo.json",
+        tmp_path / "dpo_ck",
+        beta=0.1,
+        max_steps=1,
+        learning_rate=1e-4,
+        per_device_batch_size=2,
+        max_length=96,
+        precision="bf16",
+        logging_steps=1,
+        save_steps=1,
+        gpus=0,
+        seed=0,
+    )
     assert dpo["global_step"] == 1 and (tmp_path / "dpo" / "adapter_config.json").is_file()
 
 
@@ -96,8 +165,12 @@ def test_gpu_check_script_runs_in_smoke_mode(tmp_path):
     import sys
 
     out = tmp_path / "gpu_check.json"
-    proc = subprocess.run([sys.executable, str(REPO / "perf" / "gpu_check.py"), "--smoke", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "perf" / "gpu_check.py"), "--smoke", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads(out.read_text())["rows"]
     names = [r[0] for r in rows]

@@ -37,20 +37,34 @@ class Project:
         for s in SUBJECTS:
             for split, n in (("val", n_val), ("test", n_test)):
                 for i in range(n):
-                    self.bench[s].append({"id": f"{s}/{split}/{i}", "subject": s, "split": split,
-                                          "question": rand_text(rng, 40), "choices": [rand_text(rng, 6) for _ in range(4)],
-                                          "answer": "A", "explanation": ""})
+                    self.bench[s].append(
+                        {
+                            "id": f"{s}/{split}/{i}",
+                            "subject": s,
+                            "split": split,
+                            "question": rand_text(rng, 40),
+                            "choices": [rand_text(rng, 6) for _ in range(4)],
+                            "answer": "A",
+                            "explanation": "",
+                        }
+                    )
             self.qvec[s] = unit(rng.normal(size=(n_val, dim)))
-        self.pool = [self.sample(("med" if i % 4 else "general")) for i in range(n_pool)]
+        self.pool = [self.sample("med" if i % 4 else "general") for i in range(n_pool)]
 
     def sample(self, source="med", prompt=None, answer=None, vec=None, medical=None):
         rng = self.rng
         prompt = prompt if prompt is not None else rand_text(rng, 30)
         answer = answer if answer is not None else rand_text(rng, 60)
         conv = [{"from": "human", "value": prompt}, {"from": "gpt", "value": answer}]
-        rec = {"id": text_hash(json.dumps(conv, ensure_ascii=False)), "source": source,
-               "medical": source != "general" if medical is None else medical, "system": "", "conversations": conv,
-               "text": prompt, "origin": "synthetic"}
+        rec = {
+            "id": text_hash(json.dumps(conv, ensure_ascii=False)),
+            "source": source,
+            "medical": source != "general" if medical is None else medical,
+            "system": "",
+            "conversations": conv,
+            "text": prompt,
+            "origin": "synthetic",
+        }
         return {"record": rec, "vector": unit(rng.normal(size=self.dim)) if vec is None else unit(vec)}
 
     def query(self, subject, i):
@@ -83,7 +97,9 @@ class Project:
                 shard = root / f"results/pool/{src}/shard-{n:05d}.jsonl"
                 write_jsonl(shard, [c["record"] for c in chunk])
                 vec = root / f"results/vectors/pool/{src}/shard-{n:05d}.npy"
-                save_vectors(vec, [c["record"]["id"] for c in chunk], np.stack([c["vector"] for c in chunk]), dtype="float32")
+                save_vectors(
+                    vec, [c["record"]["id"] for c in chunk], np.stack([c["vector"] for c in chunk]), dtype="float32"
+                )
                 paths["pool_shards"].append(str(shard))
                 paths["pool_vectors"].append(str(vec))
         paths["root"] = root
@@ -92,12 +108,27 @@ class Project:
     def run(self, root: Path, shard_size=100, **kw) -> tuple[dict, dict, list[list[dict]]]:
         p = self.write(root, shard_size)
         outs = [str(root / f"results/recall/{s}.jsonl") for s in SUBJECTS]
-        settings = dict(top_k=5, similarity_threshold=-1.0, max_similarity=0.95, block_size=64, leak_guard={"ngram_n": 13}, backend="numpy", progress=False)
+        settings = dict(
+            top_k=5,
+            similarity_threshold=-1.0,
+            max_similarity=0.95,
+            block_size=64,
+            leak_guard={"ngram_n": 13},
+            backend="numpy",
+            progress=False,
+        )
         settings.update(kw)
-        stats = run_recall(subjects=SUBJECTS, query_vectors=p["queries"], benchmark_files=p["benchmark"],
-                           pool_vectors=p["pool_vectors"], pool_shards=p["pool_shards"], recall_outputs=outs,
-                           statistics_path=root / "results/recall/recall_statistics.json",
-                           histogram_path=root / "results/recall/similarity_hist.png", **settings)
+        stats = run_recall(
+            subjects=SUBJECTS,
+            query_vectors=p["queries"],
+            benchmark_files=p["benchmark"],
+            pool_vectors=p["pool_vectors"],
+            pool_shards=p["pool_shards"],
+            recall_outputs=outs,
+            statistics_path=root / "results/recall/recall_statistics.json",
+            histogram_path=root / "results/recall/similarity_hist.png",
+            **settings,
+        )
         return p, stats, [load_jsonl(o) for o in outs]
 
 
@@ -111,6 +142,7 @@ def brute_topk(Q, P, k, max_sim=None, excluded=()):
 
 
 # --------------------------------------------------------------------------- exact search
+
 
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
 def test_search_is_exact_with_ties(backend):
@@ -180,7 +212,9 @@ def test_topk_mean_scores_match_brute_force():
     P = unit(rng.normal(size=(700, 12)))
     Q = unit(rng.normal(size=(9, 12)))
     qsub = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2])
-    ms = score_topk_mean(Q, qsub, 3, PoolIndex.from_array(P), m=3, keep=20, threshold=0.1, max_similarity=0.8, block_size=128)
+    ms = score_topk_mean(
+        Q, qsub, 3, PoolIndex.from_array(P), m=3, keep=20, threshold=0.1, max_similarity=0.8, block_size=128
+    )
     S = Q @ P.T
     score = np.sort(S, axis=0)[-3:].mean(0)
     subj = qsub[S.argmax(0)]
@@ -196,6 +230,7 @@ def test_topk_mean_scores_match_brute_force():
 
 
 # --------------------------------------------------------------------------- run_recall filters
+
 
 def _kept_ids(outs):
     return [r["id"] for rows in outs for r in rows]
@@ -225,7 +260,9 @@ def test_threshold_topk_and_leak_drop(tmp_path):
     phys = stats["subjects"]["physician"]
     assert phys["dropped_max_similarity"] >= 1
     recorded = stats["max_similarity_drops"]["recorded"]
-    assert {"query_id": "physician/val/0", "sample_id": copy["record"]["id"]} in [{k: d[k] for k in ("query_id", "sample_id")} for d in recorded]
+    assert {"query_id": "physician/val/0", "sample_id": copy["record"]["id"]} in [
+        {k: d[k] for k in ("query_id", "sample_id")} for d in recorded
+    ]
     # counts agree with a brute force over the stored vectors
     P = np.stack([it["vector"] for it in proj.pool])
     Qall = np.concatenate([proj.qvec[s] for s in SUBJECTS])
@@ -236,7 +273,14 @@ def test_threshold_topk_and_leak_drop(tmp_path):
     assert stats["overall"]["dropped_max_similarity"] == int((S > 0.99).sum())
     assert stats["overall"]["candidates_seen"] == len(Qall) * len(P)
     o = stats["overall"]
-    assert o["unique"] == o["kept"] + sum(o["dropped_guard"].values()) + o["dropped_duplicate_text"] + o["dropped_near_duplicate"] + o["dropped_budget"]
+    assert (
+        o["unique"]
+        == o["kept"]
+        + sum(o["dropped_guard"].values())
+        + o["dropped_duplicate_text"]
+        + o["dropped_near_duplicate"]
+        + o["dropped_budget"]
+    )
     assert o["recalled"] == o["unique"] + o["dropped_duplicate"] + o["dropped_threshold"]
     assert Path(tmp_path / "results/recall/similarity_hist.png").stat().st_size > 1000
 
@@ -337,9 +381,20 @@ def test_stale_vectors_are_reported_with_file_and_line(tmp_path):
     write_jsonl(shard, rows)
     outs = [str(tmp_path / f"o/{s}.jsonl") for s in SUBJECTS]
     with pytest.raises(InputError, match=r"shard-00000\.jsonl:\d+: field 'id'"):
-        run_recall(subjects=SUBJECTS, query_vectors=p["queries"], benchmark_files=p["benchmark"], pool_vectors=p["pool_vectors"],
-                   pool_shards=p["pool_shards"], recall_outputs=outs, statistics_path=tmp_path / "s.json",
-                   histogram_path=tmp_path / "h.png", top_k=200, similarity_threshold=-1, backend="numpy", progress=False)
+        run_recall(
+            subjects=SUBJECTS,
+            query_vectors=p["queries"],
+            benchmark_files=p["benchmark"],
+            pool_vectors=p["pool_vectors"],
+            pool_shards=p["pool_shards"],
+            recall_outputs=outs,
+            statistics_path=tmp_path / "s.json",
+            histogram_path=tmp_path / "h.png",
+            top_k=200,
+            similarity_threshold=-1,
+            backend="numpy",
+            progress=False,
+        )
     assert not Path(outs[0]).exists()
 
 
@@ -348,8 +403,19 @@ def test_recall_statistics_file_has_per_subject_and_overall(tmp_path):
     _, stats, _ = proj.run(tmp_path)
     on_disk = read_json(tmp_path / "results/recall/recall_statistics.json")
     assert set(on_disk["subjects"]) == set(SUBJECTS)
-    for key in ("questions", "candidates_seen", "recalled", "unique", "kept", "dropped_threshold", "dropped_max_similarity",
-                "dropped_guard", "dropped_duplicate", "dropped_duplicate_text", "similarity"):
+    for key in (
+        "questions",
+        "candidates_seen",
+        "recalled",
+        "unique",
+        "kept",
+        "dropped_threshold",
+        "dropped_max_similarity",
+        "dropped_guard",
+        "dropped_duplicate",
+        "dropped_duplicate_text",
+        "similarity",
+    ):
         assert key in on_disk["overall"]
     assert on_disk["overall"]["questions"] == 12
     assert on_disk["overall"]["similarity"]["n"] == on_disk["overall"]["kept"]

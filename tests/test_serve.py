@@ -106,8 +106,9 @@ def test_streaming_matches_the_plain_answer(client):
 
 def test_raw_stream_ends_with_done(server):
     body = {"model": "tiny", "messages": MESSAGES, "max_tokens": 4, "stream": True, "temperature": 0}
-    with httpx.stream("POST", server.url + "/v1/chat/completions", json=body, timeout=60,
-                      headers={"Authorization": f"Bearer {KEY}"}) as r:
+    with httpx.stream(
+        "POST", server.url + "/v1/chat/completions", json=body, timeout=60, headers={"Authorization": f"Bearer {KEY}"}
+    ) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
         events = [line for line in r.iter_lines() if line]
     assert all(e.startswith("data: ") for e in events)
@@ -118,14 +119,15 @@ def test_raw_stream_ends_with_done(server):
 def test_stop_sequence_cuts_the_answer(client):
     full = _sampled(client, max_tokens=24).choices[0].message.content
     # a two-character stop sequence first seen a few characters in
-    k = next(k for k in range(3, len(full) - 1) if full.find(full[k:k + 2]) == k and "\ufffd" not in full[k:k + 2])
-    stop = full[k:k + 2]
+    k = next(k for k in range(3, len(full) - 1) if full.find(full[k : k + 2]) == k and "\ufffd" not in full[k : k + 2])
+    stop = full[k : k + 2]
     cut = _sampled(client, max_tokens=24, stop=[stop, "never-seen-stop"])
     assert cut.choices[0].message.content == full[:k]
     assert cut.choices[0].finish_reason == "stop"
     assert cut.usage.completion_tokens < 24
-    streamed = "".join(c.choices[0].delta.content or "" for c in _sampled(client, max_tokens=24, stop=stop, stream=True)
-                       if c.choices)
+    streamed = "".join(
+        c.choices[0].delta.content or "" for c in _sampled(client, max_tokens=24, stop=stop, stream=True) if c.choices
+    )
     assert streamed == full[:k]
 
 
@@ -156,8 +158,10 @@ def test_wrong_or_missing_key_is_401(server):
         ({"temperature": 5}, "temperature"),
         ({"n": 2}, "n"),
         ({"messages": [{"role": "assistant", "content": "hi"}]}, "messages"),
-        ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
-         "messages.0.content"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+            "messages.0.content",
+        ),
     ],
 )
 def test_bad_requests_are_400(client, override, param):
@@ -191,21 +195,28 @@ def test_base_plus_adapter(tiny_lm_dir, tmp_path):
 
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
-    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=32, target_modules="all-linear",
-                                                 init_lora_weights=False, task_type="CAUSAL_LM"))
+    peft_model = get_peft_model(
+        base,
+        LoraConfig(r=4, lora_alpha=32, target_modules="all-linear", init_lora_weights=False, task_type="CAUSAL_LM"),
+    )
     adapter = tmp_path / "my_adapter"
     peft_model.save_pretrained(adapter)
 
     tok = AutoTokenizer.from_pretrained(tiny_lm_dir)
-    ids = tok(tok.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=False),
-              add_special_tokens=False, return_tensors="pt")["input_ids"]
+    ids = tok(
+        tok.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=False),
+        add_special_tokens=False,
+        return_tensors="pt",
+    )["input_ids"]
     local = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_lm_dir), adapter).eval()
     with torch.inference_mode():
         out = local.generate(ids, max_new_tokens=10, do_sample=False)
-    expected_ids = [t for t in out[0, ids.shape[1]:].tolist() if t != tok.convert_tokens_to_ids("<|im_end|>")]
+    expected_ids = [t for t in out[0, ids.shape[1] :].tolist() if t != tok.convert_tokens_to_ids("<|im_end|>")]
     expected = tok.decode(expected_ids, skip_special_tokens=True)
     with torch.inference_mode():
-        plain = AutoModelForCausalLM.from_pretrained(tiny_lm_dir).eval().generate(ids, max_new_tokens=10, do_sample=False)
+        plain = (
+            AutoModelForCausalLM.from_pretrained(tiny_lm_dir).eval().generate(ids, max_new_tokens=10, do_sample=False)
+        )
     assert plain[0].tolist() != out[0].tolist(), "the adapter should change the greedy answer"
 
     with _Server(create_app(tiny_lm_dir, adapter=adapter)) as srv:
@@ -230,8 +241,9 @@ def _stream_and_drop(url: str, seconds: float, results: list) -> None:
     """A client that opens a long streaming chat and goes away after ``seconds`` (as `curl -N -m 1`)."""
     body = {"model": "tiny", "messages": MESSAGES, "max_tokens": 2000, "stream": True, "temperature": 0.9}
     try:
-        with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=seconds,
-                          headers={"Authorization": f"Bearer {KEY}"}) as r:
+        with httpx.stream(
+            "POST", url + "/v1/chat/completions", json=body, timeout=seconds, headers={"Authorization": f"Bearer {KEY}"}
+        ) as r:
             results.append(r.status_code)
             for _ in r.iter_lines():
                 pass
@@ -289,8 +301,7 @@ def test_usage_does_not_count_the_end_of_turn_token(tiny_lm_dir):
     chat = ChatModel(str(tiny_lm_dir), device="cpu")
     ids = chat.encode(MESSAGES)
     with torch.inference_mode():
-        out = chat.model.generate(torch.tensor([ids]), max_new_tokens=3, do_sample=False,
-                                  repetition_penalty=1.0)
+        out = chat.model.generate(torch.tensor([ids]), max_new_tokens=3, do_sample=False, repetition_penalty=1.0)
     first = int(out[0, len(ids)])
     # make the greedy answer's first token the end of turn: the answer is empty, ended by the model
     chat.model.generation_config.eos_token_id = [first]
@@ -316,8 +327,7 @@ class _SlowChat:
             time.sleep(self.pause)
             n += 1
             yield "x", {}
-        yield "", {"finish_reason": "stop" if n == self.steps else "length", "prompt_tokens": 1,
-                   "completion_tokens": n}
+        yield "", {"finish_reason": "stop" if n == self.steps else "length", "prompt_tokens": 1, "completion_tokens": n}
 
 
 async def _drain(job):
@@ -389,9 +399,9 @@ def test_a_cancelled_job_is_dropped_and_the_next_one_served():
         chat.pause = 0.2
         running = gen.submit(params, loop)
         waiting = gen.submit(params, loop)
-        waiting.cancel()       # gone before its turn: never run
+        waiting.cancel()  # gone before its turn: never run
         time.sleep(0.1)
-        running.cancel()       # gone mid-answer: stopped at the next step
+        running.cancel()  # gone mid-answer: stopped at the next step
         chat.pause = 0.01
         served = gen.submit(params, loop)
 

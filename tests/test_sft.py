@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from test_recall import SUBJECTS, Project
 
 from evalsel.io import InputError, load_jsonl, read_json, write_jsonl
 from evalsel.leak import NgramIndex, load_benchmark_items, sample_segments
 from evalsel.sft import build_sft, mix_size, to_alpaca, to_sharegpt
-from test_recall import SUBJECTS, Project
 
 
 def _project(seed=0, n_pool=400):
@@ -23,15 +23,38 @@ def _project(seed=0, n_pool=400):
 
 def _build(proj: Project, root: Path, recall_kw=None, **kw) -> tuple[dict, dict]:
     p, _, _ = proj.run(root, top_k=3, similarity_threshold=0.8, **(recall_kw or {}))
-    settings = dict(fmt="sharegpt", random_mix_ratio=0.2, random_match="samples", seed=42, leak_guard={"ngram_n": 13}, longest_seed_n=8,
-                    max_similarity=0.95, recall_splits=["val"], eval_splits=["val"], progress=False)
+    settings = dict(
+        fmt="sharegpt",
+        random_mix_ratio=0.2,
+        random_match="samples",
+        seed=42,
+        leak_guard={"ngram_n": 13},
+        longest_seed_n=8,
+        max_similarity=0.95,
+        recall_splits=["val"],
+        eval_splits=["val"],
+        progress=False,
+    )
     settings.update(kw)
-    out = {k: root / f"results/{v}" for k, v in dict(eval_driven_path="sft/eval_driven.jsonl", random_path="sft/random.jsonl",
-                                                      statistics_path="sft/sft_statistics.json",
-                                                      contamination_path="sft/contamination.json").items()}
-    stats = build_sft(recall_files=[str(root / f"results/recall/{s}.jsonl") for s in SUBJECTS],
-                      recall_statistics=root / "results/recall/recall_statistics.json", benchmark_files=p["benchmark"],
-                      benchmark_vectors=p["queries"], pool_vectors=p["pool_vectors"], pool_shards=p["pool_shards"], **out, **settings)
+    out = {
+        k: root / f"results/{v}"
+        for k, v in dict(
+            eval_driven_path="sft/eval_driven.jsonl",
+            random_path="sft/random.jsonl",
+            statistics_path="sft/sft_statistics.json",
+            contamination_path="sft/contamination.json",
+        ).items()
+    }
+    stats = build_sft(
+        recall_files=[str(root / f"results/recall/{s}.jsonl") for s in SUBJECTS],
+        recall_statistics=root / "results/recall/recall_statistics.json",
+        benchmark_files=p["benchmark"],
+        benchmark_vectors=p["queries"],
+        pool_vectors=p["pool_vectors"],
+        pool_shards=p["pool_shards"],
+        **out,
+        **settings,
+    )
     return p, stats
 
 
@@ -95,12 +118,30 @@ def test_token_matched_random_arm(tmp_path):
 
 
 def test_alpaca_format_and_multi_turn_history(tmp_path):
-    rec = {"id": "x", "system": "你是医生", "conversations": [
-        {"from": "human", "value": "问1"}, {"from": "gpt", "value": "答1"},
-        {"from": "human", "value": "问2"}, {"from": "gpt", "value": "答2"}]}
-    assert to_alpaca(rec, "random") == {"id": "x", "origin": "random", "instruction": "问2", "input": "", "output": "答2",
-                                        "history": [["问1", "答1"]], "system": "你是医生"}
-    assert to_sharegpt(dict(rec, system=""), "recalled") == {"id": "x", "origin": "recalled", "conversations": rec["conversations"]}
+    rec = {
+        "id": "x",
+        "system": "你是医生",
+        "conversations": [
+            {"from": "human", "value": "问1"},
+            {"from": "gpt", "value": "答1"},
+            {"from": "human", "value": "问2"},
+            {"from": "gpt", "value": "答2"},
+        ],
+    }
+    assert to_alpaca(rec, "random") == {
+        "id": "x",
+        "origin": "random",
+        "instruction": "问2",
+        "input": "",
+        "output": "答2",
+        "history": [["问1", "答1"]],
+        "system": "你是医生",
+    }
+    assert to_sharegpt(dict(rec, system=""), "recalled") == {
+        "id": "x",
+        "origin": "recalled",
+        "conversations": rec["conversations"],
+    }
     with pytest.raises(InputError, match="alternate"):
         to_alpaca(dict(rec, conversations=rec["conversations"][:3]), "random")
     proj = _project()
@@ -113,7 +154,7 @@ def test_random_draws_pass_the_leak_guard_and_report(tmp_path):
     proj = _project(n_pool=60)
     # leaks planted among the few random candidates: n-gram copies of test-split items and cosine copies
     leaks = []
-    for n, s in enumerate(SUBJECTS):
+    for s in SUBJECTS:
         item = proj.bench[s][-1]
         q = list(item["question"])
         q[10], q[25] = "改", "动"
@@ -132,7 +173,9 @@ def test_random_draws_pass_the_leak_guard_and_report(tmp_path):
     items = load_benchmark_items([root / f"results/benchmark/{s}.jsonl" for s in SUBJECTS])
     index = NgramIndex(items, 13)
     for r in ev + rnd:
-        assert index.matches(sample_segments({"system": r.get("system", ""), "conversations": r["conversations"]})) == {}
+        assert (
+            index.matches(sample_segments({"system": r.get("system", ""), "conversations": r["conversations"]})) == {}
+        )
     report = read_json(root / "results/sft/contamination.json")
     assert report["max_longest_shared_chars"] < 13 and report["items"] == len(items)
     rows = {r["id"]: r for r in report["benchmark"]}
@@ -148,7 +191,9 @@ def test_longest_shared_reported_for_near_copies(tmp_path):
     proj = _project(n_pool=40)
     item = proj.bench["physician"][0]
     # shares 10 consecutive characters with the question: below n=13, so it is allowed and reported
-    proj.pool.append(proj.sample(prompt="相关问题" + item["question"][5:15], vec=proj.near(proj.query("physician", 0), 0.93)))
+    proj.pool.append(
+        proj.sample(prompt="相关问题" + item["question"][5:15], vec=proj.near(proj.query("physician", 0), 0.93))
+    )
     _build(proj, tmp_path)
     rows = {r["id"]: r for r in read_json(tmp_path / "results/sft/contamination.json")["benchmark"]}
     assert rows[item["id"]]["longest_shared_chars"] == 10
@@ -163,13 +208,19 @@ def test_stale_recall_file_is_refused(tmp_path):
     rows[1]["id"] = "ffffffffffffffff"
     write_jsonl(rec_file, rows)
     with pytest.raises(InputError, match=r"physician\.jsonl:2: field 'id'"):
-        build_sft(recall_files=[str(rec_file)], recall_statistics=tmp_path / "results/recall/recall_statistics.json",
-                  benchmark_files=[str(tmp_path / f"results/benchmark/{s}.jsonl") for s in SUBJECTS],
-                  benchmark_vectors=[str(tmp_path / f"results/vectors/benchmark/{s}.npy") for s in SUBJECTS],
-                  pool_vectors=sorted(map(str, (tmp_path / "results/vectors/pool").rglob("*.npy"))),
-                  pool_shards=sorted(map(str, (tmp_path / "results/pool").rglob("*.jsonl"))),
-                  eval_driven_path=tmp_path / "x/e.jsonl", random_path=tmp_path / "x/r.jsonl",
-                  statistics_path=tmp_path / "x/s.json", contamination_path=tmp_path / "x/c.json", progress=False)
+        build_sft(
+            recall_files=[str(rec_file)],
+            recall_statistics=tmp_path / "results/recall/recall_statistics.json",
+            benchmark_files=[str(tmp_path / f"results/benchmark/{s}.jsonl") for s in SUBJECTS],
+            benchmark_vectors=[str(tmp_path / f"results/vectors/benchmark/{s}.npy") for s in SUBJECTS],
+            pool_vectors=sorted(map(str, (tmp_path / "results/vectors/pool").rglob("*.npy"))),
+            pool_shards=sorted(map(str, (tmp_path / "results/pool").rglob("*.jsonl"))),
+            eval_driven_path=tmp_path / "x/e.jsonl",
+            random_path=tmp_path / "x/r.jsonl",
+            statistics_path=tmp_path / "x/s.json",
+            contamination_path=tmp_path / "x/c.json",
+            progress=False,
+        )
     assert not (tmp_path / "x/e.jsonl").exists()
 
 
@@ -203,12 +254,25 @@ def test_real_data_recall_and_sft_keep_benchmark_text_out(shared_data, tmp_path)
         for split in ("val", "test"):
             for line in (shared_data / "ceval_medical" / split / f"{s}.jsonl").read_text(encoding="utf-8").splitlines():
                 r = json.loads(line)
-                rows.append({"id": f"{s}/{split}/{r['id']}", "subject": s, "split": split, "question": r["question"],
-                             "choices": [r[c] for c in "ABCD"], "answer": r["answer"], "explanation": ""})
+                rows.append(
+                    {
+                        "id": f"{s}/{split}/{r['id']}",
+                        "subject": s,
+                        "split": split,
+                        "question": r["question"],
+                        "choices": [r[c] for c in "ABCD"],
+                        "answer": r["answer"],
+                        "explanation": "",
+                    }
+                )
         bench[s] = rows
         write_jsonl(tmp_path / f"results/benchmark/{s}.jsonl", rows)
         val = [r for r in rows if r["split"] == "val"]
-        save_vectors(tmp_path / f"results/vectors/benchmark/{s}.npy", [r["id"] for r in val], _hash_vectors([r["question"] for r in val]))
+        save_vectors(
+            tmp_path / f"results/vectors/benchmark/{s}.npy",
+            [r["id"] for r in val],
+            _hash_vectors([r["question"] for r in val]),
+        )
     # a recall question reworded: its vector is close to the question's, so recall meets it
     target = max((r for r in bench["clinical_medicine"] if r["split"] == "val"), key=lambda r: len(r["question"]))
     q = list(target["question"])
@@ -232,8 +296,15 @@ def test_real_data_recall_and_sft_keep_benchmark_text_out(shared_data, tmp_path)
             if f.stem == "medical_qa_alpaca" and n == 700:
                 turns[0] = planted_q
             conv = [{"from": "human", "value": turns[0]}, {"from": "gpt", "value": turns[1]}]
-            rec = {"id": text_hash(json.dumps(conv, ensure_ascii=False)), "source": f.stem, "medical": not f.stem.startswith("general"),
-                   "system": "", "conversations": conv, "text": turns[0][:200], "origin": f"{f.name}:{n + 1}"}
+            rec = {
+                "id": text_hash(json.dumps(conv, ensure_ascii=False)),
+                "source": f.stem,
+                "medical": not f.stem.startswith("general"),
+                "system": "",
+                "conversations": conv,
+                "text": turns[0][:200],
+                "origin": f"{f.name}:{n + 1}",
+            }
             if turns[0] == planted_q:
                 planted_id = rec["id"]
             records.append(rec)
@@ -253,17 +324,37 @@ def test_real_data_recall_and_sft_keep_benchmark_text_out(shared_data, tmp_path)
     bfiles = [str(tmp_path / f"results/benchmark/{s}.jsonl") for s in subjects]
     qfiles = [str(tmp_path / f"results/vectors/benchmark/{s}.npy") for s in subjects]
     rfiles = [str(tmp_path / f"results/recall/{s}.jsonl") for s in subjects]
-    rstats = run_recall(subjects=subjects, query_vectors=qfiles, benchmark_files=bfiles, pool_vectors=pool_vectors, pool_shards=pool_shards,
-                        recall_outputs=rfiles, statistics_path=tmp_path / "results/recall/recall_statistics.json",
-                        histogram_path=tmp_path / "results/recall/similarity_hist.png", top_k=20, similarity_threshold=0.3,
-                        max_similarity=0.95, backend="numpy", progress=False)
+    rstats = run_recall(
+        subjects=subjects,
+        query_vectors=qfiles,
+        benchmark_files=bfiles,
+        pool_vectors=pool_vectors,
+        pool_shards=pool_shards,
+        recall_outputs=rfiles,
+        statistics_path=tmp_path / "results/recall/recall_statistics.json",
+        histogram_path=tmp_path / "results/recall/similarity_hist.png",
+        top_k=20,
+        similarity_threshold=0.3,
+        max_similarity=0.95,
+        backend="numpy",
+        progress=False,
+    )
     assert rstats["overall"]["kept"] > 100
-    stats = build_sft(recall_files=rfiles, recall_statistics=tmp_path / "results/recall/recall_statistics.json", benchmark_files=bfiles,
-                      benchmark_vectors=qfiles, pool_vectors=pool_vectors, pool_shards=pool_shards,
-                      eval_driven_path=tmp_path / "results/sft/eval_driven.jsonl", random_path=tmp_path / "results/sft/random.jsonl",
-                      statistics_path=tmp_path / "results/sft/sft_statistics.json",
-                      contamination_path=tmp_path / "results/sft/contamination.json", recall_splits=["val"], eval_splits=["val"],
-                      progress=False)
+    stats = build_sft(
+        recall_files=rfiles,
+        recall_statistics=tmp_path / "results/recall/recall_statistics.json",
+        benchmark_files=bfiles,
+        benchmark_vectors=qfiles,
+        pool_vectors=pool_vectors,
+        pool_shards=pool_shards,
+        eval_driven_path=tmp_path / "results/sft/eval_driven.jsonl",
+        random_path=tmp_path / "results/sft/random.jsonl",
+        statistics_path=tmp_path / "results/sft/sft_statistics.json",
+        contamination_path=tmp_path / "results/sft/contamination.json",
+        recall_splits=["val"],
+        eval_splits=["val"],
+        progress=False,
+    )
     ev, rnd = _files(tmp_path)
     assert len(ev) == len(rnd) == stats["arms"]["eval_driven"]["samples"]
     assert planted_id not in {r["id"] for r in ev + rnd}
@@ -272,7 +363,9 @@ def test_real_data_recall_and_sft_keep_benchmark_text_out(shared_data, tmp_path)
         assert index.matches(sample_segments({"conversations": r["conversations"]})) == {}
     report = read_json(tmp_path / "results/sft/contamination.json")
     assert report["max_longest_shared_chars"] < 13
-    dropped_for_target = {d["sample_id"] for row in report["benchmark"] if row["id"] == target["id"] for d in row["dropped"]}
+    dropped_for_target = {
+        d["sample_id"] for row in report["benchmark"] if row["id"] == target["id"] for d in row["dropped"]
+    }
     assert planted_id in {d["sample_id"] for d in rstats["guard_drops"]}
     assert planted_id in dropped_for_target
     assert stats["recalled"]["dropped_by_guard"] == 0  # recall had already removed it

@@ -29,10 +29,13 @@ pytestmark = [
 
 # Polling suited to a test cluster without accounting (see scripts/slurm_local.sh).
 TEST_CLUSTER_ARGS = [
-    "--slurm-status-command", "squeue",
-    "--slurm-init-seconds-before-status-checks", "2",
+    "--slurm-status-command",
+    "squeue",
+    "--slurm-init-seconds-before-status-checks",
+    "2",
     "--slurm-no-account",
-    "--latency-wait", "5",
+    "--latency-wait",
+    "5",
     "--slurm-keep-successful-logs",
 ]
 
@@ -64,15 +67,24 @@ def slurm_cluster(tmp_path_factory):
 
 def slurm_snakemake(workdir: Path, *args: str, pythonpath: Path, timeout: int) -> str:
     """Snakemake through the SLURM profile in ``workdir``; returns its output (the test fails on error)."""
-    proc = run_snakemake(workdir, "--workflow-profile", str(PROFILE), *TEST_CLUSTER_ARGS, *args, timeout=timeout,
-                         env={"PYTHONPATH": str(pythonpath), "OMP_NUM_THREADS": "1"})
+    proc = run_snakemake(
+        workdir,
+        "--workflow-profile",
+        str(PROFILE),
+        *TEST_CLUSTER_ARGS,
+        *args,
+        timeout=timeout,
+        env={"PYTHONPATH": str(pythonpath), "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stdout[-8000:]
     return proc.stdout
 
 
 def submitted(output: str) -> dict[str, str]:
     """SLURM job id -> rule of every job Snakemake submitted through sbatch."""
-    return {jobid: rule for jobid, rule in re.findall(r"submitted with SLURM jobid (\d+) \(log: \S*/rule_(\w+)/", output)}
+    return {
+        jobid: rule for jobid, rule in re.findall(r"submitted with SLURM jobid (\d+) \(log: \S*/rule_(\w+)/", output)
+    }
 
 
 def assert_completed_through_slurm(output: str, jobcomp: Path | None) -> dict[str, str]:
@@ -138,7 +150,15 @@ def test_demo_dag_through_slurm(slurm_cluster, tmp_path):
     work = copy_repo(tmp_path)
     t0 = time.monotonic()
     out = slurm_snakemake(
-        work, "--configfile", "demo/config.yaml", "--jobs", "4", "--max-threads", "2", pythonpath=work / "src", timeout=3600
+        work,
+        "--configfile",
+        "demo/config.yaml",
+        "--jobs",
+        "4",
+        "--max-threads",
+        "2",
+        pythonpath=work / "src",
+        timeout=3600,
     )
     minutes = (time.monotonic() - t0) / 60
     print(f"demo DAG through SLURM: {minutes:.1f} min")

@@ -74,7 +74,9 @@ def test_mcnemar_matches_scipy_binomtest():
 def _brute_sign_flip(diffs):
     nz = [d for d in diffs if d]
     obs = abs(sum(diffs))
-    hits = sum(abs(sum(s * d for s, d in zip(signs, nz))) >= obs for signs in itertools.product((1, -1), repeat=len(nz)))
+    hits = sum(
+        abs(sum(s * d for s, d in zip(signs, nz))) >= obs for signs in itertools.product((1, -1), repeat=len(nz))
+    )
     return hits / 2 ** len(nz)
 
 

@@ -17,8 +17,13 @@ def test_loads_offline_with_auto_classes(tiny_lm_dir):
     model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
     cfg = model.config
     assert cfg.model_type == "qwen2"
-    assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_key_value_heads,
-            cfg.intermediate_size) == (64, 2, 4, 2, 128)
+    assert (
+        cfg.hidden_size,
+        cfg.num_hidden_layers,
+        cfg.num_attention_heads,
+        cfg.num_key_value_heads,
+        cfg.intermediate_size,
+    ) == (64, 2, 4, 2, 128)
     assert cfg.vocab_size == len(tok)
     assert tok.eos_token == "<|im_end|>" and tok.pad_token == "<|endoftext|>"
     assert cfg.eos_token_id == tok.eos_token_id
@@ -44,7 +49,10 @@ def test_chat_template_is_chatml(tiny_lm_dir):
         [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}, {"role": "assistant", "content": "A"}],
         tokenize=False,
     )
-    assert with_system == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\nA<|im_end|>\n"
+    assert (
+        with_system
+        == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\nA<|im_end|>\n"
+    )
 
 
 def test_seed_fixes_weights(tmp_path, texts):
@@ -68,8 +76,10 @@ def test_refuses_empty_corpus(tmp_path):
 def test_texts_from_jsonl(tmp_path):
     p = tmp_path / "b.jsonl"
     p.write_text(
-        json.dumps({"question": "问题一", "choices": ["甲", "乙"], "n": 3}, ensure_ascii=False) + "\n\n"
-        + json.dumps({"conversations": [{"from": "human", "value": "你好"}]}, ensure_ascii=False) + "\n",
+        json.dumps({"question": "问题一", "choices": ["甲", "乙"], "n": 3}, ensure_ascii=False)
+        + "\n\n"
+        + json.dumps({"conversations": [{"from": "human", "value": "你好"}]}, ensure_ascii=False)
+        + "\n",
         encoding="utf-8",
     )
     assert texts_from_jsonl([p]) == ["问题一", "甲", "乙", "human", "你好"]

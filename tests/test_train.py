@@ -27,10 +27,28 @@ _QA = [
 
 # Small, fast settings; the loss on a 4-pattern set must fall within a few dozen steps.
 FAST = dict(
-    method="lora", lora_r=8, lora_alpha=16, lora_dropout=0.0, lora_target_modules="all",
-    epochs=4, max_steps=None, learning_rate=5e-3, per_device_batch_size=4, gradient_accumulation_steps=1,
-    warmup_ratio=0.0, lr_scheduler="linear", max_length=128, precision="bf16", gradient_checkpointing=False,
-    save_steps=3, logging_steps=1, deepspeed=None, gpus=0, seed=7, keep_checkpoints=False, threads=1,
+    method="lora",
+    lora_r=8,
+    lora_alpha=16,
+    lora_dropout=0.0,
+    lora_target_modules="all",
+    epochs=4,
+    max_steps=None,
+    learning_rate=5e-3,
+    per_device_batch_size=4,
+    gradient_accumulation_steps=1,
+    warmup_ratio=0.0,
+    lr_scheduler="linear",
+    max_length=128,
+    precision="bf16",
+    gradient_checkpointing=False,
+    save_steps=3,
+    logging_steps=1,
+    deepspeed=None,
+    gpus=0,
+    seed=7,
+    keep_checkpoints=False,
+    threads=1,
 )
 
 
@@ -40,7 +58,11 @@ def write_sft(path: Path, n: int = 24) -> Path:
     for i in range(n):
         q, a = _QA[i % len(_QA)]
         if i % 2:
-            rec = {"id": f"s{i}", "origin": "recalled", "conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": a}]}
+            rec = {
+                "id": f"s{i}",
+                "origin": "recalled",
+                "conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": a}],
+            }
         else:
             rec = {"id": f"a{i}", "origin": "random", "instruction": q, "input": "", "output": a}
         lines.append(json.dumps(rec, ensure_ascii=False))
@@ -52,8 +74,14 @@ def run(tmp: Path, sft: Path, tiny: Path, **over):
     settings = {**FAST, **over}
     callbacks = settings.pop("callbacks", None)
     return train(
-        sft, str(tiny), tmp / "adapter", tmp / "metrics.json", tmp / "curves.png", tmp / "checkpoints",
-        callbacks=callbacks, **settings,
+        sft,
+        str(tiny),
+        tmp / "adapter",
+        tmp / "metrics.json",
+        tmp / "curves.png",
+        tmp / "checkpoints",
+        callbacks=callbacks,
+        **settings,
     )
 
 
@@ -93,9 +121,20 @@ def test_labels_cover_assistant_tokens_only(tok):
 def test_alpaca_and_sharegpt_tokenise_alike(tmp_path, tok):
     p = tmp_path / "sft.jsonl"
     p.write_text(
-        json.dumps({"id": "1", "instruction": "解释", "input": "高血压", "output": "血压升高。", "system": "你是医生。"}, ensure_ascii=False) + "\n"
-        + json.dumps({"id": "2", "system": "你是医生。", "conversations": [
-            {"from": "human", "value": "解释\n高血压"}, {"from": "gpt", "value": "血压升高。"}]}, ensure_ascii=False) + "\n",
+        json.dumps(
+            {"id": "1", "instruction": "解释", "input": "高血压", "output": "血压升高。", "system": "你是医生。"},
+            ensure_ascii=False,
+        )
+        + "\n"
+        + json.dumps(
+            {
+                "id": "2",
+                "system": "你是医生。",
+                "conversations": [{"from": "human", "value": "解释\n高血压"}, {"from": "gpt", "value": "血压升高。"}],
+            },
+            ensure_ascii=False,
+        )
+        + "\n",
         encoding="utf-8",
     )
     a, b = load_sft(p)
@@ -117,10 +156,19 @@ def test_truncation_keeps_or_drops_and_counts(tok):
 @pytest.mark.parametrize(
     "record, field",
     [
-        ({"id": "x", "conversations": [{"from": "human", "value": "q"}, {"from": "bot", "value": "a"}]}, "conversations[1].from"),
+        (
+            {"id": "x", "conversations": [{"from": "human", "value": "q"}, {"from": "bot", "value": "a"}]},
+            "conversations[1].from",
+        ),
         ({"id": "x", "conversations": [{"from": "human", "value": "q"}]}, "conversations"),
-        ({"id": "x", "conversations": [{"from": "gpt", "value": "a"}, {"from": "human", "value": "q"}]}, "conversations"),
-        ({"id": "x", "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": ""}]}, "conversations[1].value"),
+        (
+            {"id": "x", "conversations": [{"from": "gpt", "value": "a"}, {"from": "human", "value": "q"}]},
+            "conversations",
+        ),
+        (
+            {"id": "x", "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": ""}]},
+            "conversations[1].value",
+        ),
         ({"id": "x", "instruction": "q", "input": "", "output": 3}, "output"),
         ({"id": "x", "prompt": "q", "answer": "a"}, None),
     ],
@@ -131,7 +179,15 @@ def test_bad_sft_record_names_file_line_field(tmp_path, record, field):
         fh.write(json.dumps(record) + "\n")
     with pytest.raises(InputError) as err:
         # refused before any model loads: the base model path does not even exist
-        train(p, str(tmp_path / "no-model"), tmp_path / "a", tmp_path / "m.json", tmp_path / "c.png", tmp_path / "ck", **FAST)
+        train(
+            p,
+            str(tmp_path / "no-model"),
+            tmp_path / "a",
+            tmp_path / "m.json",
+            tmp_path / "c.png",
+            tmp_path / "ck",
+            **FAST,
+        )
     assert err.value.line == 3 and err.value.field == field and "sft.jsonl:3" in str(err.value)
     assert not (tmp_path / "ck").exists()
 
@@ -257,20 +313,32 @@ def test_killed_process_resumes_from_checkpoint(tmp_path, tiny_lm_dir):
     """A real SIGKILL of a training process: the rerun continues from its last complete checkpoint."""
     sft = write_sft(tmp_path / "sft.jsonl", 16)
     settings = {**FAST, "epochs": 50, "save_steps": 2, "logging_steps": 5}
-    args = [str(sft), str(tiny_lm_dir), str(tmp_path / "adapter"), str(tmp_path / "metrics.json"),
-            str(tmp_path / "curves.png"), str(tmp_path / "checkpoints")]
+    args = [
+        str(sft),
+        str(tiny_lm_dir),
+        str(tmp_path / "adapter"),
+        str(tmp_path / "metrics.json"),
+        str(tmp_path / "curves.png"),
+        str(tmp_path / "checkpoints"),
+    ]
     write_json(tmp_path / "job.json", {"args": args, "settings": settings})
     code = (
         "import json, sys; from evalsel.train import train; "
         "job = json.load(open(sys.argv[1])); train(*job['args'], **job['settings'])"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "job.json")], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path / "job.json")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 120
-        while not any(int(p.parent.name.split("-")[1]) >= 4
-                      for p in (tmp_path / "checkpoints").glob("checkpoint-*/trainer_state.json")):
+        while not any(
+            int(p.parent.name.split("-")[1]) >= 4
+            for p in (tmp_path / "checkpoints").glob("checkpoint-*/trainer_state.json")
+        ):
             assert proc.poll() is None, "training process ended before its first checkpoints"
             assert time.monotonic() < deadline, "no checkpoint after 120 s"
             time.sleep(0.05)
@@ -325,11 +393,18 @@ def test_full_finetuning_and_target_list(tmp_path, tiny_lm_dir):
     assert (tmp_path / "full" / "adapter" / "config.json").is_file()
     assert not (tmp_path / "full" / "adapter" / "adapter_config.json").exists()
     # evaluation takes the fully fine-tuned directory where an adapter would be
-    from evalsel.evaluate import evaluate
     from test_evaluate import write_benchmark
 
-    r = evaluate(write_benchmark(tmp_path), ["val"], str(tiny_lm_dir), tmp_path / "e.json",
-                 adapter=str(tmp_path / "full" / "adapter"), model_name="full-seed7")
+    from evalsel.evaluate import evaluate
+
+    r = evaluate(
+        write_benchmark(tmp_path),
+        ["val"],
+        str(tiny_lm_dir),
+        tmp_path / "e.json",
+        adapter=str(tmp_path / "full" / "adapter"),
+        model_name="full-seed7",
+    )
     assert r["model"] == "full-seed7" and r["overall"]["n"] == 10
     m = run(tmp_path / "qv", sft, tiny_lm_dir, lora_target_modules=["q_proj", "v_proj"], epochs=1)
     cfg = read_json(tmp_path / "qv" / "adapter" / "adapter_config.json")
@@ -344,8 +419,14 @@ def test_shipped_deepspeed_configs_resolve_against_trainer_args(stage, tmp_path,
     from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
 
     cfg = HfTrainerDeepSpeedConfig(str(REPO / "config" / "deepspeed" / f"{stage}.json"))
-    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=2, gradient_accumulation_steps=4,
-                             bf16=True, report_to="none", use_cpu=True)
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=4,
+        bf16=True,
+        report_to="none",
+        use_cpu=True,
+    )
     cfg.trainer_config_process(args)
 
     class Model:
@@ -369,9 +450,14 @@ def test_torchrun_two_processes_train_one_model(tmp_path, tiny_lm_dir):
     s = TrainSettings(**{**FAST, "epochs": 2, "threads": 2})
     resume = prepare_checkpoints(tmp_path / "ck", fingerprint(s, sft, str(tiny_lm_dir)))
     job = {
-        "sft_path": str(sft), "base_model": str(tiny_lm_dir), "out_dir": str(tmp_path / "adapter"),
-        "metrics_path": str(tmp_path / "m.json"), "curves_png": str(tmp_path / "c.png"),
-        "checkpoint_dir": str(tmp_path / "ck"), "resume_from": resume, "settings": dataclasses.asdict(s),
+        "sft_path": str(sft),
+        "base_model": str(tiny_lm_dir),
+        "out_dir": str(tmp_path / "adapter"),
+        "metrics_path": str(tmp_path / "m.json"),
+        "curves_png": str(tmp_path / "c.png"),
+        "checkpoint_dir": str(tmp_path / "ck"),
+        "resume_from": resume,
+        "settings": dataclasses.asdict(s),
     }
     launch_distributed(job, 2)
     m = read_json(tmp_path / "m.json")
@@ -384,7 +470,9 @@ def test_torchrun_two_processes_train_one_model(tmp_path, tiny_lm_dir):
 
 def test_max_steps_with_gradient_checkpointing(tmp_path, tiny_lm_dir):
     sft = write_sft(tmp_path / "sft.jsonl", 8)
-    m = run(tmp_path, sft, tiny_lm_dir, max_steps=3, epochs=10, gradient_checkpointing=True, gradient_accumulation_steps=2)
+    m = run(
+        tmp_path, sft, tiny_lm_dir, max_steps=3, epochs=10, gradient_checkpointing=True, gradient_accumulation_steps=2
+    )
     assert m["global_step"] == 3 and [r["step"] for r in m["log"]] == [1, 2, 3]
     assert all(math.isfinite(r["loss"]) and r["loss"] > 0 for r in m["log"])
     assert m["tokens_seen"] > 0
@@ -427,9 +515,16 @@ def test_zero3_is_registered_before_the_model_loads(tmp_path, tiny_lm_dir, monke
     monkeypatch.setattr(train, "_job_device_plan", lambda s, cuda: {"precision": "fp32", "deepspeed": zero3})
     sft = write_sft(tmp_path / "sft.jsonl")
     s = train.TrainSettings(deepspeed=zero3)
-    job = {"sft_path": str(sft), "base_model": str(tiny_lm_dir), "out_dir": str(tmp_path / "a"),
-           "metrics_path": str(tmp_path / "m.json"), "curves_png": str(tmp_path / "c.png"),
-           "checkpoint_dir": str(tmp_path / "ck"), "resume_from": None, "settings": dataclasses.asdict(s)}
+    job = {
+        "sft_path": str(sft),
+        "base_model": str(tiny_lm_dir),
+        "out_dir": str(tmp_path / "a"),
+        "metrics_path": str(tmp_path / "m.json"),
+        "curves_png": str(tmp_path / "c.png"),
+        "checkpoint_dir": str(tmp_path / "ck"),
+        "resume_from": None,
+        "settings": dataclasses.asdict(s),
+    }
     with pytest.raises(_Stop):
         train.run_job(job)
     assert seen == {"zero3": True}

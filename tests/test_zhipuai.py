@@ -37,8 +37,15 @@ def key(monkeypatch):
 
 
 def settings(server, cache_dir, **kw) -> ZhipuSettings:
-    base = dict(dimensions=DIMS, batch_size=4, concurrency=2, max_retries=3, timeout_s=0.5,
-                base_url=server.base_url, cache_dir=str(cache_dir))
+    base = dict(
+        dimensions=DIMS,
+        batch_size=4,
+        concurrency=2,
+        max_retries=3,
+        timeout_s=0.5,
+        base_url=server.base_url,
+        cache_dir=str(cache_dir),
+    )
     base.update(kw)
     return ZhipuSettings(**base)
 
@@ -133,12 +140,15 @@ def test_key_echoed_by_server_never_appears(key, tmp_path, caplog):
 def test_pool_shard_artifacts_hold_no_key_and_count_truncation(key, tmp_path):
     shard = tmp_path / "shard-00000.jsonl"
     texts = texts_(5) + ["长" * 50, texts_(1)[0]]  # one over max_input_chars, one duplicate
-    shard.write_text("".join(json.dumps({"id": f"s{i}", "text": t}, ensure_ascii=False) + "\n" for i, t in enumerate(texts)),
-                     encoding="utf-8")
+    shard.write_text(
+        "".join(json.dumps({"id": f"s{i}", "text": t}, ensure_ascii=False) + "\n" for i, t in enumerate(texts)),
+        encoding="utf-8",
+    )
     with FakeZhipuAI(key) as srv:
         z = settings(srv, tmp_path / "cache", max_input_chars=20)
-        stats = embed_pool_shard(shard, tmp_path / "v.npy", tmp_path / "v.stats.json",
-                                 EmbedSettings(backend="zhipuai", zhipuai=z))
+        stats = embed_pool_shard(
+            shard, tmp_path / "v.npy", tmp_path / "v.stats.json", EmbedSettings(backend="zhipuai", zhipuai=z)
+        )
     assert stats["truncated"] == 1 and stats["count"] == 7 and stats["dims"] == DIMS
     assert stats["backend"] == "zhipuai" and stats["model"] == f"embedding-3@{DIMS}"
     # the duplicate is requested once and the long text is sent cut

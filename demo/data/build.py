@@ -97,8 +97,13 @@ def build_pool(rng: random.Random) -> dict[str, list[dict]]:
             qa.append({"query": q, "response": a} if len(qa) % 8 == 7 else {"question": q, "answer": a})
         elif fmt == "sharegpt":
             k = len(share)
-            share.append(sharegpt([(q, a)], system=DOCTOR if k % 7 == 3 else None,
-                                  roles=("user", "assistant") if k % 5 == 2 else ("human", "gpt")))
+            share.append(
+                sharegpt(
+                    [(q, a)],
+                    system=DOCTOR if k % 7 == 3 else None,
+                    roles=("user", "assistant") if k % 5 == 2 else ("human", "gpt"),
+                )
+            )
         else:
             chat.append(messages([(q, a)], ASSISTANT))
 
@@ -132,7 +137,7 @@ def build_pool(rng: random.Random) -> dict[str, list[dict]]:
     qa.append({"question": LEAK["question"], "answer": LEAK["answer"]})
 
     general = []
-    for i, item in enumerate(GENERAL):
+    for item in GENERAL:
         turns = [item[:2]] + ([item[2]] if len(item) > 2 else [])
         general.append(sharegpt(turns))
 
@@ -148,7 +153,7 @@ def build_pool(rng: random.Random) -> dict[str, list[dict]]:
 
 
 def ngrams(text: str, n: int) -> set[str]:
-    return {text[i:i + n] for i in range(len(text) - n + 1)}
+    return {text[i : i + n] for i in range(len(text) - n + 1)}
 
 
 def check_leak(benchmark: dict[str, list[dict]], pool: dict[str, list[dict]], n: int = 13) -> list[str]:

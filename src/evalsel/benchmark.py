@@ -8,8 +8,9 @@ import json
 import logging
 import os
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from .io import InputError, iter_csv, read_jsonl, write_jsonl
 
@@ -35,7 +36,12 @@ def resolve_columns(columns: dict | None) -> dict:
     out = dict(DEFAULT_COLUMNS)
     for key, value in (columns or {}).items():
         if key not in DEFAULT_COLUMNS:
-            raise InputError(None, None, f"benchmark.local.columns.{key}", f"unknown column key (known: {', '.join(DEFAULT_COLUMNS)})")
+            raise InputError(
+                None,
+                None,
+                f"benchmark.local.columns.{key}",
+                f"unknown column key (known: {', '.join(DEFAULT_COLUMNS)})",
+            )
         if value is not None:
             out[key] = value
     opts = out["options"]
@@ -73,13 +79,23 @@ def _options(row: dict, columns: dict, where: str, line: int | None) -> list[str
         values = [_text(row.get(c)) for c in spec]
         # an option column the mapping does not read (F after A-E, or E after A-D) would be lost
         mapped = {v for k, v in columns.items() if k != "options"} | set(spec)
-        extra = sorted(k for k, v in row.items() if isinstance(k, str) and len(k) == 1 and k.isupper()
-                       and k not in mapped and _text(v))
+        extra = sorted(
+            k
+            for k, v in row.items()
+            if isinstance(k, str) and len(k) == 1 and k.isupper() and k not in mapped and _text(v)
+        )
         if extra:
-            raise InputError(where, line, extra[0],
-                             f"column {extra[0]!r} holds an option but the mapping reads only {', '.join(spec)}"
-                             + (f"; at most {len(LETTERS)} options (A-E) are supported" if len(spec) >= len(LETTERS)
-                                else "; add it to benchmark.local.columns.options"))
+            raise InputError(
+                where,
+                line,
+                extra[0],
+                f"column {extra[0]!r} holds an option but the mapping reads only {', '.join(spec)}"
+                + (
+                    f"; at most {len(LETTERS)} options (A-E) are supported"
+                    if len(spec) >= len(LETTERS)
+                    else "; add it to benchmark.local.columns.options"
+                ),
+            )
     # Trailing empty options are absent options (a 3-option question in an A-D layout).
     while values and not values[-1]:
         values.pop()
@@ -124,12 +140,19 @@ def normalise_row(
     if not answer:  # a question that is never scored (a recall-only split such as C-Eval's test)
         answer = None
     elif len(answer) > 1 and all(ch in LETTERS for ch in answer):
-        raise InputError(where, line, columns["answer"],
-                         f"answer {answer!r} names {len(answer)} options: multiple-answer questions are not "
-                         "supported (one letter per question)")
+        raise InputError(
+            where,
+            line,
+            columns["answer"],
+            f"answer {answer!r} names {len(answer)} options: multiple-answer questions are not "
+            "supported (one letter per question)",
+        )
     if answer is not None and answer not in valid:
         raise InputError(
-            where, line, columns["answer"], f"answer {answer!r} is not among the question's options ({', '.join(valid)})"
+            where,
+            line,
+            columns["answer"],
+            f"answer {answer!r} is not among the question's options ({', '.join(valid)})",
         )
     orig_id = _text(row.get(columns["id"])) or str(position)
     return {
@@ -144,7 +167,12 @@ def normalise_row(
 
 
 def normalise_split(
-    rows: Iterable[tuple[int | None, Any]], *, subject: str, split: str, columns: dict, where: str,
+    rows: Iterable[tuple[int | None, Any]],
+    *,
+    subject: str,
+    split: str,
+    columns: dict,
+    where: str,
     unanswered_ok: bool = False,
 ) -> list[dict]:
     """Normalise the ``(line, row)`` pairs of one split; shared by the hub and the local loaders.
@@ -160,25 +188,39 @@ def normalise_split(
     for position, (line, row) in enumerate(rows):
         n += 1
         try:
-            rec = normalise_row(row, subject=subject, split=split, columns=columns, where=where, line=line,
-                                position=position, unanswered_ok=unanswered_ok)
+            rec = normalise_row(
+                row,
+                subject=subject,
+                split=split,
+                columns=columns,
+                where=where,
+                line=line,
+                position=position,
+                unanswered_ok=unanswered_ok,
+            )
         except _NoAnswer:
             missing.append(line)
             continue
         if rec["id"] in seen:
-            raise InputError(where, line, columns["id"], f"duplicate id {rec['id']!r} (first at line {seen[rec['id']]})")
+            raise InputError(
+                where, line, columns["id"], f"duplicate id {rec['id']!r} (first at line {seen[rec['id']]})"
+            )
         seen[rec["id"]] = line
         records.append(rec)
     if n == 0:
         raise InputError(where, None, None, f"split {split!r} of {subject!r} has no rows")
     if len(missing) == n:
         raise InputError(
-            where, None, columns["answer"],
+            where,
+            None,
+            columns["answer"],
             f"split {split!r} has no answers (C-Eval's public test split ships without them): it can be a "
             "recall split (benchmark.recall_splits) but not an eval or few-shot split",
         )
     if missing:
-        raise InputError(where, missing[0], columns["answer"], f"missing or empty answer ({len(missing)} rows in this split)")
+        raise InputError(
+            where, missing[0], columns["answer"], f"missing or empty answer ({len(missing)} rows in this split)"
+        )
     return records
 
 
@@ -190,7 +232,9 @@ def local_split_path(pattern: str, subject: str, split: str) -> Path:
     return Path(pattern.replace("{subject}", subject).replace("{split}", split))
 
 
-def iter_table(path: str | os.PathLike, required: Iterable[str] = (), encoding: str = "utf-8") -> Iterator[tuple[int, Any]]:
+def iter_table(
+    path: str | os.PathLike, required: Iterable[str] = (), encoding: str = "utf-8"
+) -> Iterator[tuple[int, Any]]:
     """Yield ``(line, row)`` from a JSONL, CSV or TSV file in ``encoding``.
 
     CSV rows are numbered by the line they start on; a header lacking a ``required`` column is an
@@ -209,20 +253,33 @@ def iter_table(path: str | os.PathLike, required: Iterable[str] = (), encoding: 
         raise InputError(path, None, None, f"unsupported extension {suffix!r} (use .jsonl, .csv or .tsv)")
 
 
-def load_local_split(pattern: str, subject: str, split: str, columns: dict, encoding: str = "utf-8",
-                     unanswered_ok: bool = False) -> list[dict]:
+def load_local_split(
+    pattern: str, subject: str, split: str, columns: dict, encoding: str = "utf-8", unanswered_ok: bool = False
+) -> list[dict]:
     path = local_split_path(pattern, subject, split)
     required = [columns["question"]] + ([] if unanswered_ok else [columns["answer"]])
-    return normalise_split(iter_table(path, required, encoding), subject=subject, split=split, columns=columns,
-                           where=str(path), unanswered_ok=unanswered_ok)
+    return normalise_split(
+        iter_table(path, required, encoding),
+        subject=subject,
+        split=split,
+        columns=columns,
+        where=str(path),
+        unanswered_ok=unanswered_ok,
+    )
 
 
 DEFAULT_HF_DATA_FILES = "{subject}/{split}-*.parquet"
 
 
-def load_hf_split(hf_name: str, subject: str, split: str, columns: dict,
-                  data_files: str = DEFAULT_HF_DATA_FILES, mirror: str | os.PathLike | None = None,
-                  unanswered_ok: bool = False) -> list[dict]:
+def load_hf_split(
+    hf_name: str,
+    subject: str,
+    split: str,
+    columns: dict,
+    data_files: str = DEFAULT_HF_DATA_FILES,
+    mirror: str | os.PathLike | None = None,
+    unanswered_ok: bool = False,
+) -> list[dict]:
     """One split of a hub dataset: the Parquet files ``data_files`` names (C-Eval's layout:
     ``<subject>/<split>-*.parquet``) read by the packaged parquet builder from the hub or ``mirror``."""
     from . import hub
@@ -231,8 +288,14 @@ def load_hf_split(hf_name: str, subject: str, split: str, columns: dict,
     pattern = data_files.replace("{subject}", subject).replace("{split}", split)
     ds = hub.load_files(hf_name, pattern, where=where, setting="benchmark.hf_data_files", split=split, mirror=mirror)
     # Hub rows are numbered by index (0-based), as in pool origins "hf:name:split:index".
-    return normalise_split(((i, row) for i, row in enumerate(ds)), subject=subject, split=split, columns=columns,
-                           where=where, unanswered_ok=unanswered_ok)
+    return normalise_split(
+        ((i, row) for i, row in enumerate(ds)),
+        subject=subject,
+        split=split,
+        columns=columns,
+        where=where,
+        unanswered_ok=unanswered_ok,
+    )
 
 
 def load_benchmark(
@@ -262,8 +325,15 @@ def load_benchmark(
     for split in splits:
         # a split that is never scored may lack answers (its questions are recall queries only)
         if source == "hf":
-            part = load_hf_split(hf_name or DEFAULT_HF_NAME, subject, split, cols, hf_data_files, hub_mirror,
-                                 unanswered_ok=split in unscored)
+            part = load_hf_split(
+                hf_name or DEFAULT_HF_NAME,
+                subject,
+                split,
+                cols,
+                hf_data_files,
+                hub_mirror,
+                unanswered_ok=split in unscored,
+            )
         elif source == "local":
             if not local_path:
                 raise InputError(None, None, "benchmark.local.path", "required when benchmark.source is 'local'")
@@ -291,12 +361,18 @@ def read_records(paths: Iterable[str | os.PathLike]) -> Iterator[tuple[str, int,
                 if not isinstance(rec.get(key), str) or not rec[key].strip():
                     raise InputError(path, line, key, "missing or not a non-empty string")
             choices = rec.get("choices")
-            if not isinstance(choices, list) or not 2 <= len(choices) <= 5 or not all(isinstance(c, str) for c in choices):
+            if (
+                not isinstance(choices, list)
+                or not 2 <= len(choices) <= 5
+                or not all(isinstance(c, str) for c in choices)
+            ):
                 raise InputError(path, line, "choices", "must be a list of 2 to 5 strings")
             valid = LETTERS[: len(choices)]
             # null: a question that is never scored (a recall-only split); the evaluation refuses it
             if rec.get("answer") is not None and rec.get("answer") not in tuple(valid):
-                raise InputError(path, line, "answer", f"{rec.get('answer')!r} is not one of {', '.join(valid)} or null")
+                raise InputError(
+                    path, line, "answer", f"{rec.get('answer')!r} is not one of {', '.join(valid)} or null"
+                )
             if rec["id"] in seen:
                 raise InputError(path, line, "id", f"duplicate benchmark id {rec['id']!r} (first in {seen[rec['id']]})")
             seen[rec["id"]] = f"{path}:{line}"
@@ -324,13 +400,28 @@ def run_benchmark_fetch(
     """Load, validate and write ``results/benchmark/{subject}.jsonl``; returns the records.
 
     Questions of ``unscored_splits`` (recall-only splits) may come without answers (``answer`` null)."""
-    records = load_benchmark(subject, splits, source, hf_name=hf_name, local_path=local_path, columns=columns,
-                             encoding=encoding, hf_data_files=hf_data_files, hub_mirror=hub_mirror,
-                             unscored_splits=unscored_splits)
+    records = load_benchmark(
+        subject,
+        splits,
+        source,
+        hf_name=hf_name,
+        local_path=local_path,
+        columns=columns,
+        encoding=encoding,
+        hf_data_files=hf_data_files,
+        hub_mirror=hub_mirror,
+        unscored_splits=unscored_splits,
+    )
     per_split = Counter(r["split"] for r in records)
     n_options = Counter(len(r["choices"]) for r in records)
     answers = Counter(r["answer"] or "none" for r in records)
-    log.info("%s: %d questions %s; options per question %s; answers %s", subject, len(records),
-             dict(per_split), dict(sorted(n_options.items())), dict(sorted(answers.items())))
+    log.info(
+        "%s: %d questions %s; options per question %s; answers %s",
+        subject,
+        len(records),
+        dict(per_split),
+        dict(sorted(n_options.items())),
+        dict(sorted(answers.items())),
+    )
     write_benchmark(output, records)
     return records

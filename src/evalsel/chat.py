@@ -101,8 +101,11 @@ def sft_messages(record: Any, path: str | os.PathLike | None = None, line: int |
         if not isinstance(history, list):
             raise InputError(path, line, "history", "must be a list of [user, assistant] pairs")
         for i, pair in enumerate(history):
-            if (not isinstance(pair, (list, tuple)) or len(pair) != 2
-                    or not all(isinstance(x, str) and x.strip() for x in pair)):
+            if (
+                not isinstance(pair, (list, tuple))
+                or len(pair) != 2
+                or not all(isinstance(x, str) and x.strip() for x in pair)
+            ):
                 raise InputError(path, line, f"history[{i}]", "must be a [user, assistant] pair of non-empty strings")
             messages += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
         prompt = record["instruction"]

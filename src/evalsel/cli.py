@@ -23,9 +23,19 @@ def _serve(ns: argparse.Namespace) -> int:
         api_key = os.environ.get(ns.api_key_env)
         if not api_key:
             # the variable's name only; its value is never printed
-            raise SystemExit(f"evalsel serve: --api-key-env {ns.api_key_env}: that environment variable is unset or empty")
-    serve(ns.model, adapter=ns.adapter, host=ns.host, port=ns.port, api_key=api_key, model_name=ns.model_name,
-          max_queue=ns.max_queue, timeout=ns.timeout)
+            raise SystemExit(
+                f"evalsel serve: --api-key-env {ns.api_key_env}: that environment variable is unset or empty"
+            )
+    serve(
+        ns.model,
+        adapter=ns.adapter,
+        host=ns.host,
+        port=ns.port,
+        api_key=api_key,
+        model_name=ns.model_name,
+        max_queue=ns.max_queue,
+        timeout=ns.timeout,
+    )
     return 0
 
 
@@ -34,15 +44,27 @@ def _report(ns: argparse.Namespace) -> int:
 
     out = Path(ns.out_dir)
     rep = write_report(
-        ns.evals, out / "compare.md", out / "compare.json", out / "compare.png",
-        arms=ns.arms, seeds=ns.seeds, alpha=ns.alpha, bootstrap_samples=ns.bootstrap_samples, seed=ns.seed,
-        recall_splits=ns.recall_splits, eval_splits=ns.eval_splits, recall_statistics=ns.recall_statistics,
-        contamination=ns.contamination, sft_statistics=ns.sft_statistics,
+        ns.evals,
+        out / "compare.md",
+        out / "compare.json",
+        out / "compare.png",
+        arms=ns.arms,
+        seeds=ns.seeds,
+        alpha=ns.alpha,
+        bootstrap_samples=ns.bootstrap_samples,
+        seed=ns.seed,
+        recall_splits=ns.recall_splits,
+        eval_splits=ns.eval_splits,
+        recall_statistics=ns.recall_statistics,
+        contamination=ns.contamination,
+        sft_statistics=ns.sft_statistics,
     )
     for comp in rep["comparisons"]:
         r = comp["scopes"]["overall"]
-        print(f"{comp['name']}: {100 * r['diff']:+.1f} pts [{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}], "
-              f"p={r['p_value']:.3g}: {r['verdict']}")
+        print(
+            f"{comp['name']}: {100 * r['diff']:+.1f} pts [{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}], "
+            f"p={r['p_value']:.3g}: {r['verdict']}"
+        )
     print(f"report written to {out}/compare.md")
     return 0
 
@@ -51,12 +73,28 @@ def _dpo(ns: argparse.Namespace) -> int:
     from evalsel.dpo import train_dpo
 
     out = Path(ns.out_dir)
-    m = train_dpo(ns.preferences, ns.model, ns.adapter, out / "adapter", out / "metrics.json", out / "checkpoints",
-                  curves_png=out / "curves.png", beta=ns.beta, epochs=ns.epochs, max_steps=ns.max_steps,
-                  learning_rate=ns.learning_rate, per_device_batch_size=ns.batch_size, max_length=ns.max_length,
-                  precision=ns.precision, seed=ns.seed, gpus=ns.gpus)
-    print(f"DPO: reward margin {m['before'].get('rewards/margins', 0):.4f} -> {m['after'].get('rewards/margins', 0):.4f}; "
-          f"adapter in {out / 'adapter'}")
+    m = train_dpo(
+        ns.preferences,
+        ns.model,
+        ns.adapter,
+        out / "adapter",
+        out / "metrics.json",
+        out / "checkpoints",
+        curves_png=out / "curves.png",
+        beta=ns.beta,
+        epochs=ns.epochs,
+        max_steps=ns.max_steps,
+        learning_rate=ns.learning_rate,
+        per_device_batch_size=ns.batch_size,
+        max_length=ns.max_length,
+        precision=ns.precision,
+        seed=ns.seed,
+        gpus=ns.gpus,
+    )
+    print(
+        f"DPO: reward margin {m['before'].get('rewards/margins', 0):.4f} -> {m['after'].get('rewards/margins', 0):.4f}; "
+        f"adapter in {out / 'adapter'}"
+    )
     return 0
 
 
@@ -70,14 +108,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter", default=None, help="LoRA adapter directory to apply on --model")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--api-key-env", default=None, metavar="VAR",
-                   help="name of the environment variable holding the API key clients must send")
+    p.add_argument(
+        "--api-key-env",
+        default=None,
+        metavar="VAR",
+        help="name of the environment variable holding the API key clients must send",
+    )
     p.add_argument("--model-name", default=None, help="model id clients use (default: the directory name)")
-    p.add_argument("--max-queue", type=int, default=8,
-                   help="requests that may wait for the model; one more is answered 429 (default 8)")
-    p.add_argument("--timeout", type=float, default=300.0,
-                   help="seconds a request may wait and generate; past it: 503 while waiting, "
-                        "finish_reason 'length' while generating (default 300)")
+    p.add_argument(
+        "--max-queue",
+        type=int,
+        default=8,
+        help="requests that may wait for the model; one more is answered 429 (default 8)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        help="seconds a request may wait and generate; past it: 503 while waiting, "
+        "finish_reason 'length' while generating (default 300)",
+    )
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("report", help="comparison report from results/eval/*.json")

@@ -62,9 +62,11 @@ def missing_config_problem(config: dict, workdir: str | os.PathLike, configfiles
     if config:
         return None
     workdir = Path(workdir).resolve()
-    return (f"no configuration loaded: config.yaml was not found in the working directory {workdir}. "
-            "Run Snakemake from the checkout, copy config.yaml there, or point at one with "
-            "--configfile PATH (with --directory, relative paths are taken from that directory)")
+    return (
+        f"no configuration loaded: config.yaml was not found in the working directory {workdir}. "
+        "Run Snakemake from the checkout, copy config.yaml there, or point at one with "
+        "--configfile PATH (with --directory, relative paths are taken from that directory)"
+    )
 
 
 def cross_key_problems(config: dict, environ: dict | None = None) -> list[str]:
@@ -76,12 +78,14 @@ def cross_key_problems(config: dict, environ: dict | None = None) -> list[str]:
     for name, n in names.items():
         if n > 1:
             where = [f"pool.sources[{i}]" for i, s in enumerate(config["pool"]["sources"]) if s.get("name") == name]
-            problems.append(f"pool.sources: the name {name!r} is used {n} times ({', '.join(where)}); "
-                            "names must be unique")
+            problems.append(
+                f"pool.sources: the name {name!r} is used {n} times ({', '.join(where)}); names must be unique"
+            )
     import codecs
 
-    encodings = [(f"pool.sources[{i}].encoding", src.get("encoding", "utf-8"))
-                 for i, src in enumerate(config["pool"]["sources"])]
+    encodings = [
+        (f"pool.sources[{i}].encoding", src.get("encoding", "utf-8")) for i, src in enumerate(config["pool"]["sources"])
+    ]
     encodings.append(("benchmark.local.encoding", config["benchmark"].get("local", {}).get("encoding", "utf-8")))
     for key, enc in encodings:
         try:
@@ -90,12 +94,16 @@ def cross_key_problems(config: dict, environ: dict | None = None) -> list[str]:
             problems.append(f"{key}: unknown encoding {enc!r} (e.g. utf-8, gb18030, big5, utf-16)")
     for i, src in enumerate(config["pool"]["sources"]):
         if src.get("hf_data_files") and src.get("hf_config"):
-            problems.append(f"pool.sources[{i}]: hf_config {src['hf_config']!r} is ignored when hf_data_files "
-                            "names the files: set one of them")
+            problems.append(
+                f"pool.sources[{i}]: hf_config {src['hf_config']!r} is ignored when hf_data_files "
+                "names the files: set one of them"
+            )
     recall = config["recall"]
     if recall["similarity_threshold"] >= recall["max_similarity"]:
-        problems.append(f"recall.similarity_threshold ({recall['similarity_threshold']}) must be below "
-                        f"recall.max_similarity ({recall['max_similarity']}): nothing could be recalled")
+        problems.append(
+            f"recall.similarity_threshold ({recall['similarity_threshold']}) must be below "
+            f"recall.max_similarity ({recall['max_similarity']}): nothing could be recalled"
+        )
     if recall["strategy"] == "train_topk_mean" and not recall.get("budget"):
         problems.append("recall.strategy 'train_topk_mean' needs recall.budget (the number of samples to keep)")
     arms = list(config["arms"])
@@ -105,21 +113,32 @@ def cross_key_problems(config: dict, environ: dict | None = None) -> list[str]:
     if config["dpo"]["enabled"] and not config["dpo"]["preferences"]:
         problems.append("dpo.enabled is true but dpo.preferences (a prompt/chosen/rejected JSONL) is null")
     if config["embedding"]["backend"] == "zhipuai" and not environ.get("ZHIPUAI_API_KEY", "").strip():
-        problems.append("embedding.backend is 'zhipuai' but the environment variable ZHIPUAI_API_KEY is unset "
-                        "or empty: export it before running (the key is read from the environment only)")
+        problems.append(
+            "embedding.backend is 'zhipuai' but the environment variable ZHIPUAI_API_KEY is unset "
+            "or empty: export it before running (the key is read from the environment only)"
+        )
     if config["train"]["method"] == "qlora" and config["train"]["deepspeed"] == "zero3":
-        problems.append("train.method 'qlora' with train.deepspeed 'zero3' is not supported (4-bit weights "
-                        "cannot be partitioned by this workflow's loader); use qlora with deepspeed null or "
-                        "zero2, or lora/full with zero3")
+        problems.append(
+            "train.method 'qlora' with train.deepspeed 'zero3' is not supported (4-bit weights "
+            "cannot be partitioned by this workflow's loader); use qlora with deepspeed null or "
+            "zero2, or lora/full with zero3"
+        )
     few_shot = config["eval"]["few_shot"]
     if few_shot and "dev" in [str(s) for s in config["benchmark"]["eval_splits"]]:
-        problems.append("eval.few_shot draws its examples from the dev split, which benchmark.eval_splits "
-                        "also scores: remove dev from eval_splits or set few_shot to 0")
+        problems.append(
+            "eval.few_shot draws its examples from the dev split, which benchmark.eval_splits "
+            "also scores: remove dev from eval_splits or set few_shot to 0"
+        )
     return problems
 
 
-def check(config: dict, schema_path: str | os.PathLike, cwd: str | os.PathLike = ".",
-          configfiles: list | None = None, environ: dict | None = None) -> None:
+def check(
+    config: dict,
+    schema_path: str | os.PathLike,
+    cwd: str | os.PathLike = ".",
+    configfiles: list | None = None,
+    environ: dict | None = None,
+) -> None:
     """Raise :class:`ConfigError` listing every problem of ``config``; fills the schema's defaults in."""
     missing = missing_config_problem(config, cwd, configfiles or [])
     if missing:

@@ -61,7 +61,9 @@ class DPOSettings:
         if self.max_length < 16:
             raise ValueError(f"max_length must be at least 16, got {self.max_length}")
         targets = self.lora_target_modules
-        if not (targets == "all" or (isinstance(targets, list) and targets and all(isinstance(t, str) for t in targets))):
+        if not (
+            targets == "all" or (isinstance(targets, list) and targets and all(isinstance(t, str) for t in targets))
+        ):
             raise ValueError(f"lora_target_modules must be 'all' or a list of module names, got {targets!r}")
 
 
@@ -99,13 +101,15 @@ def to_conversational(records: list[dict]) -> list[dict]:
     """trl's conversational preference format: prompt messages, chosen/rejected assistant turns."""
     out = []
     for r in records:
-        prompt = ([{"role": "system", "content": r["system"]}] if r.get("system") else [])
+        prompt = [{"role": "system", "content": r["system"]}] if r.get("system") else []
         prompt.append({"role": "user", "content": r["prompt"]})
-        out.append({
-            "prompt": prompt,
-            "chosen": [{"role": "assistant", "content": r["chosen"]}],
-            "rejected": [{"role": "assistant", "content": r["rejected"]}],
-        })
+        out.append(
+            {
+                "prompt": prompt,
+                "chosen": [{"role": "assistant", "content": r["chosen"]}],
+                "rejected": [{"role": "assistant", "content": r["rejected"]}],
+            }
+        )
     return out
 
 
@@ -121,8 +125,15 @@ def dpo_fingerprint(s: DPOSettings, preferences_path, base_model: str, sft_adapt
 
 
 def _eval_row(metrics: dict) -> dict:
-    keep = ("loss", "rewards/margins", "rewards/accuracies", "rewards/chosen", "rewards/rejected",
-            "logps/chosen", "logps/rejected")
+    keep = (
+        "loss",
+        "rewards/margins",
+        "rewards/accuracies",
+        "rewards/chosen",
+        "rewards/rejected",
+        "logps/chosen",
+        "logps/rejected",
+    )
     return {k: float(metrics[f"eval_{k}"]) for k in keep if f"eval_{k}" in metrics}
 
 
@@ -151,8 +162,8 @@ def train_dpo(
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    from evalsel.io import atomic_dir
     from evalsel.gpu import claim
+    from evalsel.io import atomic_dir
     from evalsel.precision import resolve
     from evalsel.train import is_adapter_dir, plot_curves, prepare_checkpoints
 
@@ -162,8 +173,10 @@ def train_dpo(
     log.info("%d preference pairs in %s", len(records), preferences_path)
     if sft_adapter is not None and not is_adapter_dir(sft_adapter):
         raise InputError(sft_adapter, None, None, "not a PEFT adapter directory (no adapter_config.json)")
-    resume = prepare_checkpoints(checkpoint_dir, dpo_fingerprint(s, preferences_path, base_model,
-                                                                  None if sft_adapter is None else str(sft_adapter)))
+    resume = prepare_checkpoints(
+        checkpoint_dir,
+        dpo_fingerprint(s, preferences_path, base_model, None if sft_adapter is None else str(sft_adapter)),
+    )
 
     with claim(s.gpus):
         cuda = torch.cuda.is_available()
@@ -182,7 +195,10 @@ def train_dpo(
             reference = "the SFT adapter (frozen copy)"
         else:
             peft_config = LoraConfig(
-                r=s.lora_r, lora_alpha=s.lora_alpha, lora_dropout=s.lora_dropout, task_type="CAUSAL_LM",
+                r=s.lora_r,
+                lora_alpha=s.lora_alpha,
+                lora_dropout=s.lora_dropout,
+                task_type="CAUSAL_LM",
                 target_modules="all-linear" if s.lora_target_modules == "all" else list(s.lora_target_modules),
             )
             reference = "the base model"
@@ -212,11 +228,19 @@ def train_dpo(
             dataloader_num_workers=0,
             use_cpu=not cuda,
         )
-        trainer = DPOTrainer(model=model, args=args, train_dataset=data, eval_dataset=data,
-                             processing_class=tokenizer, peft_config=peft_config)
+        trainer = DPOTrainer(
+            model=model,
+            args=args,
+            train_dataset=data,
+            eval_dataset=data,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+        )
         if sft_adapter is not None and "ref" not in getattr(trainer.model, "peft_config", {}):
             # older trl (and LoRA on target_parameters with peft < 0.20) disable the adapter for the reference
-            log.warning("this trl/peft version keeps no frozen copy of the SFT adapter: the reference is the base model")
+            log.warning(
+                "this trl/peft version keeps no frozen copy of the SFT adapter: the reference is the base model"
+            )
             reference = "the base model (trl kept no copy of the SFT adapter)"
         # on the pairs themselves: the direction check (loss below log 2, positive margin), not generalisation
         before = _eval_row(trainer.evaluate())
@@ -229,9 +253,15 @@ def train_dpo(
             trainer.model.save_pretrained(tmp, selected_adapters=["default"])
             tokenizer.save_pretrained(tmp)
 
-    rows = [{k: row[k] for k in ("step", "epoch", "loss", "learning_rate", "rewards/margins",
-                                 "rewards/accuracies") if k in row}
-            for row in trainer.state.log_history if "loss" in row]
+    rows = [
+        {
+            k: row[k]
+            for k in ("step", "epoch", "loss", "learning_rate", "rewards/margins", "rewards/accuracies")
+            if k in row
+        }
+        for row in trainer.state.log_history
+        if "loss" in row
+    ]
     metrics = {
         "preferences": str(preferences_path),
         "pairs": len(records),
@@ -255,6 +285,11 @@ def train_dpo(
         plot_curves(rows, curves_png, title=f"DPO on {Path(preferences_path).name} (seed {s.seed})")
     if not s.keep_checkpoints:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    log.info("DPO adapter written to %s; %d steps; margin %.4f -> %.4f", out_dir, metrics["global_step"],
-             before.get("rewards/margins", float("nan")), after.get("rewards/margins", float("nan")))
+    log.info(
+        "DPO adapter written to %s; %d steps; margin %.4f -> %.4f",
+        out_dir,
+        metrics["global_step"],
+        before.get("rewards/margins", float("nan")),
+        after.get("rewards/margins", float("nan")),
+    )
     return metrics

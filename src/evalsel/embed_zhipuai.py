@@ -88,7 +88,9 @@ class VectorCache:
             for k, blob in self._con.execute(q, part):
                 vec = np.frombuffer(blob, dtype=np.float32)
                 if vec.shape != (self.dims,):
-                    raise ZhipuEmbedError(f"cache {self.path}: entry {k} has {vec.size} dimensions, expected {self.dims}")
+                    raise ZhipuEmbedError(
+                        f"cache {self.path}: entry {k} has {vec.size} dimensions, expected {self.dims}"
+                    )
                 found[k] = vec
         return found
 
@@ -213,14 +215,24 @@ class _Requester:
                 reason = str(exc)
                 if attempt + 1 < attempts:
                     wait_s = self.delay(attempt, exc.retry_after)
-                    log.warning("%s: items %d..%d: %s; retry %d/%d in %.2fs", self.label, items[0], items[-1],
-                                reason, attempt + 1, self.s.max_retries, wait_s)
+                    log.warning(
+                        "%s: items %d..%d: %s; retry %d/%d in %.2fs",
+                        self.label,
+                        items[0],
+                        items[-1],
+                        reason,
+                        attempt + 1,
+                        self.s.max_retries,
+                        wait_s,
+                    )
                     time.sleep(wait_s)
         raise self._fail(items, attempts, reason)
 
     def _fail(self, items: list[int], attempts: int, reason: str) -> ZhipuEmbedError:
-        msg = (f"ZhipuAI embedding failed for shard {self.label}, item {items[0]} "
-               f"(batch of {len(items)} items {items[0]}..{items[-1]}) after {attempts} attempt(s): {reason}")
+        msg = (
+            f"ZhipuAI embedding failed for shard {self.label}, item {items[0]} "
+            f"(batch of {len(items)} items {items[0]}..{items[-1]}) after {attempts} attempt(s): {reason}"
+        )
         return ZhipuEmbedError(scrub(msg, self.key))
 
 
@@ -255,8 +267,16 @@ def embed_zhipuai(
     try:
         have = cache.get_many(list(first))
         missing = [i for k, i in first.items() if k not in have]
-        log.info("%s: %d texts, %d distinct, %d cached, %d to request (%d cut to %d chars)",
-                 label, len(texts), len(first), len(have), len(missing), truncated, s.max_input_chars)
+        log.info(
+            "%s: %d texts, %d distinct, %d cached, %d to request (%d cut to %d chars)",
+            label,
+            len(texts),
+            len(first),
+            len(have),
+            len(missing),
+            truncated,
+            s.max_input_chars,
+        )
         requester = _Requester(None, s, key, label, backoff_base_s, backoff_max_s)
         if missing:
             requester.client = make_client(key, s.base_url, s.timeout_s)

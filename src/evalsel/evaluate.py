@@ -10,11 +10,12 @@ import os
 import re
 import time
 import unicodedata
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from evalsel.chat import LETTERS, question_messages
 from evalsel.benchmark import read_records
+from evalsel.chat import LETTERS, question_messages
 from evalsel.io import InputError, write_json
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,13 @@ def load_questions(
         source.setdefault(rec["subject"], path)
         if rec["split"] in eval_splits or (few_shot and rec["split"] == "dev"):
             if rec["answer"] is None:
-                raise InputError(path, line, "answer", f"question {rec['id']} of split {rec['split']!r} has no answer: "
-                                 "a split without answers can be a recall split, not an eval or few-shot split")
+                raise InputError(
+                    path,
+                    line,
+                    "answer",
+                    f"question {rec['id']} of split {rec['split']!r} has no answer: "
+                    "a split without answers can be a recall split, not an eval or few-shot split",
+                )
         if rec["split"] in eval_splits:
             questions.append(rec)
         elif rec["split"] == "dev":
@@ -50,11 +56,15 @@ def load_questions(
         found = len(dev.get(subject, []))
         if found < few_shot:
             raise InputError(
-                source[subject], None, "split",
+                source[subject],
+                None,
+                "split",
                 f"few_shot={few_shot} needs {few_shot} 'dev' questions of {subject}, found {found}",
             )
     if not questions:
-        raise InputError(None, None, "split", f"no question of splits {eval_splits} in {[str(p) for p in benchmark_paths]}")
+        raise InputError(
+            None, None, "split", f"no question of splits {eval_splits} in {[str(p) for p in benchmark_paths]}"
+        )
     shots = {s: recs[:few_shot] for s, recs in dev.items()} if few_shot else {}
     return questions, shots
 
@@ -109,7 +119,9 @@ def letter_token_ids(tokenizer, n: int = 5) -> list[int]:
     for letter in LETTERS[:n]:
         enc = tokenizer.encode(letter, add_special_tokens=False)
         if len(enc) != 1:
-            raise ValueError(f"option letter {letter!r} is {len(enc)} tokens for this tokenizer; letter scoring needs one")
+            raise ValueError(
+                f"option letter {letter!r} is {len(enc)} tokens for this tokenizer; letter scoring needs one"
+            )
         ids.append(enc[0])
     return ids
 
@@ -122,8 +134,8 @@ def _left_padded(seqs: list[list[int]], pad_id: int, device) -> dict:
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
     for i, s in enumerate(seqs):
-        ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
-        mask[i, width - len(s):] = 1
+        ids[i, width - len(s) :] = torch.tensor(s, dtype=torch.long)
+        mask[i, width - len(s) :] = 1
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "position_ids": pos.to(device)}
 
@@ -132,7 +144,7 @@ def _batches(lengths: list[int], batch_size: int) -> Iterator[list[int]]:
     """Indices grouped into batches of similar length (longest first, so memory peaks at once)."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     for k in range(0, len(order), batch_size):
-        yield order[k: k + batch_size]
+        yield order[k : k + batch_size]
 
 
 def score_letters(model, tokenizer, prompts: list[str], n_options: list[int], batch_size: int = 8) -> list[dict]:
@@ -151,7 +163,9 @@ def score_letters(model, tokenizer, prompts: list[str], n_options: list[int], ba
     device = next(model.parameters()).device
     out: list[dict] = [{}] * len(prompts)
     with torch.inference_mode():
-        for batch in tqdm(list(_batches([len(s) for s in seqs], batch_size)), desc="score", unit="batch", mininterval=5):
+        for batch in tqdm(
+            list(_batches([len(s) for s in seqs], batch_size)), desc="score", unit="batch", mininterval=5
+        ):
             inputs = _left_padded([seqs[i] for i in batch], pad_id, device)
             logits = model(**inputs, logits_to_keep=1).logits[:, -1, :].float()
             logp = torch.log_softmax(logits, dim=-1)
@@ -165,8 +179,9 @@ def score_letters(model, tokenizer, prompts: list[str], n_options: list[int], ba
     return out
 
 
-def generate_answers(model, tokenizer, prompts: list[str], batch_size: int = 8, max_new_tokens: int = 32,
-                     repetition_penalty: float = 1.0) -> list[str]:
+def generate_answers(
+    model, tokenizer, prompts: list[str], batch_size: int = 8, max_new_tokens: int = 32, repetition_penalty: float = 1.0
+) -> list[str]:
     """Greedy completions (special tokens removed) of each prompt, batched with left padding.
 
     Greedy means greedy: sampling defaults and the repetition penalty a model's
@@ -180,12 +195,20 @@ def generate_answers(model, tokenizer, prompts: list[str], batch_size: int = 8, 
     device = next(model.parameters()).device
     out = [""] * len(prompts)
     with torch.inference_mode():
-        for batch in tqdm(list(_batches([len(s) for s in seqs], batch_size)), desc="generate", unit="batch", mininterval=5):
+        for batch in tqdm(
+            list(_batches([len(s) for s in seqs], batch_size)), desc="generate", unit="batch", mininterval=5
+        ):
             inputs = _left_padded([seqs[i] for i in batch], pad_id, device)
             inputs.pop("position_ids")  # generate derives them from the attention mask
             gen = model.generate(
-                **inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id,
-                temperature=None, top_p=None, top_k=None, repetition_penalty=repetition_penalty,
+                **inputs,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=pad_id,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                repetition_penalty=repetition_penalty,
             )
             width = inputs["input_ids"].shape[1]
             for row, i in enumerate(batch):
@@ -279,18 +302,32 @@ def evaluate(
             scores = score_letters(model, tokenizer, prompts, n_options, batch_size)
             for q, sc in zip(questions, scores):
                 pred = max(sc["probs"], key=sc["probs"].get)
-                rows.append({
-                    "id": q["id"], "subject": q["subject"], "answer": q["answer"], "pred": pred,
-                    "probs": sc["probs"], "correct": pred == q["answer"], "letter_mass": sc["letter_mass"],
-                })
+                rows.append(
+                    {
+                        "id": q["id"],
+                        "subject": q["subject"],
+                        "answer": q["answer"],
+                        "pred": pred,
+                        "probs": sc["probs"],
+                        "correct": pred == q["answer"],
+                        "letter_mass": sc["letter_mass"],
+                    }
+                )
         else:
             texts = generate_answers(model, tokenizer, prompts, batch_size, max_new_tokens, repetition_penalty)
             for q, text in zip(questions, texts):
                 pred = extract_answer(text, q["choices"])
-                rows.append({
-                    "id": q["id"], "subject": q["subject"], "answer": q["answer"], "pred": pred,
-                    "probs": None, "correct": pred == q["answer"], "response": text,
-                })
+                rows.append(
+                    {
+                        "id": q["id"],
+                        "subject": q["subject"],
+                        "answer": q["answer"],
+                        "pred": pred,
+                        "probs": None,
+                        "correct": pred == q["answer"],
+                        "response": text,
+                    }
+                )
     subjects = {}
     for s in dict.fromkeys(q["subject"] for q in questions):
         subjects[s] = summarise([r for r in rows if r["subject"] == s])
@@ -311,5 +348,12 @@ def evaluate(
         result["letter_mass_mean"] = sum(r["letter_mass"] for r in rows) / len(rows)
     write_json(out_path, result)
     o = result["overall"]
-    log.info("%s: %d/%d correct (%.4f), %d unparsed", result["model"], o["correct"], o["n"], o["accuracy"], result["unparsed"])
+    log.info(
+        "%s: %d/%d correct (%.4f), %d unparsed",
+        result["model"],
+        o["correct"],
+        o["n"],
+        o["accuracy"],
+        result["unparsed"],
+    )
     return result

@@ -76,7 +76,10 @@ def count_gpus() -> int:
             return 0
         out = subprocess.run(
             [sys.executable, "-c", "import torch; print(torch.cuda.device_count())"],
-            capture_output=True, text=True, timeout=120, check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
         ).stdout
         return int(out.strip().splitlines()[-1])
     except (subprocess.SubprocessError, OSError, ValueError, IndexError) as exc:
@@ -168,7 +171,9 @@ def claim(
                 if owner == "SLURM"
                 else ""
             )
-            raise RuntimeError(f"this job needs {n} GPUs but {owner} gave it {len(ids)} (CUDA_VISIBLE_DEVICES={visible}){hint}")
+            raise RuntimeError(
+                f"this job needs {n} GPUs but {owner} gave it {len(ids)} (CUDA_VISIBLE_DEVICES={visible}){hint}"
+            )
         log.info("GPUs assigned by %s: %s", owner, ",".join(ids))
         yield ids
         return
@@ -184,9 +189,7 @@ def claim(
         yield []
         return
     if n > len(candidates):
-        raise RuntimeError(
-            f"the job needs {n} GPUs but this host offers {len(candidates)} ({','.join(candidates)})"
-        )
+        raise RuntimeError(f"the job needs {n} GPUs but this host offers {len(candidates)} ({','.join(candidates)})")
     if _cuda_initialised():
         raise RuntimeError("CUDA is already initialised in this process: claim GPUs before touching torch.cuda")
 
@@ -211,7 +214,7 @@ def claim(
         time.sleep(_POLL_S)
 
     ids = [dev for dev, _ in held]
-    for dev, fd in held:
+    for _dev, fd in held:
         # The holder's pid in the lock file tells a person who holds which device.
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

@@ -87,7 +87,7 @@ class Hit:
 
 
 def _shingles(text: str, n: int) -> set[str]:
-    return {text[i:i + n] for i in range(len(text) - n + 1)} if len(text) >= n else ({text} if text else set())
+    return {text[i : i + n] for i in range(len(text) - n + 1)} if len(text) >= n else ({text} if text else set())
 
 
 class ContentGuard:
@@ -107,7 +107,10 @@ class ContentGuard:
         # rare shingles -> items (candidate generation), the question's and the options' apart
         self.postings: dict[str, list[int]] = {}
         self.opt_postings: dict[str, list[int]] = {}
-        for table, parts in ((self.postings, lambda i: [self.questions[i]]), (self.opt_postings, lambda i: self.options[i])):
+        for table, parts in (
+            (self.postings, lambda i: [self.questions[i]]),
+            (self.opt_postings, lambda i: self.options[i]),
+        ):
             for idx in range(len(items)):
                 for sh in set().union(set(), *(_shingles(x, s.shingle_n) for x in parts(idx))):
                     table.setdefault(sh, []).append(idx)
@@ -136,7 +139,7 @@ class ContentGuard:
                 shared_o.update(ids)
         if self.short_options:  # options shorter than a shingle are looked up whole
             for n in self.short_options:
-                for sh in set().union(set(), *({seg[i:i + n] for i in range(len(seg) - n + 1)} for seg in segments)):
+                for sh in set().union(set(), *({seg[i : i + n] for i in range(len(seg) - n + 1)} for seg in segments)):
                     ids = self.opt_postings.get(sh)
                     if ids:
                         shared_o.update(ids)
@@ -169,7 +172,8 @@ class ContentGuard:
             if len(opts) >= 2:
                 found = [o for o in opts if o in text]
                 # most options with part of the question, or every one of three or more options
-                if ((len(found) >= max(2, s.options_share * len(opts)) and contained >= s.options_question_share)
-                        or (len(found) == len(opts) >= 3 and sum(map(len, found)) >= s.min_all_options_chars)):
+                if (len(found) >= max(2, s.options_share * len(opts)) and contained >= s.options_question_share) or (
+                    len(found) == len(opts) >= 3 and sum(map(len, found)) >= s.min_all_options_chars
+                ):
                     hits[idx] = Hit(idx, "options", len(found) / len(opts), ",".join(found))
         return sorted(hits.values(), key=lambda h: h.item)

@@ -43,8 +43,12 @@ def builder_for(patterns: list[str], where: str, setting: str) -> str:
     for p in patterns:
         suffix = Path(p).suffix.lower()
         if suffix not in BUILDERS:
-            raise InputError(where, None, setting,
-                             f"cannot tell the file type of {p!r}: name files ending in {', '.join(sorted(BUILDERS))}")
+            raise InputError(
+                where,
+                None,
+                setting,
+                f"cannot tell the file type of {p!r}: name files ending in {', '.join(sorted(BUILDERS))}",
+            )
         kinds.add(BUILDERS[suffix])
     if len(kinds) != 1:
         raise InputError(where, None, setting, f"the files mix types ({', '.join(sorted(kinds))}); use one source each")
@@ -79,22 +83,38 @@ def explain(exc: BaseException, repo: str, where: str, setting: str, mirror: str
     if isinstance(exc, RuntimeError) and "Dataset scripts are no longer supported" in text:
         files = _candidates(repo, mirror)
         hint = f" (its data files include: {', '.join(files)})" if files else ""
-        return InputError(where, None, setting,
-                          f"{repo} is read by a loading script, which datasets 4+ no longer runs: set {setting} "
-                          f"to the repository's data files{hint}")
+        return InputError(
+            where,
+            None,
+            setting,
+            f"{repo} is read by a loading script, which datasets 4+ no longer runs: set {setting} "
+            f"to the repository's data files{hint}",
+        )
     if isinstance(exc, (GatedRepoError,)) or "gated" in text.lower():
-        return InputError(where, None, None,
-                          f"{repo} is gated: accept its terms on https://huggingface.co/datasets/{repo} and log in "
-                          "(`hf auth login` or HF_TOKEN), or set hub_mirror to a local copy")
+        return InputError(
+            where,
+            None,
+            None,
+            f"{repo} is gated: accept its terms on https://huggingface.co/datasets/{repo} and log in "
+            "(`hf auth login` or HF_TOKEN), or set hub_mirror to a local copy",
+        )
     if isinstance(exc, (OfflineModeIsEnabled, ConnectionError)) or "offline" in text.lower():
-        return InputError(where, None, None,
-                          f"cannot reach the Hugging Face Hub for {repo} ({type(exc).__name__}): connect, unset "
-                          "HF_HUB_OFFLINE, or set hub_mirror to a folder holding a copy of the repository "
-                          f"({repo}/...)")
+        return InputError(
+            where,
+            None,
+            None,
+            f"cannot reach the Hugging Face Hub for {repo} ({type(exc).__name__}): connect, unset "
+            "HF_HUB_OFFLINE, or set hub_mirror to a folder holding a copy of the repository "
+            f"({repo}/...)",
+        )
     if isinstance(exc, (DatasetNotFoundError, RepositoryNotFoundError)):
-        return InputError(where, None, None,
-                          f"dataset {repo} was not found on the Hub{' mirror ' + str(mirror) if mirror else ''} "
-                          "(check the name; a private repository needs a token)")
+        return InputError(
+            where,
+            None,
+            None,
+            f"dataset {repo} was not found on the Hub{' mirror ' + str(mirror) if mirror else ''} "
+            "(check the name; a private repository needs a token)",
+        )
     if isinstance(exc, FileNotFoundError):
         files = _candidates(repo, mirror)
         hint = f"; the repository has: {', '.join(files)}" if files else ""
@@ -104,8 +124,16 @@ def explain(exc: BaseException, repo: str, where: str, setting: str, mirror: str
     return InputError(where, None, None, f"cannot load {repo}: {type(exc).__name__}: {text[:300]}")
 
 
-def load_files(repo: str, patterns: str | list[str], *, where: str, setting: str, split: str = "train",
-               streaming: bool = False, mirror: str | os.PathLike | None = None) -> Any:
+def load_files(
+    repo: str,
+    patterns: str | list[str],
+    *,
+    where: str,
+    setting: str,
+    split: str = "train",
+    streaming: bool = False,
+    mirror: str | os.PathLike | None = None,
+) -> Any:
     """``datasets.load_dataset(<builder>, data_files=...)`` of ``repo``'s files (hub or mirror).
 
     Every file becomes the one split ``split`` (the packaged builders name it "train")."""
@@ -117,16 +145,29 @@ def load_files(repo: str, patterns: str | list[str], *, where: str, setting: str
     if mirror:
         missing = [p for p, u in zip(patterns, urls) if not glob.glob(u)]
         if missing:
-            raise explain(FileNotFoundError(f"nothing matches {missing[0]!r} under {repo_root(repo, mirror)}"),
-                          repo, where, setting, mirror)
+            raise explain(
+                FileNotFoundError(f"nothing matches {missing[0]!r} under {repo_root(repo, mirror)}"),
+                repo,
+                where,
+                setting,
+                mirror,
+            )
     try:
         return datasets.load_dataset(builder, data_files={split: urls}, split=split, streaming=streaming)
     except Exception as exc:
         raise explain(exc, repo, where, setting, mirror) from None
 
 
-def load_repo(repo: str, config: str | None, *, where: str, setting: str, split: str = "train",
-              streaming: bool = False, mirror: str | os.PathLike | None = None) -> Any:
+def load_repo(
+    repo: str,
+    config: str | None,
+    *,
+    where: str,
+    setting: str,
+    split: str = "train",
+    streaming: bool = False,
+    mirror: str | os.PathLike | None = None,
+) -> Any:
     """The repository's own layout (its README configs or data folder), for repositories without
     a loading script; a script-only one is refused, naming ``setting`` and its data files."""
     import datasets

@@ -14,8 +14,9 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 log = logging.getLogger("evalsel")
 
@@ -71,10 +72,13 @@ def guess_encoding(data: bytes) -> str | None:
 def undecodable_problem(data: bytes, exc: UnicodeDecodeError, encoding: str) -> str:
     """Why a line cannot be decoded and what to do about it (never the line's text itself)."""
     guess = guess_encoding(data)
-    hint = (f"; it looks like {guess.upper()}: convert it (iconv -f {guess} -t utf-8 IN > OUT) or set "
-            f"'encoding: {guess}' on this source" if guess and guess != encoding else
-            "; convert the file to UTF-8 or set this source's 'encoding'")
-    return (f"not valid {encoding} (byte 0x{data[exc.start]:02x} at column {exc.start + 1})" + hint)
+    hint = (
+        f"; it looks like {guess.upper()}: convert it (iconv -f {guess} -t utf-8 IN > OUT) or set "
+        f"'encoding: {guess}' on this source"
+        if guess and guess != encoding
+        else "; convert the file to UTF-8 or set this source's 'encoding'"
+    )
+    return f"not valid {encoding} (byte 0x{data[exc.start]:02x} at column {exc.start + 1})" + hint
 
 
 def iter_text_lines(path: str | os.PathLike, encoding: str = "utf-8") -> Iterator[tuple[int, str | Unreadable]]:
@@ -95,8 +99,9 @@ def iter_text_lines(path: str | os.PathLike, encoding: str = "utf-8") -> Iterato
             yield lineno, text.lstrip("\ufeff")
 
 
-def read_jsonl(path: str | os.PathLike, encoding: str = "utf-8",
-               skip_unreadable: bool = False) -> Iterator[tuple[int, Any]]:
+def read_jsonl(
+    path: str | os.PathLike, encoding: str = "utf-8", skip_unreadable: bool = False
+) -> Iterator[tuple[int, Any]]:
     """Yield ``(line_number, object)`` for each non-blank line; 1-based line numbers.
 
     Raises :class:`InputError` naming the file and line on malformed JSON or undecodable bytes;
@@ -122,8 +127,13 @@ def read_jsonl(path: str | os.PathLike, encoding: str = "utf-8",
         yield lineno, obj
 
 
-def iter_csv(path: str | os.PathLike, encoding: str = "utf-8", delimiter: str = ",",
-             skip_unreadable: bool = False, required: Iterable[str] = ()) -> Iterator[tuple[int, Any]]:
+def iter_csv(
+    path: str | os.PathLike,
+    encoding: str = "utf-8",
+    delimiter: str = ",",
+    skip_unreadable: bool = False,
+    required: Iterable[str] = (),
+) -> Iterator[tuple[int, Any]]:
     """Yield ``(line, row dict)`` of a CSV/TSV file with a header, rows numbered by the line they start on.
 
     A header lacking a ``required`` column is an error at line 1. An undecodable line is an

@@ -8,9 +8,8 @@ from __future__ import annotations
 import os
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
-
 
 # Punctuation, spaces, blanks ("____") and symbols carry no content and differ between copies.
 _NON_CONTENT = re.compile(r"[\W_]+")

@@ -9,7 +9,9 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
-def merge_adapter(base_model: str, adapter_dir: str | os.PathLike, out_dir: str | os.PathLike, dtype: str = "auto") -> Path:
+def merge_adapter(
+    base_model: str, adapter_dir: str | os.PathLike, out_dir: str | os.PathLike, dtype: str = "auto"
+) -> Path:
     """Write ``base_model`` with ``adapter_dir`` merged into its weights to ``out_dir`` (atomically).
 
     Returns ``out_dir``, which loads with ``AutoModelForCausalLM.from_pretrained`` alone. The

@@ -10,8 +10,9 @@ import json
 import logging
 import os
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from tqdm import tqdm
 
@@ -26,8 +27,13 @@ LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv")
 
 # Speaker names seen in the wild, mapped to the pool's two roles (plus system).
 ROLES = {
-    "human": "human", "user": "human",
-    "gpt": "gpt", "assistant": "gpt", "chatgpt": "gpt", "bot": "gpt", "model": "gpt",
+    "human": "human",
+    "user": "human",
+    "gpt": "gpt",
+    "assistant": "gpt",
+    "chatgpt": "gpt",
+    "bot": "gpt",
+    "model": "gpt",
     "system": "system",
 }
 
@@ -49,6 +55,7 @@ class BadRecord(Exception):
 
 
 # --------------------------------------------------------------------------- format detection
+
 
 def detect_format(record: Any) -> str | None:
     """The format of one raw record ("sharegpt", "messages", "alpaca", "qa"), or None."""
@@ -109,7 +116,9 @@ def _turn_list(value: Any, field: str) -> list[tuple[str, str, str]]:
         role = turn.get(role_key)
         if not isinstance(role, str) or role.strip().lower() not in ROLES:
             raise BadRecord("invalid_record", f"{where}.{role_key}", f"unknown role {role!r}")
-        turns.append((ROLES[role.strip().lower()], _string(turn.get(text_key), f"{where}.{text_key}", parts=True), where))
+        turns.append(
+            (ROLES[role.strip().lower()], _string(turn.get(text_key), f"{where}.{text_key}", parts=True), where)
+        )
     return turns
 
 
@@ -154,7 +163,8 @@ def _raw_turns(record: Any, fmt: str) -> tuple[str, list[tuple[str, str, str]]]:
         if found is None:
             keys = ", ".join(sorted(map(str, record))[:8]) or "none"
             raise BadRecord(
-                "unrecognised_format", None,
+                "unrecognised_format",
+                None,
                 f"unrecognised record (keys: {keys}); expected conversations, messages, "
                 "instruction/output, question/answer or query/response",
             )
@@ -175,8 +185,9 @@ def _raw_turns(record: Any, fmt: str) -> tuple[str, list[tuple[str, str, str]]]:
 
 def conversation_id(system: str, conversations: list[dict]) -> str:
     """sha1-16 of the canonical JSON of (system, conversations): equal samples get equal ids in any source."""
-    canon = json.dumps({"system": system, "conversations": conversations}, ensure_ascii=False,
-                       sort_keys=True, separators=(",", ":"))
+    canon = json.dumps(
+        {"system": system, "conversations": conversations}, ensure_ascii=False, sort_keys=True, separators=(",", ":")
+    )
     return text_hash(canon, 16)
 
 
@@ -257,8 +268,10 @@ def normalise_record(
 
 # --------------------------------------------------------------------------- reading sources
 
-def iter_local(path: str | os.PathLike, encoding: str = "utf-8",
-               skip_unreadable: bool = False) -> Iterator[tuple[str, int, Any]]:
+
+def iter_local(
+    path: str | os.PathLike, encoding: str = "utf-8", skip_unreadable: bool = False
+) -> Iterator[tuple[str, int, Any]]:
     """Yield ``(file, line, record)`` from .jsonl/.csv (line numbers), .json/.parquet (record numbers, 1-based).
 
     Refuses a missing file, an unsupported extension, malformed JSON or bytes that do not decode
@@ -282,7 +295,7 @@ def iter_local(path: str | os.PathLike, encoding: str = "utf-8",
         except UnicodeDecodeError as exc:
             line = raw.count(b"\n", 0, exc.start) + 1
             start, end = raw.rfind(b"\n", 0, exc.start) + 1, raw.find(b"\n", exc.start)
-            bad_line = raw[start:end if end >= 0 else len(raw)]
+            bad_line = raw[start : end if end >= 0 else len(raw)]
             problem = f"not valid {encoding}"
             try:
                 bad_line.decode(codec)
@@ -312,9 +325,13 @@ def iter_local(path: str | os.PathLike, encoding: str = "utf-8",
         raise InputError(path, None, None, f"unsupported extension {suffix!r} (use {', '.join(LOCAL_SUFFIXES)})")
 
 
-def iter_hf(hf_name: str, hf_config: str | None = None, split: str = "train",
-            data_files: str | list[str] | None = None,
-            mirror: str | os.PathLike | None = None) -> Iterator[tuple[str, int, Any]]:
+def iter_hf(
+    hf_name: str,
+    hf_config: str | None = None,
+    split: str = "train",
+    data_files: str | list[str] | None = None,
+    mirror: str | os.PathLike | None = None,
+) -> Iterator[tuple[str, int, Any]]:
     """Yield ``("hf:name:split", index, record)`` from a streamed hub dataset (bounded memory).
 
     ``data_files`` (paths or globs inside the repository) are read with the packaged json/parquet/csv
@@ -327,11 +344,13 @@ def iter_hf(hf_name: str, hf_config: str | None = None, split: str = "train",
 
     where = f"hf:{hf_name}:{split}"
     if data_files:
-        ds = hub.load_files(hf_name, data_files, where=where, setting="hf_data_files", split=split,
-                            streaming=True, mirror=mirror)
+        ds = hub.load_files(
+            hf_name, data_files, where=where, setting="hf_data_files", split=split, streaming=True, mirror=mirror
+        )
     else:
-        ds = hub.load_repo(hf_name, hf_config, where=where, setting="hf_data_files", split=split,
-                           streaming=True, mirror=mirror)
+        ds = hub.load_repo(
+            hf_name, hf_config, where=where, setting="hf_data_files", split=split, streaming=True, mirror=mirror
+        )
     rows = iter(ds)
     i = 0
     while True:
@@ -340,17 +359,25 @@ def iter_hf(hf_name: str, hf_config: str | None = None, split: str = "train",
         except StopIteration:
             return
         except Exception as exc:  # files are read lazily: a bad file or a dropped connection shows here
-            hint = ("; the records do not all share the columns datasets inferred from the first ones: "
-                    "give each kind of file its own source" if type(exc).__name__ == "CastError" else "")
-            raise InputError(where, i, None,
-                             f"reading the dataset failed: {type(exc).__name__}: {str(exc)[:300]}{hint}") from None
+            hint = (
+                "; the records do not all share the columns datasets inferred from the first ones: "
+                "give each kind of file its own source"
+                if type(exc).__name__ == "CastError"
+                else ""
+            )
+            raise InputError(
+                where, i, None, f"reading the dataset failed: {type(exc).__name__}: {str(exc)[:300]}{hint}"
+            ) from None
         yield where, i, row
         i += 1
 
 
 # --------------------------------------------------------------------------- preparing a source
 
-def _check_settings(source, path, hf_name, fmt, embed_text, on_bad_record, shard_size, max_chars, min_chars, max_samples):
+
+def _check_settings(
+    source, path, hf_name, fmt, embed_text, on_bad_record, shard_size, max_chars, min_chars, max_samples
+):
     key = f"pool.sources[{source}]"
     if bool(path) == bool(hf_name):
         raise InputError(None, None, key, "needs exactly one of 'path' and 'hf_name'")
@@ -426,7 +453,9 @@ def run_pool_prepare(
     malformed record when ``on_bad_record`` is "error" (naming file, line and field), and a source
     from which no record is kept.
     """
-    _check_settings(source, path, hf_name, fmt, embed_text, on_bad_record, shard_size, max_chars, min_chars, max_samples)
+    _check_settings(
+        source, path, hf_name, fmt, embed_text, on_bad_record, shard_size, max_chars, min_chars, max_samples
+    )
     out = Path(out_dir)
     read = 0
     skipped: Counter = Counter()
@@ -440,9 +469,15 @@ def run_pool_prepare(
     with atomic_dir(out) as tmp:
         writer = _ShardWriter(tmp, int(shard_size))
         try:
-            records = (iter_local(path, encoding, skip_unreadable=on_bad_record == "skip") if path
-                       else iter_hf(hf_name, hf_config, split, hf_data_files, mirror=hub_mirror))
-            with contextlib.closing(records), tqdm(total=max_samples, desc=f"pool {source}", unit="rec", mininterval=5) as bar:
+            records = (
+                iter_local(path, encoding, skip_unreadable=on_bad_record == "skip")
+                if path
+                else iter_hf(hf_name, hf_config, split, hf_data_files, mirror=hub_mirror)
+            )
+            with (
+                contextlib.closing(records),
+                tqdm(total=max_samples, desc=f"pool {source}", unit="rec", mininterval=5) as bar,
+            ):
                 for where, line, raw in records:
                     if max_samples is not None and read >= max_samples:
                         break
@@ -455,8 +490,17 @@ def run_pool_prepare(
                         first_skipped.setdefault(raw.reason, origin)
                         continue
                     try:
-                        rec = normalise_record(raw, fmt, source=source, medical=medical, origin=origin, embed_text=embed_text,
-                                               max_chars=int(max_chars), min_chars=int(min_chars), modified=changes)
+                        rec = normalise_record(
+                            raw,
+                            fmt,
+                            source=source,
+                            medical=medical,
+                            origin=origin,
+                            embed_text=embed_text,
+                            max_chars=int(max_chars),
+                            min_chars=int(min_chars),
+                            modified=changes,
+                        )
                     except BadRecord as exc:
                         if on_bad_record == "error":
                             raise InputError(where, line, exc.field, exc.problem) from None
@@ -490,20 +534,38 @@ def run_pool_prepare(
                 "with_system": with_system,
                 "text_chars_mean": round(text_chars / kept, 1) if kept else 0.0,
                 "records_per_shard": list(writer.counts),
-                "settings": {"format": fmt, "embed_text": embed_text, "max_chars": int(max_chars),
-                             "min_chars": int(min_chars), "max_samples": max_samples, "on_bad_record": on_bad_record,
-                             "encoding": encoding},
+                "settings": {
+                    "format": fmt,
+                    "embed_text": embed_text,
+                    "max_chars": int(max_chars),
+                    "min_chars": int(min_chars),
+                    "max_samples": max_samples,
+                    "on_bad_record": on_bad_record,
+                    "encoding": encoding,
+                },
             }
             if kept == 0:
                 what = "the source is empty" if read == 0 else "every record was skipped"
-                raise InputError(where, None, None,
-                                 f"empty pool: {what}; no record kept out of {read} read (skipped: {dict(skipped) or 'none'})")
+                raise InputError(
+                    where,
+                    None,
+                    None,
+                    f"empty pool: {what}; no record kept out of {read} read (skipped: {dict(skipped) or 'none'})",
+                )
             manifest = {"source": source, "count": kept, "shards": writer.names, "statistics": statistics}
             write_json(tmp / "manifest.json", manifest)
         finally:
             writer.close()
-    log.info("%s: read %d, kept %d in %d shards; skipped %s; modified %s; formats %s",
-             source, read, kept, len(writer.counts), dict(skipped), dict(modified), dict(formats))
+    log.info(
+        "%s: read %d, kept %d in %d shards; skipped %s; modified %s; formats %s",
+        source,
+        read,
+        kept,
+        len(writer.counts),
+        dict(skipped),
+        dict(modified),
+        dict(formats),
+    )
     return manifest
 
 

@@ -36,8 +36,9 @@ def resolve(precision: str, cuda: bool | None = None, what: str = "training") ->
             log.info("no CUDA device: %s in fp32 instead of %s", what, precision)
         return "fp32"
     if precision == "bf16" and not bf16_supported():
-        log.warning("this GPU has no bf16 support (compute capability < 8.0, e.g. V100 or T4): "
-                    "%s in fp16 instead of bf16", what)
+        log.warning(
+            "this GPU has no bf16 support (compute capability < 8.0, e.g. V100 or T4): %s in fp16 instead of bf16", what
+        )
         return "fp16"
     return precision
 

@@ -9,9 +9,9 @@ import logging
 import math
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 from tqdm import tqdm
@@ -33,6 +33,7 @@ MAX_RECORDED_LEAKS = 20000
 
 
 # --------------------------------------------------------------------------- the pool on disk
+
 
 def _stem(path: Path, suffix: str) -> str:
     return path.name[: -len(suffix)] if path.name.endswith(suffix) else path.stem
@@ -61,7 +62,11 @@ def validate_pool_record(rec, path, lineno) -> None:
     if not isinstance(conv, list) or not conv:
         raise InputError(path, lineno, "conversations", "missing or empty")
     for i, turn in enumerate(conv):
-        if not isinstance(turn, dict) or turn.get("from") not in ("human", "gpt") or not isinstance(turn.get("value"), str):
+        if (
+            not isinstance(turn, dict)
+            or turn.get("from") not in ("human", "gpt")
+            or not isinstance(turn.get("value"), str)
+        ):
             raise InputError(path, lineno, f"conversations[{i}]", "expected {'from': 'human'|'gpt', 'value': str}")
 
 
@@ -89,10 +94,17 @@ class PoolIndex:
             if self.dim is None:
                 self.dim = int(mat.shape[1])
             elif mat.shape[1] != self.dim:
-                raise InputError(vp, None, None, f"vector dimension {mat.shape[1]} differs from {self.dim} in {self.files[0].vectors}")
+                raise InputError(
+                    vp,
+                    None,
+                    None,
+                    f"vector dimension {mat.shape[1]} differs from {self.dim} in {self.files[0].vectors}",
+                )
             shard = shards.get((vp.parent.name, _stem(vp, ".npy")))
             if shard_paths is not None and shard is None:
-                raise InputError(vp, None, None, f"no pool shard {vp.parent.name}/{_stem(vp, '.npy')}.jsonl among the inputs")
+                raise InputError(
+                    vp, None, None, f"no pool shard {vp.parent.name}/{_stem(vp, '.npy')}.jsonl among the inputs"
+                )
             self.files.append(PoolFile(vp, shard, start, len(fids)))
             self.ids.extend(fids)
             start += len(fids)
@@ -106,7 +118,7 @@ class PoolIndex:
         self.n_duplicates = int(self.duplicate.sum())
 
     @classmethod
-    def from_array(cls, mat: np.ndarray) -> "PoolIndex":
+    def from_array(cls, mat: np.ndarray) -> PoolIndex:
         """An in-memory pool (tests, benchmarks): one file, positions = rows, no shards."""
         self = cls.__new__(cls)
         self.files = [PoolFile(Path("<array>"), None, 0, len(mat))]
@@ -169,7 +181,9 @@ class PoolIndex:
         by_file: dict[int, dict[int, int]] = {}
         for p, fi in zip(positions, fidx.tolist()):
             by_file.setdefault(fi, {})[p - self.files[fi].start] = p
-        for fi, wanted in tqdm(sorted(by_file.items()), desc="read pool shards", unit="shard", disable=not progress, leave=False):
+        for fi, wanted in tqdm(
+            sorted(by_file.items()), desc="read pool shards", unit="shard", disable=not progress, leave=False
+        ):
             f = self.files[fi]
             if f.shard is None:
                 raise InputError(f.vectors, None, None, "no pool shard to read the records of these vectors from")
@@ -188,7 +202,12 @@ class PoolIndex:
                         raise InputError(f.shard, lineno, None, f"malformed JSON ({exc.msg})") from None
                     validate_pool_record(rec, f.shard, lineno)
                     if rec["id"] != self.ids[pos]:
-                        raise InputError(f.shard, lineno, "id", f"{rec['id']!r} but row {row} of {ids_path(f.vectors)} is {self.ids[pos]!r}: vectors are stale")
+                        raise InputError(
+                            f.shard,
+                            lineno,
+                            "id",
+                            f"{rec['id']!r} but row {row} of {ids_path(f.vectors)} is {self.ids[pos]!r}: vectors are stale",
+                        )
                     out[pos] = rec
                     found += 1
                     if found == len(wanted):
@@ -199,6 +218,7 @@ class PoolIndex:
 
 
 # --------------------------------------------------------------------------- exact streamed top-k
+
 
 def resolve_backend(backend: str) -> tuple[str, str | None]:
     """``(backend, torch device)``: "auto" picks torch on CUDA when present, else numpy BLAS."""
@@ -242,7 +262,9 @@ class _Leaks:
         self.counts += np.bincount(rows, minlength=len(self.counts))
         room = MAX_RECORDED_LEAKS - len(self.pairs)
         if room > 0:
-            self.pairs.extend(zip(rows[:room].tolist(), positions[:room].tolist(), values[:room].astype(float).tolist()))
+            self.pairs.extend(
+                zip(rows[:room].tolist(), positions[:room].tolist(), values[:room].astype(float).tolist())
+            )
 
 
 def _dense_block_topk(S: np.ndarray, k: int, start: int, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
@@ -278,12 +300,12 @@ def _merge_sparse(run_s, run_i, rows, new_i, new_s, k):
     Q = run_s.shape[0]
     R = np.concatenate([np.repeat(np.arange(Q), k), rows])
     V = np.concatenate([run_s.ravel(), new_s])
-    I = np.concatenate([run_i.ravel(), new_i])
-    order = np.lexsort((I, -V, R))
-    R, V, I = R[order], V[order], I[order]
+    Ix = np.concatenate([run_i.ravel(), new_i])
+    order = np.lexsort((Ix, -V, R))
+    R, V, Ix = R[order], V[order], Ix[order]
     pos = np.arange(len(R)) - np.searchsorted(R, np.arange(Q))[R]
     keep = pos < k  # every row holds exactly k running entries, so k survive per row
-    return V[keep].reshape(Q, k), I[keep].reshape(Q, k)
+    return V[keep].reshape(Q, k), Ix[keep].reshape(Q, k)
 
 
 def _numpy_search(queries, pool, k, max_sim, block_size, progress):
@@ -291,7 +313,9 @@ def _numpy_search(queries, pool, k, max_sim, block_size, progress):
     run_s = np.full((Q, k), -np.inf, dtype=np.float32)
     run_i = np.full((Q, k), EMPTY, dtype=np.int64)
     leaks = _Leaks(Q)
-    for start, raw, dup in tqdm(pool.blocks(block_size), total=_n_blocks(pool, block_size), desc="recall", unit="block", disable=not progress):
+    for start, raw, dup in tqdm(
+        pool.blocks(block_size), total=_n_blocks(pool, block_size), desc="recall", unit="block", disable=not progress
+    ):
         S = queries @ np.asarray(raw, dtype=np.float32).T
         if dup.any():
             S[:, dup] = -np.inf
@@ -331,7 +355,9 @@ def _torch_search(queries, pool, k, max_sim, block_size, device, progress):
     run_s = np.full((Q, k), -np.inf, dtype=np.float32)
     run_i = np.full((Q, k), EMPTY, dtype=np.int64)
     leaks = _Leaks(Q)
-    for start, raw, dup in tqdm(pool.blocks(block_size), total=_n_blocks(pool, block_size), desc="recall", unit="block", disable=not progress):
+    for start, raw, dup in tqdm(
+        pool.blocks(block_size), total=_n_blocks(pool, block_size), desc="recall", unit="block", disable=not progress
+    ):
         S = qt @ torch.from_numpy(np.array(raw)).to(device).float().T  # np.array: a writable copy of the mapped rows
         if dup.any():
             S[:, torch.from_numpy(np.flatnonzero(dup)).to(device)] = -math.inf
@@ -430,10 +456,15 @@ def score_topk_mean(
     m = max(1, min(m, Q))
     max_sim = math.inf if max_similarity is None else float(max_similarity)
     query_subject = np.asarray(query_subject, dtype=np.int64)
-    run = [(np.empty(0, np.float32), np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)) for _ in range(n_subjects)]
+    run = [
+        (np.empty(0, np.float32), np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32))
+        for _ in range(n_subjects)
+    ]
     seen, leaks_n, below, passed = (np.zeros(n_subjects, np.int64) for _ in range(4))
     leaks = _Leaks(Q)
-    for start, raw, dup in tqdm(pool.blocks(block_size), total=_n_blocks(pool, block_size), desc="score", unit="block", disable=not progress):
+    for start, raw, dup in tqdm(
+        pool.blocks(block_size), total=_n_blocks(pool, block_size), desc="score", unit="block", disable=not progress
+    ):
         S = queries @ np.asarray(raw, dtype=np.float32).T
         best_q = S.argmax(axis=0)
         best = S[best_q, np.arange(S.shape[1])]
@@ -462,14 +493,27 @@ def score_topk_mean(
             cs = np.concatenate([rs, score[cols].astype(np.float32)])
             ci = np.concatenate([ri, cols + start])
             order = np.lexsort((ci, -cs))[:keep]
-            run[s] = (cs[order], ci[order], np.concatenate([rq, best_q[cols]])[order], np.concatenate([rb, best[cols]])[order])
+            run[s] = (
+                cs[order],
+                ci[order],
+                np.concatenate([rq, best_q[cols]])[order],
+                np.concatenate([rb, best[cols]])[order],
+            )
     return MeanScores(
-        [r[0] for r in run], [r[1] for r in run], [r[2] for r in run], [r[3] for r in run],
-        seen, leaks_n, below, passed, leaks.pairs,
+        [r[0] for r in run],
+        [r[1] for r in run],
+        [r[2] for r in run],
+        [r[3] for r in run],
+        seen,
+        leaks_n,
+        below,
+        passed,
+        leaks.pairs,
     )
 
 
 # --------------------------------------------------------------------------- selection
+
 
 @dataclass
 class Candidate:
@@ -484,8 +528,15 @@ class _Selector:
     """Walks candidates in selection order and keeps those that pass the contamination guard,
     exact-text dedup and the near-duplicate check; records and vectors are loaded in batches as needed."""
 
-    def __init__(self, pool: PoolIndex, guard: ContentGuard | None, near_dup: float | None, progress: bool,
-                 queries: np.ndarray | None = None, max_similarity: float | None = None):
+    def __init__(
+        self,
+        pool: PoolIndex,
+        guard: ContentGuard | None,
+        near_dup: float | None,
+        progress: bool,
+        queries: np.ndarray | None = None,
+        max_similarity: float | None = None,
+    ):
         self.pool, self.guard, self.near_dup, self.progress = pool, guard, near_dup, progress
         # A sample recalled by one question may be a copy of another (above max_similarity with it).
         self.queries = queries if max_similarity is not None and queries is not None and len(queries) else None
@@ -601,11 +652,22 @@ def _sim_summary(values) -> dict:
     if not len(v):
         return {"n": 0}
     p = np.percentile(v, [5, 25, 50, 75, 95])
-    return {"n": int(len(v)), "min": float(v.min()), "mean": float(v.mean()), "p5": float(p[0]), "p25": float(p[1]),
-            "median": float(p[2]), "p75": float(p[3]), "p95": float(p[4]), "max": float(v.max())}
+    return {
+        "n": int(len(v)),
+        "min": float(v.min()),
+        "mean": float(v.mean()),
+        "p5": float(p[0]),
+        "p25": float(p[1]),
+        "median": float(p[2]),
+        "p75": float(p[3]),
+        "p95": float(p[4]),
+        "max": float(v.max()),
+    }
 
 
-def plot_histogram(path, subjects: list[str], values: list[list[float]], threshold: float, max_similarity: float | None) -> None:
+def plot_histogram(
+    path, subjects: list[str], values: list[list[float]], threshold: float, max_similarity: float | None
+) -> None:
     """One histogram of kept similarities per subject, with the threshold and leak bound marked."""
     import matplotlib
 
@@ -642,9 +704,13 @@ def load_queries(vector_paths: list, items: list[leak.BenchmarkItem]) -> tuple[l
         qids, mat = load_vectors(path, mmap=False)
         for line, qid in enumerate(qids, start=1):
             if qid not in known:
-                raise InputError(ids_path(path), line, "id", f"question {qid!r} is not in the benchmark records: vectors are stale")
+                raise InputError(
+                    ids_path(path), line, "id", f"question {qid!r} is not in the benchmark records: vectors are stale"
+                )
         if mats and mat.shape[1] != mats[0].shape[1]:
-            raise InputError(path, None, None, f"dimension {mat.shape[1]} differs from {mats[0].shape[1]} of {vector_paths[0]}")
+            raise InputError(
+                path, None, None, f"dimension {mat.shape[1]} differs from {mats[0].shape[1]} of {vector_paths[0]}"
+            )
         ids += qids
         subj += [s] * len(qids)
         mats.append(np.asarray(mat, dtype=np.float32))
@@ -701,14 +767,23 @@ def recall_job(
     if strategy == "train_topk_mean" and budget is None:
         raise ValueError("recall.budget is required by strategy train_topk_mean")
     if not (len(subjects) == len(query_vectors) == len(recall_outputs)):
-        raise ValueError(f"{len(subjects)} subjects, {len(query_vectors)} query vector files, {len(recall_outputs)} outputs")
+        raise ValueError(
+            f"{len(subjects)} subjects, {len(query_vectors)} query vector files, {len(recall_outputs)} outputs"
+        )
     items = leak.load_benchmark_items(benchmark_files)
     guard = ContentGuard(items, guard_settings(leak_guard))
     qids, qsub, queries = load_queries(query_vectors, items)
     pool = PoolIndex(pool_vectors, pool_shards)
     S = len(subjects)
-    log.info("recall: %d questions, %d pool vectors (%d repeated ids) in %d files, dim %s, strategy %s",
-             len(qids), pool.size, pool.n_duplicates, len(pool.files), pool.dim, strategy)
+    log.info(
+        "recall: %d questions, %d pool vectors (%d repeated ids) in %d files, dim %s, strategy %s",
+        len(qids),
+        pool.size,
+        pool.n_duplicates,
+        len(pool.files),
+        pool.dim,
+        strategy,
+    )
     stats = [{"questions": int((qsub == s).sum())} for s in range(S)]
     drops = [dict.fromkeys((*GUARD_REASONS, "duplicate_text", "near_duplicate"), 0) for _ in range(S)]
     lists: list[list[Candidate]] = [[] for _ in range(S)]
@@ -740,7 +815,9 @@ def recall_job(
         leak_total = int(res.leaks.sum())
     else:
         keep = 2 * budget  # headroom for samples the guard and dedup drop after scoring
-        ms = score_topk_mean(queries, qsub, S, pool, topk_mean_m, keep, similarity_threshold, max_similarity, block_size, progress)
+        ms = score_topk_mean(
+            queries, qsub, S, pool, topk_mean_m, keep, similarity_threshold, max_similarity, block_size, progress
+        )
         for s in range(S):
             stats[s].update(
                 candidates_seen=int(ms.seen[s]),
@@ -749,7 +826,9 @@ def recall_job(
                 dropped_threshold=int(ms.below[s]),
                 dropped_duplicate=0,
             )
-            for sc, g, q, b in zip(ms.score[s].tolist(), ms.index[s].tolist(), ms.query[s].tolist(), ms.best[s].tolist()):
+            for sc, g, q, b in zip(
+                ms.score[s].tolist(), ms.index[s].tolist(), ms.query[s].tolist(), ms.best[s].tolist()
+            ):
                 lists[s].append(Candidate(sc, g, q, s, {"best_similarity": round(b, 6)}))
         leak_pairs = ms.leak_pairs
         leak_total = int(ms.leaks.sum())
@@ -769,8 +848,17 @@ def recall_job(
         rows = []
         for rank, c in enumerate(chosen, start=1):
             rec = selector.records[c.position]
-            rows.append({"id": rec["id"], "source": rec["source"], "subject": subjects[s], "query_id": qids[c.query],
-                         "similarity": round(c.score, 6), "rank": rank, **c.extra})
+            rows.append(
+                {
+                    "id": rec["id"],
+                    "source": rec["source"],
+                    "subject": subjects[s],
+                    "query_id": qids[c.query],
+                    "similarity": round(c.score, 6),
+                    "rank": rank,
+                    **c.extra,
+                }
+            )
         write_jsonl(out, rows)
         st = stats[s]
         # the contamination guard's drops by reason (max_similarity: above it with another question;
@@ -787,10 +875,18 @@ def recall_job(
     overall["similarity"] = _sim_summary([c.score for c in kept])
     statistics = {
         "strategy": strategy,
-        "settings": {"top_k": top_k, "similarity_threshold": similarity_threshold, "max_similarity": max_similarity,
-                     "topk_mean_m": topk_mean_m, "budget": budget, "per_subject_quota": per_subject_quota,
-                     "near_duplicate_threshold": near_duplicate_threshold, "block_size": block_size, "leak_guard": dict(leak_guard or {}),
-                     "backend": resolve_backend(backend)[0]},
+        "settings": {
+            "top_k": top_k,
+            "similarity_threshold": similarity_threshold,
+            "max_similarity": max_similarity,
+            "topk_mean_m": topk_mean_m,
+            "budget": budget,
+            "per_subject_quota": per_subject_quota,
+            "near_duplicate_threshold": near_duplicate_threshold,
+            "block_size": block_size,
+            "leak_guard": dict(leak_guard or {}),
+            "backend": resolve_backend(backend)[0],
+        },
         "pool": {"vectors": pool.size, "repeated_ids": pool.n_duplicates, "files": len(pool.files), "dim": pool.dim},
         "benchmark_items_guarded": len(items),
         "benchmark_items_too_short_for_ngram": guard.too_short_for_ngram,
@@ -798,13 +894,19 @@ def recall_job(
         "overall": overall,
         "max_similarity_drops": {
             "total_pairs": leak_total,
-            "recorded": [{"query_id": qids[q], "sample_id": pool.ids[p], "similarity": round(v, 6)} for q, p, v in leak_pairs],
+            "recorded": [
+                {"query_id": qids[q], "sample_id": pool.ids[p], "similarity": round(v, 6)} for q, p, v in leak_pairs
+            ],
         },
         "guard_drops": selector.guard_drops,
         "seconds": round(time.monotonic() - t0, 2),
     }
     write_json(statistics_path, statistics)
     plot_histogram(histogram_path, subjects, hist_values, similarity_threshold, max_similarity)
-    log.info("recall: kept %d samples (%s) in %.1f s", overall["kept"],
-             ", ".join(f"{s}: {st['kept']}" for s, st in zip(subjects, stats)), statistics["seconds"])
+    log.info(
+        "recall: kept %d samples (%s) in %.1f s",
+        overall["kept"],
+        ", ".join(f"{s}: {st['kept']}" for s, st in zip(subjects, stats)),
+        statistics["seconds"],
+    )
     return statistics

@@ -7,8 +7,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -106,15 +107,18 @@ def align_evals(evals: dict[str, dict], paths: dict[str, str]) -> tuple[list[str
         extra = [i for i in qmap if i not in ref_q]
         if missing or extra:
             raise InputError(
-                paths[name], None, "questions",
+                paths[name],
+                None,
+                "questions",
                 f"question set differs from {paths[ref_name]}: {len(missing)} missing (e.g. {missing[:3]}), "
                 f"{len(extra)} extra (e.g. {extra[:3]})",
             )
         for qid in ids:
             q, r = qmap[qid], ref_q[qid]
             if q["answer"] != r["answer"] or q["subject"] != r["subject"]:
-                raise InputError(paths[name], None, "questions",
-                                 f"question {qid!r}: answer/subject differ from {paths[ref_name]}")
+                raise InputError(
+                    paths[name], None, "questions", f"question {qid!r}: answer/subject differ from {paths[ref_name]}"
+                )
         correct[name] = np.array([qmap[i]["correct"] for i in ids], dtype=bool)
     return ids, subjects, correct
 
@@ -228,8 +232,12 @@ def build_comparison(
     evals = {name: load_eval(p) for name, p in paths.items()}
     ids, subjects, correct = align_evals(evals, paths)
     scopes = _scopes(subjects)
-    log.info("comparing %d models on %d questions (%s)", len(evals), len(ids),
-             ", ".join(f"{s}: {int(m.sum())}" for s, m in scopes))
+    log.info(
+        "comparing %d models on %d questions (%s)",
+        len(evals),
+        len(ids),
+        ", ".join(f"{s}: {int(m.sum())}" for s, m in scopes),
+    )
 
     models = {}
     for name, corr in correct.items():
@@ -274,8 +282,9 @@ def build_comparison(
     for i, (b, a) in enumerate(pairs):
         rows = {}
         for sc, m in scopes:
-            rows[sc] = _compare([r[m] for r in groups[a]], [r[m] for r in groups[b]],
-                                alpha, bootstrap_samples, seed + i)
+            rows[sc] = _compare(
+                [r[m] for r in groups[a]], [r[m] for r in groups[b]], alpha, bootstrap_samples, seed + i
+            )
         subj_names = [sc for sc, _ in scopes if sc != OVERALL]
         for sc, p in zip(subj_names, holm([rows[sc]["p_value"] for sc in subj_names])):
             rows[sc]["p_holm"] = p
@@ -285,11 +294,17 @@ def build_comparison(
             for s in seeds:
                 a_name = "base" if a == "base" else f"{a}-seed{s}"
                 b_name = f"{b}-seed{s}"
-                per_seed.append({
-                    "seed": s, "a": a_name, "b": b_name,
-                    "scopes": {sc: _compare([correct[a_name][m]], [correct[b_name][m]], alpha,
-                                            bootstrap_samples, seed + i) for sc, m in scopes},
-                })
+                per_seed.append(
+                    {
+                        "seed": s,
+                        "a": a_name,
+                        "b": b_name,
+                        "scopes": {
+                            sc: _compare([correct[a_name][m]], [correct[b_name][m]], alpha, bootstrap_samples, seed + i)
+                            for sc, m in scopes
+                        },
+                    }
+                )
         comparisons.append({"name": f"{b} vs {a}", "a": a, "b": b, "scopes": rows, "per_seed": per_seed})
 
     overlap = sorted(set(recall_splits) & set(eval_splits))
@@ -432,22 +447,28 @@ def render_markdown(rep: dict) -> str:
     seeds = rep["seeds"]
     L = ["# Eval-driven selection: comparison report", ""]
     L += ["## Design", ""]
-    L.append(f"- Evaluated splits: **{', '.join(d['eval_splits']) or 'n/a'}**; recall queries from: "
-             f"**{', '.join(d['recall_splits']) or 'n/a'}**.")
+    L.append(
+        f"- Evaluated splits: **{', '.join(d['eval_splits']) or 'n/a'}**; recall queries from: "
+        f"**{', '.join(d['recall_splits']) or 'n/a'}**."
+    )
     if d["overlap"]:
-        L.append(f"- **Not held out**: split(s) {', '.join(d['overlap'])} served both as recall queries and as "
-                 "evaluation questions. A gain shows that training on data similar to *these* questions helps on "
-                 "*these* questions; it is not evidence of a gain on unseen questions of the subject.")
+        L.append(
+            f"- **Not held out**: split(s) {', '.join(d['overlap'])} served both as recall queries and as "
+            "evaluation questions. A gain shows that training on data similar to *these* questions helps on "
+            "*these* questions; it is not evidence of a gain on unseen questions of the subject."
+        )
     else:
         L.append("- **Held out**: no evaluated split was used for recall.")
     L.append(f"- Scoring: {d['mode']}, {d['few_shot']}-shot; base model: {d.get('base_model') or 'n/a'}.")
     L.append(f"- Arms: {', '.join(arms)}; training seeds: {', '.join(map(str, seeds))}.")
     L.append("- Questions: " + ", ".join(f"{s} {n}" for s, n in rep["n_questions"].items()) + ".")
-    L.append(f"- Intervals: {conf}% Wilson (accuracy), {conf}% paired percentile bootstrap over questions "
-             f"({rep['bootstrap_samples']} resamples, seed {rep['bootstrap_seed']}) for differences. "
-             f"Tests: two-sided exact McNemar"
-             + (" (one seed) / exact sign-flip on seed-mean correctness (several seeds)" if len(seeds) > 1 else "")
-             + f", significance level {rep['alpha']}.")
+    L.append(
+        f"- Intervals: {conf}% Wilson (accuracy), {conf}% paired percentile bootstrap over questions "
+        f"({rep['bootstrap_samples']} resamples, seed {rep['bootstrap_seed']}) for differences. "
+        f"Tests: two-sided exact McNemar"
+        + (" (one seed) / exact sign-flip on seed-mean correctness (several seeds)" if len(seeds) > 1 else "")
+        + f", significance level {rep['alpha']}."
+    )
     L.append("")
 
     L += ["## Verdicts", ""]
@@ -478,8 +499,10 @@ def render_markdown(rep: dict) -> str:
         L.append(f"| {name} | {rep['n_questions'][sc]} | " + " | ".join(cells) + " |")
     if len(seeds) > 1:
         L.append("")
-        L.append(f"Arms show the mean over {len(seeds)} seeds (sd: standard deviation across seeds); each seed is "
-                 "listed below.")
+        L.append(
+            f"Arms show the mean over {len(seeds)} seeds (sd: standard deviation across seeds); each seed is "
+            "listed below."
+        )
     L.append("")
 
     L += ["## Paired comparisons (same questions)", ""]
@@ -487,18 +510,25 @@ def render_markdown(rep: dict) -> str:
         L += [f"### {comp['b']} vs {comp['a']}", ""]
         single = "b_right_a_wrong" in comp["scopes"][OVERALL]
         disc_h = f"{comp['b']} only / {comp['a']} only" + (" right" if single else " better")
-        L.append(f"| scope | n | {comp['a']} | {comp['b']} | difference (pts) | {conf}% CI | {disc_h} | p | p (Holm) "
-                 "| verdict |")
+        L.append(
+            f"| scope | n | {comp['a']} | {comp['b']} | difference (pts) | {conf}% CI | {disc_h} | p | p (Holm) "
+            "| verdict |"
+        )
         L.append("|---|---:|---:|---:|---:|---|---:|---:|---:|---|")
         for sc in scopes:
             r = comp["scopes"][sc]
-            disc = (f"{r['b_right_a_wrong']} / {r['a_right_b_wrong']}" if single
-                    else f"{r['questions_b_better']} / {r['questions_a_better']}")
+            disc = (
+                f"{r['b_right_a_wrong']} / {r['a_right_b_wrong']}"
+                if single
+                else f"{r['questions_b_better']} / {r['questions_a_better']}"
+            )
             verdict_cell = f"**{r['verdict']}**" if r["verdict"] != "no detectable difference" else r["verdict"]
             name = f"**{sc}**" if sc == OVERALL else sc
-            L.append(f"| {name} | {r['n']} | {_pct(r['accuracy_a'])} | {_pct(r['accuracy_b'])} | {_pts(r['diff'])} | "
-                     f"[{_pts(r['ci_low'])}, {_pts(r['ci_high'])}] | {disc} | {_p(r['p_value'])} | "
-                     f"{_p(r['p_holm'])} | {verdict_cell} |")
+            L.append(
+                f"| {name} | {r['n']} | {_pct(r['accuracy_a'])} | {_pct(r['accuracy_b'])} | {_pts(r['diff'])} | "
+                f"[{_pts(r['ci_low'])}, {_pts(r['ci_high'])}] | {disc} | {_p(r['p_value'])} | "
+                f"{_p(r['p_holm'])} | {verdict_cell} |"
+            )
         L.append("")
         if comp["per_seed"]:
             L.append("Each seed (exact McNemar against the matching model):")
@@ -508,25 +538,36 @@ def render_markdown(rep: dict) -> str:
             for ps in comp["per_seed"]:
                 for sc in scopes:
                     r = ps["scopes"][sc]
-                    L.append(f"| {ps['seed']} | {sc} | {_pts(r['diff'])} | [{_pts(r['ci_low'])}, {_pts(r['ci_high'])}] "
-                             f"| {_p(r['p_value'])} | {r['verdict']} |")
+                    L.append(
+                        f"| {ps['seed']} | {sc} | {_pts(r['diff'])} | [{_pts(r['ci_low'])}, {_pts(r['ci_high'])}] "
+                        f"| {_p(r['p_value'])} | {r['verdict']} |"
+                    )
             L.append("")
 
     L += ["## What these sample sizes can detect", ""]
     k = rep["min_significant_count"]
-    L.append(f"At alpha {rep['alpha']}, exact McNemar needs at least {k} discordant questions, all in one direction, "
-             "before any difference can be significant. The smallest difference that could ever be significant, and "
-             "the difference detectable with 80% power given the observed rate of disagreement between the models "
-             "(normal approximation, Connor 1987). \"not reachable\": even the largest difference possible at that "
-             "disagreement rate has less than 80% power.")
+    L.append(
+        f"At alpha {rep['alpha']}, exact McNemar needs at least {k} discordant questions, all in one direction, "
+        "before any difference can be significant. The smallest difference that could ever be significant, and "
+        "the difference detectable with 80% power given the observed rate of disagreement between the models "
+        '(normal approximation, Connor 1987). "not reachable": even the largest difference possible at that '
+        "disagreement rate has less than 80% power."
+    )
     L.append("")
     names = [c["name"] for c in rep["comparisons"]]
-    L.append("| scope | n | smallest significant (pts) | " + " | ".join(f"{n}: at 80% power (disagreement)" for n in names)
-             + " |")
+    L.append(
+        "| scope | n | smallest significant (pts) | "
+        + " | ".join(f"{n}: at 80% power (disagreement)" for n in names)
+        + " |"
+    )
     L.append("|---|---:|---:|" + "---:|" * len(names))
     for sc in scopes:
         first = rep["comparisons"][0]["scopes"][sc]
-        mds = "never" if first["min_significant_difference"] is None else f"{100 * first['min_significant_difference']:.1f}"
+        mds = (
+            "never"
+            if first["min_significant_difference"] is None
+            else f"{100 * first['min_significant_difference']:.1f}"
+        )
         cells = []
         for comp in rep["comparisons"]:
             r = comp["scopes"][sc]
@@ -542,9 +583,11 @@ def render_markdown(rep: dict) -> str:
     by_subject = rep.get("contamination_by_subject")
     if by_subject:
         L += ["### Evaluated items against the final SFT sets", ""]
-        L.append("Per evaluated benchmark item: training samples the n-gram guard dropped for it, the longest "
-                 "substring it still shares with a kept sample (shorter than the guard's n), and its highest "
-                 "cosine similarity to a kept sample (items that were recall queries only).")
+        L.append(
+            "Per evaluated benchmark item: training samples the n-gram guard dropped for it, the longest "
+            "substring it still shares with a kept sample (shorter than the guard's n), and its highest "
+            "cosine similarity to a kept sample (items that were recall queries only)."
+        )
         L.append("")
         keys = list(next(iter(by_subject.values())))
         L.append("| scope | " + " | ".join(k.replace("_", " ") for k in keys) + " |")
@@ -559,14 +602,17 @@ def render_markdown(rep: dict) -> str:
 
     L += ["## How to read this", ""]
     L += [
-        "- A verdict of *significant gain* means the paired test rejected \"no difference\" at the stated level; "
+        '- A verdict of *significant gain* means the paired test rejected "no difference" at the stated level; '
         "the interval says how large the gain plausibly is. *No detectable difference* does not mean the models are "
         "equal: read the interval and the detectable-difference table.",
         "- Per-subject p-values are also given Holm-adjusted over the subjects of one comparison; the overall row "
         "is the primary test.",
         "- Models are evaluated once on a fixed question set: the intervals cover question sampling "
-        + ("and, through the seed mean, training seeds." if len(seeds) > 1 else
-           "but not training-seed variation (one seed per arm; add seeds to train.seeds to measure it)."),
+        + (
+            "and, through the seed mean, training seeds."
+            if len(seeds) > 1
+            else "but not training-seed variation (one seed per arm; add seeds to train.seeds to measure it)."
+        ),
         "",
     ]
     return "\n".join(L)
@@ -640,6 +686,13 @@ def write_report(
         fh.write(md)
     for comp in rep["comparisons"]:
         r = comp["scopes"][OVERALL]
-        log.info("%s overall: %+.1f pts [%+.1f, %+.1f], p=%.3g: %s", comp["name"], 100 * r["diff"],
-                 100 * r["ci_low"], 100 * r["ci_high"], r["p_value"], r["verdict"])
+        log.info(
+            "%s overall: %+.1f pts [%+.1f, %+.1f], p=%.3g: %s",
+            comp["name"],
+            100 * r["diff"],
+            100 * r["ci_low"],
+            100 * r["ci_high"],
+            r["p_value"],
+            r["verdict"],
+        )
     return rep

@@ -13,8 +13,9 @@ import queue
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -99,8 +100,14 @@ class ChatRequest(BaseModel):
 class APIError(Exception):
     """An error answered as OpenAI's ``{"error": {"message", "type", "param", "code"}}``."""
 
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error",
-                 code: str | None = None, param: str | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type_: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.type, self.code, self.param = status, message, type_, code, param
 
@@ -158,17 +165,30 @@ class ChatModel:
         eos = self.model.generation_config.eos_token_id
         eos = eos if isinstance(eos, list) else [eos]
         self.eos_ids = {int(e) for e in eos if e is not None} | (
-            {self.tokenizer.eos_token_id} if self.tokenizer.eos_token_id is not None else set())
-        log.info("loaded %s%s on %s (context %d)", model_path, f" + {adapter}" if adapter else "", self.device,
-                 self.context_length)
+            {self.tokenizer.eos_token_id} if self.tokenizer.eos_token_id is not None else set()
+        )
+        log.info(
+            "loaded %s%s on %s (context %d)",
+            model_path,
+            f" + {adapter}" if adapter else "",
+            self.device,
+            self.context_length,
+        )
 
     def encode(self, messages: list[dict]) -> list[int]:
         text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def stream(self, prompt_ids: list[int], max_new_tokens: int, temperature: float, top_p: float,
-               stops: list[str], seed: int | None,
-               should_stop: Callable[[], bool] = lambda: False) -> Iterator[tuple[str, dict]]:
+    def stream(
+        self,
+        prompt_ids: list[int],
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        stops: list[str],
+        seed: int | None,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> Iterator[tuple[str, dict]]:
         """Yield ``(text delta, info)``; the last item has ``info["finish_reason"]`` and token counts.
 
         Not thread-safe: the :class:`Generator` runs one at a time. Text is emitted only once it can
@@ -196,7 +216,8 @@ class ChatModel:
             "do_sample": sample,
             "streamer": streamer,
             "stopping_criteria": StoppingCriteriaList([_Halt()]),
-            "pad_token_id": self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None
+            "pad_token_id": self.tokenizer.pad_token_id
+            if self.tokenizer.pad_token_id is not None
             else next(iter(self.eos_ids)),
             # the model's generation_config may carry a repetition penalty (Qwen2.5-Instruct: 1.05);
             # a request has no such field, so the server does not apply one
@@ -241,19 +262,19 @@ class ChatModel:
                     finish, cut_at_stop = "stop", True
                     halt.set()
                     if cut > len(sent):
-                        yield text[len(sent):cut], {}
+                        yield text[len(sent) : cut], {}
                     break
                 # keep back an incomplete UTF-8 character and a possible stop-sequence prefix
                 safe = len(text.rstrip("\ufffd")) - hold
                 if safe > len(sent):
-                    yield text[len(sent):safe], {}
+                    yield text[len(sent) : safe], {}
                     sent = text[:safe]
             if failure:
                 raise failure[0]
             if not cut_at_stop:
                 text = self.tokenizer.decode(ids, skip_special_tokens=True)
                 if len(text) > len(sent):
-                    yield text[len(sent):], {}
+                    yield text[len(sent) :], {}
             yield "", {"finish_reason": finish, "prompt_tokens": len(prompt_ids), "completion_tokens": len(ids)}
         finally:
             halt.set()
@@ -328,8 +349,12 @@ class Generator:
         self.thread.start()
 
     def status(self) -> dict:
-        return {"generator": "busy" if self.current is not None else "idle", "queued": self.jobs.qsize(),
-                "queue_limit": self.max_queue, "served": self.served}
+        return {
+            "generator": "busy" if self.current is not None else "idle",
+            "queued": self.jobs.qsize(),
+            "queue_limit": self.max_queue,
+            "served": self.served,
+        }
 
     def submit(self, params: dict, loop) -> Job:
         if self.closing.is_set():
@@ -338,8 +363,12 @@ class Generator:
         try:
             self.jobs.put_nowait(job)
         except queue.Full:
-            raise APIError(429, f"the server is busy: {self.max_queue} requests are already waiting; retry later",
-                           "rate_limit_error", code="queue_full") from None
+            raise APIError(
+                429,
+                f"the server is busy: {self.max_queue} requests are already waiting; retry later",
+                "rate_limit_error",
+                code="queue_full",
+            ) from None
         return job
 
     def close(self, wait: float = 10.0) -> None:
@@ -366,13 +395,22 @@ class Generator:
                 job.emit(_END)
                 continue
             if job.expired():
-                job.emit(APIError(503, f"timed out after {job.timeout:g} s waiting for the generator",
-                                  "server_error", code="timeout"))
+                job.emit(
+                    APIError(
+                        503,
+                        f"timed out after {job.timeout:g} s waiting for the generator",
+                        "server_error",
+                        code="timeout",
+                    )
+                )
                 job.emit(_END)
                 continue
             self.current = job
             try:
-                stop = lambda: job.cancelled.is_set() or job.expired() or self.closing.is_set()  # noqa: E731
+
+                def stop(job: Job = job) -> bool:
+                    return job.cancelled.is_set() or job.expired() or self.closing.is_set()
+
                 for item in self.chat.stream(**job.params, should_stop=stop):
                     if job.cancelled.is_set():
                         break
@@ -395,9 +433,15 @@ def _is_loopback(host: str) -> bool:
     return host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")
 
 
-def create_app(model_path: str | os.PathLike, adapter: str | os.PathLike | None = None,
-               api_key: str | None = None, model_name: str | None = None, device: str | None = None,
-               max_queue: int = 8, timeout: float = 300.0):
+def create_app(
+    model_path: str | os.PathLike,
+    adapter: str | os.PathLike | None = None,
+    api_key: str | None = None,
+    model_name: str | None = None,
+    device: str | None = None,
+    max_queue: int = 8,
+    timeout: float = 300.0,
+):
     """The FastAPI app serving one model under ``model_name`` (default: the adapter's or model's directory name).
 
     With ``api_key`` every request, ``/health`` included, needs ``Authorization: Bearer <api_key>``
@@ -444,8 +488,10 @@ def create_app(model_path: str | os.PathLike, adapter: str | os.PathLike | None 
         if param:
             msg = f"{param}: {msg}"
         status = 422 if unreadable else 400
-        return JSONResponse(APIError(status, msg, code="invalid_value" if status == 400 else "invalid_json",
-                                     param=param).body(), status_code=status)
+        return JSONResponse(
+            APIError(status, msg, code="invalid_value" if status == 400 else "invalid_json", param=param).body(),
+            status_code=status,
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
@@ -456,8 +502,9 @@ def create_app(model_path: str | os.PathLike, adapter: str | os.PathLike | None 
     @app.exception_handler(Exception)
     async def _server_error(request: Request, exc: Exception):
         log.exception("request failed")
-        return JSONResponse(APIError(500, f"generation failed: {type(exc).__name__}", "server_error").body(),
-                            status_code=500)
+        return JSONResponse(
+            APIError(500, f"generation failed: {type(exc).__name__}", "server_error").body(), status_code=500
+        )
 
     @app.middleware("http")
     async def _auth(request: Request, call_next):
@@ -465,8 +512,9 @@ def create_app(model_path: str | os.PathLike, adapter: str | os.PathLike | None 
             header = request.headers.get("authorization", "")
             token = header[7:] if header.lower().startswith("bearer ") else ""
             if not hmac.compare_digest(token.encode(), api_key.encode()):
-                err = APIError(401, "missing or invalid API key (send 'Authorization: Bearer <key>')",
-                               code="invalid_api_key")
+                err = APIError(
+                    401, "missing or invalid API key (send 'Authorization: Bearer <key>')", code="invalid_api_key"
+                )
                 return JSONResponse(err.body(), status_code=401)
         return await call_next(request)
 
@@ -484,15 +532,23 @@ def create_app(model_path: str | os.PathLike, adapter: str | os.PathLike | None 
     @app.get("/v1/models/{model_id:path}")
     def get_model(model_id: str):
         if model_id != name:
-            raise APIError(404, f"model {model_id!r} does not exist; this server has {name!r}", code="model_not_found",
-                           param="model")
+            raise APIError(
+                404,
+                f"model {model_id!r} does not exist; this server has {name!r}",
+                code="model_not_found",
+                param="model",
+            )
         return model_card()
 
     @app.post("/v1/chat/completions")
     async def chat_completions(req: ChatRequest):
         if req.model != name:
-            raise APIError(404, f"model {req.model!r} does not exist; this server has {name!r}",
-                           code="model_not_found", param="model")
+            raise APIError(
+                404,
+                f"model {req.model!r} does not exist; this server has {name!r}",
+                code="model_not_found",
+                param="model",
+            )
         messages = []
         for i, m in enumerate(req.messages):
             try:
@@ -501,45 +557,71 @@ def create_app(model_path: str | os.PathLike, adapter: str | os.PathLike | None 
                 raise APIError(400, str(exc), param=f"messages.{i}.content") from None
             messages.append({"role": "system" if m.role == "developer" else m.role, "content": content})
         if messages[-1]["role"] == "assistant":
-            raise APIError(400, "the last message must not be the assistant's (nothing to answer)",
-                           param="messages")
+            raise APIError(400, "the last message must not be the assistant's (nothing to answer)", param="messages")
         try:
             prompt_ids = chat.encode(messages)
         except Exception as exc:  # the template rejects the conversation (e.g. roles out of order)
             raise APIError(400, f"the chat template rejected the messages: {exc}", param="messages") from None
         room = chat.context_length - len(prompt_ids)
         if room < 1:
-            raise APIError(400, f"the prompt has {len(prompt_ids)} tokens; the model's context is "
-                                f"{chat.context_length}", code="context_length_exceeded", param="messages")
+            raise APIError(
+                400,
+                f"the prompt has {len(prompt_ids)} tokens; the model's context is {chat.context_length}",
+                code="context_length_exceeded",
+                param="messages",
+            )
         asked = req.max_completion_tokens or req.max_tokens or DEFAULT_MAX_TOKENS
         max_new = min(asked, room)
         temperature = 1.0 if req.temperature is None else req.temperature
         top_p = 1.0 if req.top_p is None else req.top_p
-        params = {"prompt_ids": prompt_ids, "max_new_tokens": max_new, "temperature": temperature,
-                  "top_p": top_p, "stops": req.stops(), "seed": req.seed}
+        params = {
+            "prompt_ids": prompt_ids,
+            "max_new_tokens": max_new,
+            "temperature": temperature,
+            "top_p": top_p,
+            "stops": req.stops(),
+            "seed": req.seed,
+        }
         job = generator.submit(params, asyncio.get_running_loop())
         cid = f"chatcmpl-{uuid.uuid4().hex}"
         now = int(time.time())
         if not req.stream:
             text, info = "", {}
             try:
-                async for delta, info in job:
+                async for delta, info in job:  # noqa: B007 (the last info holds the counts)
                     text += delta
             finally:  # the client went away (the task is cancelled) or the answer is complete
                 job.cancel()
-            usage = {"prompt_tokens": info["prompt_tokens"], "completion_tokens": info["completion_tokens"],
-                     "total_tokens": info["prompt_tokens"] + info["completion_tokens"]}
+            usage = {
+                "prompt_tokens": info["prompt_tokens"],
+                "completion_tokens": info["completion_tokens"],
+                "total_tokens": info["prompt_tokens"] + info["completion_tokens"],
+            }
             return {
-                "id": cid, "object": "chat.completion", "created": now, "model": name,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                             "finish_reason": info["finish_reason"], "logprobs": None}],
+                "id": cid,
+                "object": "chat.completion",
+                "created": now,
+                "model": name,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": info["finish_reason"],
+                        "logprobs": None,
+                    }
+                ],
                 "usage": usage,
             }
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
 
         def chunk(delta: dict, finish: str | None) -> str:
-            body = {"id": cid, "object": "chat.completion.chunk", "created": now, "model": name,
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+            body = {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": now,
+                "model": name,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+            }
             if include_usage:
                 body["usage"] = None
             return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
@@ -553,11 +635,19 @@ def create_app(model_path: str | os.PathLike, adapter: str | os.PathLike | None 
                     if "finish_reason" in info:
                         yield chunk({}, info["finish_reason"])
                         if include_usage:
-                            usage = {"prompt_tokens": info["prompt_tokens"],
-                                     "completion_tokens": info["completion_tokens"],
-                                     "total_tokens": info["prompt_tokens"] + info["completion_tokens"]}
-                            body = {"id": cid, "object": "chat.completion.chunk", "created": now, "model": name,
-                                    "choices": [], "usage": usage}
+                            usage = {
+                                "prompt_tokens": info["prompt_tokens"],
+                                "completion_tokens": info["completion_tokens"],
+                                "total_tokens": info["prompt_tokens"] + info["completion_tokens"],
+                            }
+                            body = {
+                                "id": cid,
+                                "object": "chat.completion.chunk",
+                                "created": now,
+                                "model": name,
+                                "choices": [],
+                                "usage": usage,
+                            }
                             yield f"data: {json.dumps(body)}\n\n"
             except APIError as exc:  # timed out waiting, or shutting down
                 yield f"data: {json.dumps(exc.body())}\n\n"
@@ -568,23 +658,37 @@ def create_app(model_path: str | os.PathLike, adapter: str | os.PathLike | None 
                 job.cancel()
             yield "data: [DONE]\n\n"
 
-        return StreamingResponse(events(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        )
 
     return app
 
 
-def serve(model_path: str, adapter: str | None = None, host: str = "127.0.0.1", port: int = 8000,
-          api_key: str | None = None, model_name: str | None = None, max_queue: int = 8,
-          timeout: float = 300.0) -> None:
+def serve(
+    model_path: str,
+    adapter: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_key: str | None = None,
+    model_name: str | None = None,
+    max_queue: int = 8,
+    timeout: float = 300.0,
+) -> None:
     """Run the server with uvicorn until interrupted (SIGINT/SIGTERM: open streams are ended, then
     it exits within a few seconds). Warns when it listens beyond loopback without a key."""
     import uvicorn
 
     if not _is_loopback(host) and not api_key:
         log.warning("listening on %s without an API key: anyone who can reach this port can use the model", host)
-    app = create_app(model_path, adapter=adapter, api_key=api_key, model_name=model_name, max_queue=max_queue,
-                     timeout=timeout)
-    log.info("serving %r on http://%s:%d/v1 (API key %s)", app.state.model_name, host, port,
-             "required" if api_key else "not required")
+    app = create_app(
+        model_path, adapter=adapter, api_key=api_key, model_name=model_name, max_queue=max_queue, timeout=timeout
+    )
+    log.info(
+        "serving %r on http://%s:%d/v1 (API key %s)",
+        app.state.model_name,
+        host,
+        port,
+        "required" if api_key else "not required",
+    )
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)

@@ -9,7 +9,7 @@ import logging
 import os
 import time
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from tqdm import tqdm
@@ -35,7 +35,11 @@ def mix_size(recalled: int, ratio: float) -> int:
 
 
 def to_sharegpt(rec: dict, origin: str) -> dict:
-    out = {"id": rec["id"], "origin": origin, "conversations": [{"from": t["from"], "value": t["value"]} for t in rec["conversations"]]}
+    out = {
+        "id": rec["id"],
+        "origin": origin,
+        "conversations": [{"from": t["from"], "value": t["value"]} for t in rec["conversations"]],
+    }
     if rec.get("system"):
         out["system"] = rec["system"]
     return out
@@ -50,7 +54,12 @@ def to_alpaca(rec: dict, origin: str) -> dict:
     conv = rec["conversations"]
     roles = [t["from"] for t in conv]
     if len(conv) % 2 or roles != ["human", "gpt"] * (len(conv) // 2):
-        raise InputError(None, None, "conversations", f"sample {rec['id']} ({rec.get('origin', '')}): turns {roles} do not alternate human/gpt")
+        raise InputError(
+            None,
+            None,
+            "conversations",
+            f"sample {rec['id']} ({rec.get('origin', '')}): turns {roles} do not alternate human/gpt",
+        )
     pairs = [[conv[i]["value"], conv[i + 1]["value"]] for i in range(0, len(conv), 2)]
     out = {"id": rec["id"], "origin": origin, "instruction": pairs[-1][0], "input": "", "output": pairs[-1][1]}
     if len(pairs) > 1:
@@ -79,8 +88,15 @@ class Guard:
     option matches against every benchmark item) plus cosine above ``max_similarity`` with any
     benchmark question that has a vector, applied to every sample entering a set."""
 
-    def __init__(self, items, settings: GuardSettings, query_ids: list[str], queries: np.ndarray,
-                 max_similarity: float | None, pool: PoolIndex):
+    def __init__(
+        self,
+        items,
+        settings: GuardSettings,
+        query_ids: list[str],
+        queries: np.ndarray,
+        max_similarity: float | None,
+        pool: PoolIndex,
+    ):
         self.items, self.content, self.pool = items, ContentGuard(items, settings), pool
         self.query_ids, self.queries, self.max_similarity = query_ids, queries, max_similarity
 
@@ -98,13 +114,20 @@ class Guard:
                 sims = self.pool.gather(chunk) @ self.queries.T
                 for j in np.flatnonzero(sims.max(axis=1) > self.max_similarity):
                     qs = np.flatnonzero(sims[j] > self.max_similarity)
-                    out[chunk[j]] = [{"benchmark_id": self.query_ids[q], "reason": "max_similarity",
-                                      "score": round(float(sims[j, q]), 6)} for q in qs]
+                    out[chunk[j]] = [
+                        {
+                            "benchmark_id": self.query_ids[q],
+                            "reason": "max_similarity",
+                            "score": round(float(sims[j, q]), 6),
+                        }
+                        for q in qs
+                    ]
         return out
 
 
-def write_review(path: str | os.PathLike, dropped: list[dict], benchmark_files, pool: PoolIndex, seed: int,
-                 n: int = 20) -> None:
+def write_review(
+    path: str | os.PathLike, dropped: list[dict], benchmark_files, pool: PoolIndex, seed: int, n: int = 20
+) -> None:
     """``n`` random guard drops (seeded), each with the benchmark item it matched and the sample's
     text, as Markdown for a person to judge (false drops show here first)."""
     from .benchmark import read_records
@@ -116,18 +139,26 @@ def write_review(path: str | os.PathLike, dropped: list[dict], benchmark_files, 
     records = {rec["id"]: rec for _, _, rec in read_records(benchmark_files)}
     positions = [pool.position[d["sample_id"]] for d in picked if d["sample_id"] in pool.position]
     samples = {rec["id"]: rec for rec in pool.fetch(positions).values()}
-    lines = ["# Contamination guard: drops to review", "",
-             f"{len(picked)} of the {len(text_drops)} samples dropped by the text checks (exact_ngram, containment, "
-             "fuzzy, options), drawn at random. Each: the benchmark item it matched, the reason and score, and the "
-             "sample. A drop that is not a copy of the item is a false drop: tell the maintainers which.", ""]
+    lines = [
+        "# Contamination guard: drops to review",
+        "",
+        f"{len(picked)} of the {len(text_drops)} samples dropped by the text checks (exact_ngram, containment, "
+        "fuzzy, options), drawn at random. Each: the benchmark item it matched, the reason and score, and the "
+        "sample. A drop that is not a copy of the item is a false drop: tell the maintainers which.",
+        "",
+    ]
     for k, d in enumerate(picked, 1):
         item = records.get(d["benchmark_id"], {})
         sample = samples.get(d["sample_id"], {})
         turns = " / ".join(t["value"] for t in sample.get("conversations", []))
         options = "; ".join(f"{'ABCDE'[i]}. {c}" for i, c in enumerate(item.get("choices", [])))
-        lines += [f"## {k}. {d['reason']} (score {d.get('score')}), stage {d.get('stage')}", "",
-                  f"- item `{d['benchmark_id']}`: {item.get('question', '?')}  \n  options: {options}",
-                  f"- sample `{d['sample_id']}`: {turns[:400]}{'...' if len(turns) > 400 else ''}", ""]
+        lines += [
+            f"## {k}. {d['reason']} (score {d.get('score')}), stage {d.get('stage')}",
+            "",
+            f"- item `{d['benchmark_id']}`: {item.get('question', '?')}  \n  options: {options}",
+            f"- sample `{d['sample_id']}`: {turns[:400]}{'...' if len(turns) > 400 else ''}",
+            "",
+        ]
     with atomic_write(path) as fh:
         fh.write("\n".join(lines) + "\n")
 
@@ -182,7 +213,9 @@ def _read_recalled(recall_files, pool: PoolIndex) -> tuple[list[int], dict, int]
                 raise InputError(path, lineno, "id", "missing or not a string")
             pos = pool.position.get(rec["id"])
             if pos is None:
-                raise InputError(path, lineno, "id", f"{rec['id']!r} is not in the pool vectors: recall output is stale")
+                raise InputError(
+                    path, lineno, "id", f"{rec['id']!r} is not in the pool vectors: recall output is stale"
+                )
             if pos in seen:
                 repeated += 1
                 continue
@@ -210,7 +243,9 @@ def contamination_report(
     longest = leak.longest_shared(items, ((rec["id"], leak.sample_segments(rec)) for _, rec in by_id), seed_n)
     bad = [(items[i].id, n, sid) for i, (n, sid) in enumerate(longest) if n >= ngram_n]
     if bad:
-        raise RuntimeError(f"leak guard failure: final SFT samples share {ngram_n}+ characters with benchmark items: {bad[:5]}")
+        raise RuntimeError(
+            f"leak guard failure: final SFT samples share {ngram_n}+ characters with benchmark items: {bad[:5]}"
+        )
     cos: dict[str, tuple[float, str]] = {}
     if len(queries) and by_id:
         positions = [p for p, _ in by_id]
@@ -229,13 +264,20 @@ def contamination_report(
     rows = []
     for it, (n, sid) in zip(items, longest):
         c = cos.get(it.id)
-        rows.append({
-            "id": it.id, "subject": it.subject, "split": it.split,
-            "recall_query": it.split in recall_splits, "evaluated": it.split in eval_splits,
-            "max_cosine": c[0] if c else None, "max_cosine_sample": c[1] if c else None,
-            "longest_shared_chars": n, "longest_shared_sample": sid,
-            "dropped": drops.get(it.id, []),
-        })
+        rows.append(
+            {
+                "id": it.id,
+                "subject": it.subject,
+                "split": it.split,
+                "recall_query": it.split in recall_splits,
+                "evaluated": it.split in eval_splits,
+                "max_cosine": c[0] if c else None,
+                "max_cosine_sample": c[1] if c else None,
+                "longest_shared_chars": n,
+                "longest_shared_sample": sid,
+                "dropped": drops.get(it.id, []),
+            }
+        )
     return {
         "ngram_n": ngram_n,
         "longest_shared_exact_from": seed_n,
@@ -298,8 +340,15 @@ def build_sft(
     for d in recall_stats.get("guard_drops", []):
         dropped.append({**d, "stage": "recall"})
     for d in recall_stats.get("max_similarity_drops", {}).get("recorded", []):
-        dropped.append({"sample_id": d["sample_id"], "stage": "recall", "benchmark_id": d["query_id"],
-                        "reason": "max_similarity", "score": d["similarity"]})
+        dropped.append(
+            {
+                "sample_id": d["sample_id"],
+                "stage": "recall",
+                "benchmark_id": d["query_id"],
+                "reason": "max_similarity",
+                "score": d["similarity"],
+            }
+        )
 
     # Recalled samples, checked again: the benchmark or the guard settings may have changed since recall.
     positions, _, repeated = _read_recalled(recall_files, pool)
@@ -309,7 +358,9 @@ def build_sft(
     for p in failed:
         dropped.extend({"sample_id": records[p]["id"], "stage": "recalled_recheck", **d} for d in failed[p])
     if not recalled:
-        raise ValueError(f"no recalled samples in {len(recall_files)} recall files: lower recall.similarity_threshold or check the pool")
+        raise ValueError(
+            f"no recalled samples in {len(recall_files)} recall files: lower recall.similarity_threshold or check the pool"
+        )
     name, count = token_counter(tokenizer)
     eval_set: list[tuple[int, dict, str]] = [(p, records[p], "recalled") for p in recalled]
     texts = {records[p]["text"].strip() for p in recalled}
@@ -332,8 +383,19 @@ def build_sft(
         mix.append((p, rec, "random_mix"))
         texts.add(rec["text"].strip())
 
-    mix_info = _draw("random_mix", mix_universe, np.random.default_rng([seed, _MIX]), pool, guard, mix_reject,
-                     lambda: len(mix) >= target_mix, lambda: target_mix - len(mix), mix_take, dropped, progress)
+    mix_info = _draw(
+        "random_mix",
+        mix_universe,
+        np.random.default_rng([seed, _MIX]),
+        pool,
+        guard,
+        mix_reject,
+        lambda: len(mix) >= target_mix,
+        lambda: target_mix - len(mix),
+        mix_take,
+        dropped,
+        progress,
+    )
     if len(mix) < target_mix:
         log.warning("random mix: only %d of %d medical, non-recalled, leak-free samples exist", len(mix), target_mix)
     eval_set += mix
@@ -355,40 +417,81 @@ def build_sft(
     else:
         mean = max(1.0, eval_tokens / len(eval_set))
         done, remaining = (lambda: rand_tokens >= eval_tokens), (lambda: int((eval_tokens - rand_tokens) / mean) + 1)
-    rand_info = _draw("random", universe, np.random.default_rng([seed, _RANDOM]), pool, guard,
-                      lambda p, rec: "duplicate_text" if rec["text"].strip() in rand_texts else None,
-                      done, remaining, rand_take, dropped, progress)
+    rand_info = _draw(
+        "random",
+        universe,
+        np.random.default_rng([seed, _RANDOM]),
+        pool,
+        guard,
+        lambda p, rec: "duplicate_text" if rec["text"].strip() in rand_texts else None,
+        done,
+        remaining,
+        rand_take,
+        dropped,
+        progress,
+    )
     if not done():
-        raise ValueError(f"the pool has too few leak-free samples for a random arm matching {len(eval_set)} samples / {eval_tokens} {name}")
+        raise ValueError(
+            f"the pool has too few leak-free samples for a random arm matching {len(eval_set)} samples / {eval_tokens} {name}"
+        )
 
     convert = to_sharegpt if fmt == "sharegpt" else to_alpaca
     arms = {}
-    for arm, rows, stream, path in (("eval_driven", eval_set, _SHUFFLE_EVAL, eval_driven_path), ("random", rand, _SHUFFLE_RANDOM, random_path)):
+    for arm, rows, stream, path in (
+        ("eval_driven", eval_set, _SHUFFLE_EVAL, eval_driven_path),
+        ("random", rand, _SHUFFLE_RANDOM, random_path),
+    ):
         order = np.random.default_rng([seed, stream]).permutation(len(rows))
         write_jsonl(path, (convert(rows[i][1], rows[i][2]) for i in order))
-        arms[arm] = {"samples": len(rows), "tokens": sum(count(r) for _, r, _ in rows), "medical": sum(1 for _, r, _ in rows if r["medical"]),
-                     "origins": dict(Counter(o for _, _, o in rows))}
+        arms[arm] = {
+            "samples": len(rows),
+            "tokens": sum(count(r) for _, r, _ in rows),
+            "medical": sum(1 for _, r, _ in rows if r["medical"]),
+            "origins": dict(Counter(o for _, _, o in rows)),
+        }
 
     final = {p: rec for p, rec, _ in eval_set + rand}
-    report = contamination_report(items, final, pool, query_ids, queries, dropped, ngram_n, longest_seed_n,
-                                  list(recall_splits), list(eval_splits))
+    report = contamination_report(
+        items, final, pool, query_ids, queries, dropped, ngram_n, longest_seed_n, list(recall_splits), list(eval_splits)
+    )
     write_json(contamination_path, report)
     if review_path is not None:
         write_review(review_path, dropped, benchmark_files, pool, seed)
     stats = {
-        "format": fmt, "seed": seed, "random_mix_ratio": random_mix_ratio, "random_match": random_match, "token_count": name,
-        "recalled": {"read": len(positions) + repeated, "repeated_ids": repeated, "dropped_by_guard": len(failed), "kept": len(recalled)},
+        "format": fmt,
+        "seed": seed,
+        "random_mix_ratio": random_mix_ratio,
+        "random_match": random_match,
+        "token_count": name,
+        "recalled": {
+            "read": len(positions) + repeated,
+            "repeated_ids": repeated,
+            "dropped_by_guard": len(failed),
+            "kept": len(recalled),
+        },
         "random_mix": {"target": target_mix, "drawn": len(mix), "shortfall": target_mix - len(mix), **mix_info},
         "random": rand_info,
         "arms": arms,
         "actual_mix_ratio": round(len(mix) / len(eval_set), 6),
         "equal_sizes": arms["eval_driven"]["samples"] == arms["random"]["samples"],
-        "contamination": {"items": report["items"], "items_with_drops": report["items_with_drops"],
-                          "drops_by_reason": dict(sorted(Counter(d["reason"] for d in dropped).items())),
-                          "max_longest_shared_chars": report["max_longest_shared_chars"], "max_cosine": report["max_cosine"]},
+        "contamination": {
+            "items": report["items"],
+            "items_with_drops": report["items_with_drops"],
+            "drops_by_reason": dict(sorted(Counter(d["reason"] for d in dropped).items())),
+            "max_longest_shared_chars": report["max_longest_shared_chars"],
+            "max_cosine": report["max_cosine"],
+        },
         "seconds": round(time.monotonic() - t0, 2),
     }
     write_json(statistics_path, stats)
-    log.info("sft: eval_driven %d (%d recalled + %d random mix), random %d; %s %d vs %d",
-             len(eval_set), len(recalled), len(mix), len(rand), name, arms["eval_driven"]["tokens"], arms["random"]["tokens"])
+    log.info(
+        "sft: eval_driven %d (%d recalled + %d random mix), random %d; %s %d vs %d",
+        len(eval_set),
+        len(recalled),
+        len(mix),
+        len(rand),
+        name,
+        arms["eval_driven"]["tokens"],
+        arms["random"]["tokens"],
+    )
     return stats

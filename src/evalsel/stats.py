@@ -5,9 +5,9 @@ exact McNemar and its sign-flip generalisation, paired bootstrap, detectable dif
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from fractions import Fraction
 from statistics import NormalDist
-from typing import Sequence
 
 import numpy as np
 

@@ -121,5 +121,11 @@ def build_tiny_embedder(
         transformer = Transformer(hf_dir, max_seq_length=max_seq_length)
         model = SentenceTransformer(modules=[transformer, Pooling(hidden_size, "mean"), Normalize()], device="cpu")
         model.save(str(st_dir))
-    log.info("tiny embedder (vocab %d, hidden %d, %d layers) written to %s", tok.get_vocab_size(), hidden_size, num_layers, out_dir)
+    log.info(
+        "tiny embedder (vocab %d, hidden %d, %d layers) written to %s",
+        tok.get_vocab_size(),
+        hidden_size,
+        num_layers,
+        out_dir,
+    )
     return out_dir

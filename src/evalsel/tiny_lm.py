@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 log = logging.getLogger(__name__)
 
@@ -142,4 +142,3 @@ def build_tiny_lm(out_dir: str | os.PathLike, texts: list[str], seed: int = 0, v
     n_params = sum(p.numel() for p in model.parameters())
     log.info("tiny LM: %d parameters, vocabulary %d, written to %s", n_params, len(tokenizer), out_dir)
     return out_dir
-

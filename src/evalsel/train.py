@@ -86,11 +86,15 @@ class TrainSettings:
         if self.deepspeed is not None and not Path(self.deepspeed).is_file():
             raise ValueError(f"DeepSpeed config {self.deepspeed} does not exist")
         if self.method == "qlora" and self.deepspeed is not None and _zero_stage(self.deepspeed) == 3:
-            raise ValueError("method 'qlora' with DeepSpeed ZeRO-3 is not supported (its 4-bit weights would need "
-                             "bnb_4bit_quant_storage and an unpartitioned loader); the working combinations are "
-                             "qlora with no DeepSpeed or ZeRO-2, and lora/full with ZeRO-2 or ZeRO-3")
+            raise ValueError(
+                "method 'qlora' with DeepSpeed ZeRO-3 is not supported (its 4-bit weights would need "
+                "bnb_4bit_quant_storage and an unpartitioned loader); the working combinations are "
+                "qlora with no DeepSpeed or ZeRO-2, and lora/full with ZeRO-2 or ZeRO-3"
+            )
         targets = self.lora_target_modules
-        if not (targets == "all" or (isinstance(targets, list) and targets and all(isinstance(t, str) for t in targets))):
+        if not (
+            targets == "all" or (isinstance(targets, list) and targets and all(isinstance(t, str) for t in targets))
+        ):
             raise ValueError(f"lora_target_modules must be 'all' or a list of module names, got {targets!r}")
 
 
@@ -145,7 +149,14 @@ def build_dataset(tokenizer, conversations: list[list[dict]], max_length: int) -
     from tqdm.auto import tqdm
 
     examples: list[dict] = []
-    stats = {"records": len(conversations), "used": 0, "truncated": 0, "dropped": {}, "tokens": 0, "assistant_tokens": 0}
+    stats = {
+        "records": len(conversations),
+        "used": 0,
+        "truncated": 0,
+        "dropped": {},
+        "tokens": 0,
+        "assistant_tokens": 0,
+    }
     for messages in tqdm(conversations, desc="tokenise", unit="conv", mininterval=5):
         ex = tokenize_conversation(tokenizer, messages, max_length)
         n_assistant = sum(1 for x in ex["labels"] if x != -100)
@@ -332,8 +343,15 @@ def launch_distributed(job: dict, nproc: int) -> None:
         json.dump(job, fh)
         job_file = fh.name
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-        "-m", "evalsel.train", "--job", job_file,
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "evalsel.train",
+        "--job",
+        job_file,
     ]
     env = dict(os.environ)
     src = str(Path(__file__).resolve().parents[1])
@@ -436,7 +454,9 @@ def run_job(job: dict, callbacks: list | None = None) -> None:
         tokenizer.pad_token = tokenizer.eos_token
     examples, data_stats = build_dataset(tokenizer, load_sft(job["sft_path"]), s.max_length)
     if not examples:
-        raise InputError(job["sft_path"], None, None, f"no conversation has assistant tokens within max_length={s.max_length}")
+        raise InputError(
+            job["sft_path"], None, None, f"no conversation has assistant tokens within max_length={s.max_length}"
+        )
     log.info("training examples: %s", json.dumps(data_stats))
     args = TrainingArguments(
         output_dir=job["checkpoint_dir"],
@@ -536,7 +556,9 @@ def run_job(job: dict, callbacks: list | None = None) -> None:
     plot_curves(metrics["log"], job["curves_png"], title=f"{Path(job['sft_path']).stem} ({s.method}, seed {s.seed})")
     if not s.keep_checkpoints:
         shutil.rmtree(job["checkpoint_dir"], ignore_errors=True)
-    log.info("model written to %s; %d steps, final mean loss %.4f", out_dir, metrics["global_step"], metrics["train_loss"])
+    log.info(
+        "model written to %s; %d steps, final mean loss %.4f", out_dir, metrics["global_step"], metrics["train_loss"]
+    )
 
 
 def _checkpoint_step(checkpoint: str | os.PathLike | None) -> int:
@@ -557,8 +579,9 @@ def whole_run_loss(log_history: list[dict], resumed_step: int, session_loss: flo
     if final_step <= 0:
         return session_loss
     before, prev, last = 0.0, 0, None
-    for row in sorted((r for r in log_history if "loss" in r and r.get("step", 0) <= resumed_step),
-                      key=lambda r: r["step"]):
+    for row in sorted(
+        (r for r in log_history if "loss" in r and r.get("step", 0) <= resumed_step), key=lambda r: r["step"]
+    ):
         before += float(row["loss"]) * (row["step"] - prev)
         prev, last = row["step"], float(row["loss"])
     if resumed_step > prev:
@@ -578,7 +601,10 @@ def _peak_memory(cuda: bool) -> dict:
         return {"peak_memory_mb": torch.cuda.max_memory_allocated() / 2**20, "peak_memory_kind": "cuda_max_allocated"}
     import resource
 
-    return {"peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "peak_memory_kind": "cpu_max_rss"}
+    return {
+        "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_memory_kind": "cpu_max_rss",
+    }
 
 
 def plot_curves(rows: list[dict], png_path: str | os.PathLike, title: str = "") -> None:

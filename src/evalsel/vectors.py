@@ -37,7 +37,11 @@ def save_vectors(npy_path: str | os.PathLike, ids: list[str], mat: np.ndarray, d
     for i in ids:
         if "\n" in i or not i:
             raise ValueError(f"invalid id {i!r}")
-    arr = l2_normalise(mat).astype(np.dtype(dtype)) if len(mat) else np.zeros((0, mat.shape[1] if mat.ndim == 2 else 0), dtype)
+    arr = (
+        l2_normalise(mat).astype(np.dtype(dtype))
+        if len(mat)
+        else np.zeros((0, mat.shape[1] if mat.ndim == 2 else 0), dtype)
+    )
     with atomic_write(npy_path, "wb", encoding=None) as fh:
         np.save(fh, arr, allow_pickle=False)
     with atomic_write(ids_path(npy_path)) as fh:
