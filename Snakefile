@@ -18,12 +18,14 @@ wildcard_constraints:
     arm="|".join(ARMS),
     seed=r"\d+",
     model="|".join(["base"] + [r"[a-z_]+-seed\d+"]),
+    bench="|".join(TRANSFER) or "none",
 
 
 include: "rules/data.smk"
 include: "rules/embed.smk"
 include: "rules/select.smk"
 include: "rules/train.smk"
+include: "rules/transfer.smk"
 include: "rules/report.smk"
 
 

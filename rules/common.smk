@@ -27,6 +27,7 @@ SCRIPTS = "workflow/scripts"
 
 SUBJECTS = list(config["benchmark"]["subjects"])
 SOURCES = {s["name"]: s for s in config["pool"]["sources"]}
+TRANSFER = {b["name"]: b for b in config["transfer"]}
 ARMS = list(config["arms"]) + (["dpo"] if config["dpo"]["enabled"] else [])
 SEEDS = [int(s) for s in config["train"]["seeds"]]
 TRAINED = [f"{arm}-seed{seed}" for arm in ARMS for seed in SEEDS]
@@ -108,3 +109,28 @@ def final_targets():
         for seed in SEEDS
     ]
     return targets
+
+
+# --- transfer benchmarks (rules/transfer.smk)
+
+
+def transfer_files(bench):
+    spec = TRANSFER[bench]
+    return [f"results/transfer/{bench}/benchmark/{s}.jsonl" for s in spec["subjects"]]
+
+
+def transfer_local(wc):
+    spec = TRANSFER[wc.bench]
+    if spec["source"] != "local":
+        return []
+    path = spec["local"]["path"].replace("{subject}", wc.tsubject)
+    return [path.replace("{split}", str(s)) for s in spec["splits"]]
+
+
+def transfer_column(name, default):
+    return (
+        lambda wc: TRANSFER[wc.bench]
+        .get("local", {})
+        .get("columns", {})
+        .get(name, default)
+    )

@@ -58,6 +58,12 @@ rule report:
         recall_statistics="results/recall/recall_statistics.json",
         contamination="results/sft/contamination.json",
         sft_statistics="results/sft/sft_statistics.json",
+        transfer_evals=[
+            f"results/transfer/{b}/eval/{m}.json" for b in TRANSFER for m in MODELS
+        ],
+        transfer_contamination=[
+            f"results/transfer/{b}/contamination.json" for b in TRANSFER
+        ],
         code=pkg("report.py", "stats.py"),
     output:
         md="results/report/compare.md",
@@ -81,5 +87,6 @@ rule report:
         seed=config["seed"],
         arms=ARMS,
         seeds=SEEDS,
+        transfer={b: [str(s) for s in spec["splits"]] for b, spec in TRANSFER.items()},
     script:
         "../workflow/scripts/report.py"

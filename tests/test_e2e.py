@@ -130,6 +130,16 @@ def test_training_evaluation_report(demo_run):
     md = (work / "results/report/compare.md").read_text(encoding="utf-8")
     for subject in SUBJECTS:
         assert subject in md
+    # the second benchmark of the demo: scored apart from the targeted one, guarded, never recalled
+    assert "## Verdicts: gain on the targeted benchmark" in md
+    assert "## Transfer to benchmarks that played no part in selection" in md and "### demo_nursing" in md
+    t = report["transfer"]["demo_nursing"]
+    assert t["n_questions"]["overall"] == 16 and t["design"]["held_out"]
+    assert {c["name"] for c in t["comparisons"]} == {"eval_driven vs base", "random vs base", "eval_driven vs random"}
+    guard = json.loads((work / "results/transfer/demo_nursing/contamination.json").read_text(encoding="utf-8"))
+    assert guard["items"] == 16 and guard["checked"] > 200
+    recall = json.loads((work / "results/recall/recall_statistics.json").read_text(encoding="utf-8"))
+    assert recall["benchmark_items_guarded"] == 54  # the targeted benchmark's items; nursing is not a query
     assert (work / "results/report/compare.png").stat().st_size > 1000
     merged = work / "results/merged/eval_driven-seed42"
     assert (merged / "config.json").is_file()
@@ -148,6 +158,9 @@ def test_every_job_wrote_a_log(demo_run):
         "sft_build",
         "train",
         "evaluate",
+        "transfer_fetch",
+        "transfer_guard",
+        "transfer_evaluate",
         "report",
     ):
         assert rule in rules, f"no log for rule {rule}"

@@ -319,3 +319,68 @@ def test_planted_leaks_never_reach_either_sft_set(shared_data, tmp_path):
     review = (tmp_path / "results/sft/contamination_review.md").read_text(encoding="utf-8")
     assert review.count("\n## ") == 20
     assert stats["contamination"]["drops_by_reason"]
+
+
+def test_transfer_guard_lists_items_a_training_sample_matches(tmp_path):
+    """A transfer benchmark played no part in selection: the finished SFT sets are scanned against
+    it, and the evaluation leaves every matched item out for every model."""
+    from evalsel.evaluate import load_questions
+    from evalsel.guard import run_transfer_guard
+    from evalsel.io import write_jsonl
+
+    bench = tmp_path / "nursing.jsonl"
+    rows = [
+        {
+            "id": f"t/nursing/val/{i}",
+            "subject": "nursing",
+            "split": "val",
+            "question": q,
+            "choices": c,
+            "answer": "A",
+            "explanation": "",
+        }
+        for i, (q, c) in enumerate(
+            [
+                ("为防止长期卧床患者发生压疮应每隔多久翻身一次", ["2小时", "6小时"]),
+                ("成人静脉输液时一般溶液的滴速约为每分钟多少滴", ["40~60滴", "100滴"]),
+            ]
+        )
+    ]
+    write_jsonl(bench, rows)
+    leak = variant(
+        {"id": rows[1]["id"], "question": rows[1]["question"], "choices": rows[1]["choices"], "answer": "A"},
+        "substituted",
+    )
+    write_jsonl(
+        tmp_path / "eval_driven.jsonl",
+        [
+            {
+                "id": "s1",
+                "conversations": [{"from": "human", "value": "头痛怎么办？"}, {"from": "gpt", "value": "注意休息。"}],
+            },
+            {
+                "id": "s2",
+                "instruction": leak["instruction"],
+                "input": "",
+                "output": leak["output"],
+                "history": [["你好", "您好，请讲。"]],
+            },
+        ],
+    )
+    write_jsonl(
+        tmp_path / "random.jsonl",
+        [
+            {
+                "id": "s3",
+                "conversations": [{"from": "human", "value": "感冒吃什么？"}, {"from": "gpt", "value": "多喝水。"}],
+            }
+        ],
+    )
+    out = tmp_path / "contamination.json"
+    rep = run_transfer_guard([tmp_path / "eval_driven.jsonl", tmp_path / "random.jsonl"], [bench], out)
+    assert rep["items"] == 2 and rep["checked"] == 3 and rep["contaminated_items"] == 1
+    (drop,) = rep["contaminated"][rows[1]["id"]]
+    assert drop["arm"] == "eval_driven" and drop["sample_id"] == "s2" and drop["reason"] != "max_similarity"
+    assert json.loads(out.read_text())["contaminated_items"] == 1
+    questions, _ = load_questions([bench], ["val"])
+    assert len(questions) == 2  # the exclusion is the evaluation's (evaluate(exclude_ids=...))

@@ -129,7 +129,11 @@ def merged(base: dict, over: dict) -> dict:
 
 # What follows a new SFT set: both arms trained (one seed), the arms evaluated, the merged
 # eval_driven model, the report, and the `all` target.
-AFTER_SFT = Counter(train=2, evaluate=2, merge=1, report=1, all=1)
+# the demo scores one transfer benchmark besides the targeted one
+AFTER_TRAIN = Counter(train=2, evaluate=2, transfer_evaluate=2, merge=1, report=1, all=1)
+# new SFT sets are guarded against the transfer benchmark again, and its left-out items may change
+# for every model, base included
+AFTER_SFT = AFTER_TRAIN + Counter(transfer_guard=1, transfer_evaluate=1)
 AFTER_RECALL = Counter(recall=1, sft_build=1) + AFTER_SFT
 
 
@@ -171,7 +175,7 @@ def test_sft_settings_rerun_sft_and_downstream(demo_workdir, demo_shape, change)
 
 def test_training_hyperparameter_retrains_both_arms_not_base(demo_workdir, demo_shape):
     jobs = dry_run(demo_workdir, {"train": {"learning_rate": demo_shape["merged"]["train"]["learning_rate"] * 2}})
-    assert rules(jobs) == AFTER_SFT
+    assert rules(jobs) == AFTER_TRAIN
     assert {wc["arm"] for rule, wc in jobs if rule == "train"} == {"eval_driven", "random"}
     assert models(jobs) == ARM_MODELS  # base is not re-evaluated
 
@@ -233,6 +237,23 @@ def test_new_pool_source_embeds_only_its_shards(demo_workdir, demo_shape):
         shutil.rmtree(demo_workdir / "results/pool/extra", ignore_errors=True)
         new.unlink()
     assert dry_run(demo_workdir) == []
+
+
+def test_new_transfer_benchmark_schedules_only_its_own_jobs(demo_workdir, demo_shape):
+    """Another scored benchmark: its fetch, its guard, its evaluations (base and each arm) and the
+    report; nothing is re-selected or retrained."""
+    transfer = demo_shape["config"]["transfer"] + [
+        {
+            "name": "demo_nursing_again",
+            "source": "local",
+            "local": {"path": "demo/data/transfer/{split}/{subject}.jsonl"},
+            "subjects": ["nursing"],
+            "splits": ["val"],
+        }
+    ]
+    jobs = dry_run(demo_workdir, {"transfer": transfer}, name="new_transfer")
+    assert rules(jobs) == Counter(transfer_fetch=1, transfer_guard=1, transfer_evaluate=3, report=1, all=1)
+    assert {wc["bench"] for rule, wc in jobs if rule.startswith("transfer_")} == {"demo_nursing_again"}
 
 
 def test_editing_package_code_reruns_its_rule(demo_workdir):

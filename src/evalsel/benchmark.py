@@ -396,8 +396,11 @@ def run_benchmark_fetch(
     hf_data_files: str = DEFAULT_HF_DATA_FILES,
     hub_mirror: str | os.PathLike | None = None,
     unscored_splits: Iterable[str] = (),
+    id_prefix: str = "",
 ) -> list[dict]:
     """Load, validate and write ``results/benchmark/{subject}.jsonl``; returns the records.
+
+    ``id_prefix`` (a transfer benchmark's ``<name>/``) keeps its ids apart from the recall benchmark's.
 
     Questions of ``unscored_splits`` (recall-only splits) may come without answers (``answer`` null)."""
     records = load_benchmark(
@@ -412,6 +415,9 @@ def run_benchmark_fetch(
         hub_mirror=hub_mirror,
         unscored_splits=unscored_splits,
     )
+    if id_prefix:
+        for r in records:
+            r["id"] = id_prefix + r["id"]
     per_split = Counter(r["split"] for r in records)
     n_options = Counter(len(r["choices"]) for r in records)
     answers = Counter(r["answer"] or "none" for r in records)

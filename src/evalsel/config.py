@@ -98,6 +98,22 @@ def cross_key_problems(config: dict, environ: dict | None = None) -> list[str]:
                 f"pool.sources[{i}]: hf_config {src['hf_config']!r} is ignored when hf_data_files "
                 "names the files: set one of them"
             )
+    names = Counter(b["name"] for b in config.get("transfer", []))
+    for name, n in names.items():
+        if n > 1:
+            problems.append(f"transfer: the name {name!r} is used {n} times; names must be unique")
+    for i, b in enumerate(config.get("transfer", [])):
+        if b["source"] == "local" and not b.get("local", {}).get("path"):
+            problems.append(f"transfer[{i}] ({b['name']}): source 'local' needs local.path")
+        if b["source"] == "hf" and not b.get("hf_name"):
+            problems.append(f"transfer[{i}] ({b['name']}): source 'hf' needs hf_name")
+        if b["source"] == "local":
+            encodings.append((f"transfer[{i}].local.encoding", b.get("local", {}).get("encoding", "utf-8")))
+    for key, enc in encodings[len(config["pool"]["sources"]) + 1 :]:
+        try:
+            codecs.lookup(enc)
+        except LookupError:
+            problems.append(f"{key}: unknown encoding {enc!r} (e.g. utf-8, gb18030, big5, utf-16)")
     recall = config["recall"]
     if recall["similarity_threshold"] >= recall["max_similarity"]:
         problems.append(

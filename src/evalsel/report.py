@@ -211,8 +211,13 @@ def build_comparison(
     recall_statistics: str | os.PathLike | None = None,
     contamination: str | os.PathLike | None = None,
     sft_statistics: str | os.PathLike | None = None,
+    transfer: dict | None = None,
 ) -> dict:
     """Compute every number of the report; returns the ``compare.json`` object.
+
+    ``transfer`` maps each transfer benchmark's name to ``{"evals": [...], "splits": [...],
+    "contamination": path}``: each gets the same accuracy and paired tests, apart from the
+    targeted benchmark ("gain on the targeted benchmark" vs "transfer").
 
     Refuses (InputError) eval files that disagree on questions or settings, and (ValueError)
     a missing ``base`` or an arm/seed model named in ``arms``/``seeds`` without an eval file.
@@ -335,7 +340,24 @@ def build_comparison(
         "contamination_by_subject": contamination_by_subject(contamination),
         "recall_statistics": _summary(recall_statistics),
         "sft_statistics": _summary(sft_statistics),
+        "transfer": {
+            name: _transfer(name, spec, arms, seeds, alpha, bootstrap_samples, seed)
+            for name, spec in (transfer or {}).items()
+        },
     }
+
+
+def _transfer(name: str, spec: dict, arms, seeds, alpha, bootstrap_samples, seed) -> dict:
+    """One transfer benchmark: the comparison of its eval files (held out by construction)."""
+    sub = build_comparison(
+        spec["evals"], arms, seeds, alpha, bootstrap_samples, seed, recall_splits=(), eval_splits=spec.get("splits", ())
+    )
+    excluded = {}
+    if spec.get("contamination") and Path(spec["contamination"]).is_file():
+        rep = read_json(spec["contamination"])
+        excluded = {"items": rep["items"], "left_out": rep["contaminated_items"]}
+    keep = ("n_questions", "models", "arm_summary", "comparisons", "design")
+    return {"name": name, **{k: sub[k] for k in keep}, "excluded": excluded}
 
 
 def contamination_by_subject(path: str | os.PathLike | None, high_cosine: float = 0.9) -> dict | None:
@@ -471,7 +493,7 @@ def render_markdown(rep: dict) -> str:
     )
     L.append("")
 
-    L += ["## Verdicts", ""]
+    L += ["## Verdicts" + (": gain on the targeted benchmark" if rep.get("transfer") else ""), ""]
     for comp in rep["comparisons"]:
         parts = []
         for sc in scopes:
@@ -483,6 +505,8 @@ def render_markdown(rep: dict) -> str:
         L.append(line)
     L.append("")
 
+    if rep.get("transfer"):
+        L += _render_transfer(rep, conf)
     L += [f"## Accuracy (%, {conf}% Wilson interval)", ""]
     cols = ["base"] + arms
     L.append("| scope | n | " + " | ".join(cols) + " |")
@@ -618,6 +642,43 @@ def render_markdown(rep: dict) -> str:
     return "\n".join(L)
 
 
+def _render_transfer(rep: dict, conf: int) -> list[str]:
+    """The transfer section: each benchmark that played no part in selection, overall and per subject."""
+    L = ["## Transfer to benchmarks that played no part in selection", ""]
+    L.append(
+        "Their questions were never recall queries. The contamination guard checked both SFT sets against "
+        "them; an item a training sample matches is left out of scoring for every model alike."
+    )
+    L.append("")
+    for name, t in rep["transfer"].items():
+        ex = t.get("excluded") or {}
+        left = f"; {ex['left_out']} of {ex['items']} items left out as contaminated" if ex else ""
+        L += [
+            f"### {name} ({', '.join(t['design']['eval_splits'])}; "
+            + ", ".join(f"{s} {n}" for s, n in t["n_questions"].items())
+            + f"{left})",
+            "",
+        ]
+        arms = list(t["arm_summary"])
+        L.append("| scope | n | base | " + " | ".join(arms) + " |")
+        L.append("|---|---:|" + "---|" * (len(arms) + 1))
+        for sc, n in t["n_questions"].items():
+            cells = [_acc_cell(t["models"]["base"]["scopes"][sc])]
+            cells += [_acc_cell(t["arm_summary"][a]["scopes"][sc]) for a in arms]
+            L.append(f"| {'**' + sc + '**' if sc == OVERALL else sc} | {n} | " + " | ".join(cells) + " |")
+        L.append("")
+        L.append(f"| comparison | difference (pts, overall) | {conf}% CI | p | smallest significant (pts) | verdict |")
+        L.append("|---|---:|---|---:|---:|---|")
+        for comp in t["comparisons"]:
+            r = comp["scopes"][OVERALL]
+            L.append(
+                f"| {comp['b']} vs {comp['a']} | {_pts(r['diff'])} | [{_pts(r['ci_low'])}, {_pts(r['ci_high'])}] | "
+                f"{_p(r['p_value'])} | {_pts(r.get('min_significant_difference'))} | {r['verdict']} |"
+            )
+        L.append("")
+    return L
+
+
 def plot_comparison(rep: dict, png_path: str | os.PathLike) -> None:
     """Grouped bar chart: one group per subject and overall, a bar per model/arm with Wilson error bars,
     individual seeds as dots. Written atomically."""
@@ -627,14 +688,29 @@ def plot_comparison(rep: dict, png_path: str | os.PathLike) -> None:
     import matplotlib.pyplot as plt
 
     scopes = list(rep["n_questions"])
-    series = [("base", rep["models"]["base"]["scopes"], None)]
+    n_questions = dict(rep["n_questions"])
+    base_rows = dict(rep["models"]["base"]["scopes"])
+    arm_rows = {arm: dict(rep["arm_summary"][arm]["scopes"]) for arm in rep["arms"]}
+    verdicts = {c["b"]: dict(c["scopes"]) for c in rep["comparisons"] if c["a"] == "base"}
+    # transfer benchmarks: their overall scores as groups of their own, right of the targeted ones
+    for name, t in (rep.get("transfer") or {}).items():
+        label = f"{name} (transfer)"
+        scopes.append(label)
+        n_questions[label] = t["n_questions"][OVERALL]
+        base_rows[label] = t["models"]["base"]["scopes"][OVERALL]
+        for arm in rep["arms"]:
+            arm_rows[arm][label] = t["arm_summary"][arm]["scopes"][OVERALL]
+        for c in t["comparisons"]:
+            if c["a"] == "base":
+                verdicts.setdefault(c["b"], {})[label] = c["scopes"][OVERALL]
+    series = [("base", base_rows, None)]
     for arm in rep["arms"]:
-        series.append((arm, rep["arm_summary"][arm]["scopes"], rep["arm_summary"][arm]))
+        series.append((arm, arm_rows[arm], rep["arm_summary"][arm]))
     width = 0.8 / len(series)
     x = np.arange(len(scopes))
     fig, ax = plt.subplots(figsize=(max(6.0, 1.8 * len(scopes) + 2), 4.8))
     colours = plt.get_cmap("tab10")
-    vs_base = {c["b"]: c["scopes"] for c in rep["comparisons"] if c["a"] == "base"}
+    vs_base = verdicts
     seed_label = "single seeds"
     for j, (name, rows, arm) in enumerate(series):
         acc = np.array([rows[s]["accuracy"] for s in scopes]) * 100
@@ -654,7 +730,7 @@ def plot_comparison(rep: dict, png_path: str | os.PathLike) -> None:
                     top = max([hi[i]] + [100 * v for v in rows[s].get("per_seed", {}).values()])
                     ax.text(pos[i], top + 1.0, "*", ha="center", va="bottom", fontsize=12)
     ax.set_xticks(x)
-    ax.set_xticklabels([f"{s}\n(n={rep['n_questions'][s]})" for s in scopes])
+    ax.set_xticklabels([f"{s}\n(n={n_questions[s]})" for s in scopes])
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 108)
     conf = int(round(100 * rep["confidence"]))

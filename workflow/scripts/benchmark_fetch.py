@@ -10,7 +10,8 @@ from evalsel.io import job_logging
 with job_logging(snakemake):
     run_benchmark_fetch(
         output=snakemake.output[0],
-        subject=snakemake.wildcards.subject,
+        # a transfer benchmark's subject wildcard is {tsubject}
+        subject=snakemake.wildcards.get("subject") or snakemake.wildcards.get("tsubject"),
         splits=list(snakemake.params.splits),
         unscored_splits=list(snakemake.params.unscored_splits),
         source=snakemake.params.source,
@@ -19,6 +20,7 @@ with job_logging(snakemake):
         encoding=snakemake.params.encoding,
         hf_data_files=snakemake.params.hf_data_files,
         hub_mirror=snakemake.params.hub_mirror,
+        id_prefix=snakemake.params.get("id_prefix", ""),
         columns={
             "id": snakemake.params.column_id,
             "question": snakemake.params.column_question,

@@ -23,4 +23,12 @@ with job_logging(snakemake):
         recall_statistics=snakemake.input.recall_statistics,
         contamination=snakemake.input.contamination,
         sft_statistics=snakemake.input.sft_statistics,
+        transfer={
+            bench: {
+                "splits": splits,
+                "evals": [p for p in snakemake.input.transfer_evals if f"/transfer/{bench}/" in p],
+                "contamination": f"results/transfer/{bench}/contamination.json",
+            }
+            for bench, splits in snakemake.params.transfer.items()
+        },
     )

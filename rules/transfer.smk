@@ -1,0 +1,104 @@
+# Transfer benchmarks (config `transfer`): scored besides the recall benchmark, never recall
+# queries. Per benchmark: fetch each subject, guard the finished SFT sets against it (items a
+# training sample matches are left out of scoring for every model), evaluate base and each arm.
+# Adding one schedules only these jobs and the report: nothing is re-selected or retrained.
+
+
+rule transfer_fetch:
+    input:
+        code=pkg("benchmark.py", "hub.py"),
+        local=transfer_local,
+    output:
+        "results/transfer/{bench}/benchmark/{tsubject}.jsonl",
+    log:
+        "logs/transfer_fetch/{bench}/{tsubject}.log",
+    benchmark:
+        "benchmarks/transfer_fetch/{bench}/{tsubject}.tsv"
+    conda:
+        "../envs/data.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        source=lambda wc: TRANSFER[wc.bench]["source"],
+        hf_name=lambda wc: TRANSFER[wc.bench].get("hf_name"),
+        splits=lambda wc: [str(s) for s in TRANSFER[wc.bench]["splits"]],
+        unscored_splits=[],
+        local_path=lambda wc: TRANSFER[wc.bench].get("local", {}).get("path"),
+        encoding=lambda wc: TRANSFER[wc.bench].get("local", {}).get("encoding", "utf-8"),
+        hf_data_files=lambda wc: TRANSFER[wc.bench].get(
+            "hf_data_files", "{subject}/{split}-*.parquet"
+        ),
+        hub_mirror=lambda wc: (
+            config["hub_mirror"] if TRANSFER[wc.bench]["source"] == "hf" else None
+        ),
+        id_prefix=lambda wc: f"{wc.bench}/",
+        column_id=transfer_column("id", "id"),
+        column_question=transfer_column("question", "question"),
+        column_answer=transfer_column("answer", "answer"),
+        column_options=transfer_column("options", ["A", "B", "C", "D", "E"]),
+        column_explanation=transfer_column("explanation", "explanation"),
+    script:
+        "../workflow/scripts/benchmark_fetch.py"
+
+
+rule transfer_guard:
+    input:
+        sft=expand("results/sft/{arm}.jsonl", arm=SFT_ARMS),
+        benchmark=lambda wc: transfer_files(wc.bench),
+        code=pkg("benchmark.py", "chat.py", "leak.py", "guard.py"),
+    output:
+        "results/transfer/{bench}/contamination.json",
+    log:
+        "logs/transfer_guard/{bench}.log",
+    benchmark:
+        "benchmarks/transfer_guard/{bench}.tsv"
+    conda:
+        "../envs/select.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        leak_guard=GUARD_SETTINGS,
+    script:
+        "../workflow/scripts/transfer_guard.py"
+
+
+rule transfer_evaluate:
+    input:
+        benchmark=lambda wc: transfer_files(wc.bench),
+        contamination="results/transfer/{bench}/contamination.json",
+        base=base_model_input(),
+        adapter=lambda wc: model_adapter(wc.model),
+        code=pkg(
+            "benchmark.py",
+            "chat.py",
+            "evaluate.py",
+            "train.py",
+            "gpu.py",
+            "precision.py",
+        ),
+    output:
+        "results/transfer/{bench}/eval/{model}.json",
+    log:
+        "logs/transfer_evaluate/{bench}/{model}.log",
+    benchmark:
+        "benchmarks/transfer_evaluate/{bench}/{model}.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: 4
+    resources:
+        **EVAL_GPU,
+        mem_mb=32000,
+        runtime=4 * 60,
+    params:
+        hub_base_model=HUB_BASE_MODEL,
+        eval_splits=lambda wc: [str(s) for s in TRANSFER[wc.bench]["splits"]],
+        mode=EVAL["mode"],
+        few_shot=0,
+        batch_size=EVAL["batch_size"],
+        max_new_tokens=EVAL["max_new_tokens"],
+        repetition_penalty=EVAL["repetition_penalty"],
+        gpus=EVAL["gpus"],
+    script:
+        "../workflow/scripts/evaluate.py"

@@ -1,0 +1,16 @@
+"""Snakemake script of rule `transfer_guard`: the SFT sets checked against a transfer benchmark."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # works without pip install (conda envs)
+from evalsel.guard import run_transfer_guard
+from evalsel.io import job_logging
+
+with job_logging(snakemake):
+    run_transfer_guard(
+        list(snakemake.input.sft),
+        list(snakemake.input.benchmark),
+        snakemake.output[0],
+        leak_guard=dict(snakemake.params.leak_guard),
+    )
