@@ -139,7 +139,7 @@ def test_training_evaluation_report(demo_run):
     guard = json.loads((work / "results/transfer/demo_nursing/contamination.json").read_text(encoding="utf-8"))
     assert guard["items"] == 16 and guard["checked"] > 200
     recall = json.loads((work / "results/recall/recall_statistics.json").read_text(encoding="utf-8"))
-    assert recall["benchmark_items_guarded"] == 54  # the targeted benchmark's items; nursing is not a query
+    assert recall["benchmark_items_guarded"] == 42  # the targeted benchmark's fetched items; nursing is not a query
     assert (work / "results/report/compare.png").stat().st_size > 1000
     merged = work / "results/merged/eval_driven-seed42"
     assert (merged / "config.json").is_file()
