@@ -28,7 +28,7 @@ BENCHMARK_LOCAL_FILES = (
 
 rule benchmark_fetch:
     input:
-        code=pkg("benchmark.py", "hub.py"),
+        code=pkg("benchmark.py", "hub.py", "records.py"),
         # Local files are inputs, so that editing one re-runs the rule.
         local=BENCHMARK_LOCAL_FILES,
     output:

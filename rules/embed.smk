@@ -24,6 +24,7 @@ EMBED_INPUT = embedder_input() if EMBED_ST else []
 EMBED_CODE = pkg(
     "embed.py",
     "vectors.py",
+    "records.py",
     *(["embed_zhipuai.py"] if EMBED_ZHIPU else []),
     *(["gpu.py"] if EMBED_ST else []),
 )
@@ -60,7 +61,7 @@ rule benchmark_embed:
     input:
         benchmark="results/benchmark/{subject}.jsonl",
         model=EMBED_INPUT,
-        code=EMBED_CODE + [str(PKG / "benchmark.py")],
+        code=EMBED_CODE,
     output:
         npy="results/vectors/benchmark/{subject}.npy",
         ids="results/vectors/benchmark/{subject}.ids.txt",

@@ -11,7 +11,15 @@ rule dpo_train:
             else []
         ),
         base=base_model_input(),
-        code=pkg("dpo.py", "train.py", "gpu.py", "precision.py"),
+        code=pkg(
+            "dpo.py",
+            "train.py",
+            "gpu.py",
+            "precision.py",
+            "models.py",
+            "chat.py",
+            "records.py",
+        ),
     output:
         adapter=directory("results/train/dpo/seed{seed}/adapter"),
         metrics="results/train/dpo/seed{seed}/metrics.json",

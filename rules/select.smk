@@ -9,7 +9,7 @@ GUARD_SETTINGS = {
 rule recall:
     input:
         code=pkg(
-            "benchmark.py", "vectors.py", "leak.py", "guard.py", "recall.py", "gpu.py"
+            "records.py", "vectors.py", "leak.py", "guard.py", "recall.py", "gpu.py"
         ),
         queries=expand("results/vectors/benchmark/{subject}.npy", subject=SUBJECTS),
         benchmark=expand("results/benchmark/{subject}.jsonl", subject=SUBJECTS),
@@ -52,7 +52,13 @@ rule recall:
 rule sft_build:
     input:
         code=pkg(
-            "benchmark.py", "vectors.py", "leak.py", "guard.py", "recall.py", "sft.py"
+            "records.py",
+            "vectors.py",
+            "leak.py",
+            "guard.py",
+            "recall.py",
+            "sft.py",
+            "gpu.py",
         ),
         recalled=expand("results/recall/{subject}.jsonl", subject=SUBJECTS),
         recall_statistics="results/recall/recall_statistics.json",

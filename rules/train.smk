@@ -28,7 +28,7 @@ rule tiny_lm_build:
     input:
         benchmark=expand("results/benchmark/{subject}.jsonl", subject=SUBJECTS),
         pool=all_pool_shards,
-        code=pkg("tiny_lm.py", "train.py"),
+        code=pkg("tiny_lm.py"),
     output:
         directory("results/models/tiny_lm"),
     log:
@@ -52,7 +52,9 @@ rule train:
         sft="results/sft/{arm}.jsonl",
         base=base_model_input(),
         deepspeed=[DEEPSPEED_CONFIG] if DEEPSPEED_CONFIG else [],
-        code=pkg("chat.py", "train.py", "gpu.py", "precision.py"),
+        code=pkg(
+            "chat.py", "train.py", "gpu.py", "precision.py", "models.py", "records.py"
+        ),
     output:
         adapter=directory("results/train/{arm}/seed{seed}/adapter"),
         metrics="results/train/{arm}/seed{seed}/metrics.json",
@@ -105,10 +107,10 @@ rule evaluate:
         base=base_model_input(),
         adapter=lambda wc: model_adapter(wc.model),
         code=pkg(
-            "benchmark.py",
+            "records.py",
             "chat.py",
             "evaluate.py",
-            "train.py",
+            "models.py",
             "gpu.py",
             "precision.py",
         ),
@@ -142,7 +144,7 @@ rule merge:
     input:
         adapter="results/train/{arm}/seed{seed}/adapter",
         base=base_model_input(),
-        code=pkg("merge.py", "train.py"),
+        code=pkg("merge.py", "models.py"),
     output:
         directory("results/merged/{arm}-seed{seed}"),
     log:

@@ -6,7 +6,7 @@
 
 rule transfer_fetch:
     input:
-        code=pkg("benchmark.py", "hub.py"),
+        code=pkg("benchmark.py", "hub.py", "records.py"),
         local=transfer_local,
     output:
         "results/transfer/{bench}/benchmark/{tsubject}.jsonl",
@@ -46,7 +46,7 @@ rule transfer_guard:
     input:
         sft=expand("results/sft/{arm}.jsonl", arm=SFT_ARMS),
         benchmark=lambda wc: transfer_files(wc.bench),
-        code=pkg("benchmark.py", "chat.py", "leak.py", "guard.py"),
+        code=pkg("transfer.py", "chat.py", "leak.py", "guard.py", "records.py"),
     output:
         "results/transfer/{bench}/contamination.json",
     log:
@@ -71,10 +71,10 @@ rule transfer_evaluate:
         base=base_model_input(),
         adapter=lambda wc: model_adapter(wc.model),
         code=pkg(
-            "benchmark.py",
+            "records.py",
             "chat.py",
             "evaluate.py",
-            "train.py",
+            "models.py",
             "gpu.py",
             "precision.py",
         ),

@@ -325,8 +325,8 @@ def test_transfer_guard_lists_items_a_training_sample_matches(tmp_path):
     """A transfer benchmark played no part in selection: the finished SFT sets are scanned against
     it, and the evaluation leaves every matched item out for every model."""
     from evalsel.evaluate import load_questions
-    from evalsel.guard import run_transfer_guard
     from evalsel.io import write_jsonl
+    from evalsel.transfer import run_transfer_guard
 
     bench = tmp_path / "nursing.jsonl"
     rows = [

@@ -8,8 +8,7 @@ import os
 from typing import Any
 
 from evalsel.io import InputError
-
-LETTERS = "ABCDE"
+from evalsel.records import LETTERS
 
 #: C-Eval's Chinese subject names (subject_mapping.json of the C-Eval repository).
 CEVAL_SUBJECTS_ZH = {

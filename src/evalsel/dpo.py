@@ -164,8 +164,9 @@ def train_dpo(
 
     from evalsel.gpu import claim
     from evalsel.io import atomic_dir
+    from evalsel.models import is_adapter_dir
     from evalsel.precision import resolve
-    from evalsel.train import is_adapter_dir, plot_curves, prepare_checkpoints
+    from evalsel.train import plot_curves, prepare_checkpoints
 
     s = DPOSettings(**settings)
     s.validate()

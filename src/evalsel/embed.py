@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from .benchmark import read_records
 from .io import InputError, read_jsonl, write_json
-from .vectors import save_vectors
+from .records import read_records
+from .vectors import EmbedResult, save_vectors
 
 log = logging.getLogger(__name__)
 
@@ -65,39 +65,6 @@ class EmbedSettings:
             raise ValueError(f"dtype {self.dtype!r} is not float16 or float32")
         if self.batch_size < 1 or self.max_tokens < 2:
             raise ValueError("batch_size must be >= 1 and max_tokens >= 2")
-
-
-@dataclass
-class EmbedResult:
-    """Normalised float32 vectors (one row per input text, input order) and what it took."""
-
-    vectors: np.ndarray
-    model: str
-    device: str
-    truncated: int = 0
-    cache_hits: int = 0
-    requests: int = 0
-    retries: int = 0
-    seconds: float = 0.0
-    load_seconds: float = 0.0
-
-    def statistics(self, backend: str, dtype: str) -> dict[str, Any]:
-        n = len(self.vectors)
-        return {
-            "count": n,
-            "truncated": self.truncated,
-            "dims": int(self.vectors.shape[1]) if self.vectors.ndim == 2 else 0,
-            "dtype": dtype,
-            "backend": backend,
-            "model": self.model,
-            "device": self.device,
-            "load_seconds": round(self.load_seconds, 3),
-            "seconds": round(self.seconds, 3),
-            "texts_per_s": round(n / self.seconds, 2) if self.seconds > 0 else None,
-            "cache_hits": self.cache_hits,
-            "requests": self.requests,
-            "retries": self.retries,
-        }
 
 
 def embed_texts(texts: list[str], settings: EmbedSettings, role: str = "passage", label: str = "texts") -> EmbedResult:
@@ -364,7 +331,7 @@ def read_benchmark_queries(
 ) -> tuple[list[str], list[str]]:
     """Return ``(ids, texts)`` of the benchmark records whose split is in ``recall_splits``.
 
-    Refuses a malformed record (:func:`evalsel.benchmark.read_records`) and a file with no
+    Refuses a malformed record (:func:`evalsel.records.read_records`) and a file with no
     record in those splits (recall would have no query).
     """
     if query_text not in QUERY_TEXTS:

@@ -251,7 +251,7 @@ def embed_zhipuai(
     Refuses a missing key before any request; raises :class:`ZhipuEmbedError` when a batch
     still fails after its retries.
     """
-    from .embed import EmbedResult
+    from .vectors import EmbedResult
 
     key = api_key()
     s = settings

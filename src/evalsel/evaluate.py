@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from evalsel.benchmark import read_records
 from evalsel.chat import LETTERS, question_messages
 from evalsel.io import InputError, write_json
+from evalsel.records import read_records
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +89,8 @@ def load_model(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from evalsel.models import is_adapter_dir
     from evalsel.precision import inference_dtype
-    from evalsel.train import is_adapter_dir
 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -296,7 +296,7 @@ def evaluate(
     log.info("%d questions (%s), %d-shot, mode %s", len(questions), ",".join(eval_splits), few_shot, mode)
     started = time.monotonic()
     from evalsel.gpu import claim
-    from evalsel.train import set_threads
+    from evalsel.models import set_threads
 
     set_threads(threads)
     with claim(gpus) as devices:

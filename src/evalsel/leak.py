@@ -37,9 +37,9 @@ def load_benchmark_items(paths: Iterable[str | os.PathLike]) -> list[BenchmarkIt
     """Every record of the benchmark files (all splits) as guard items.
 
     Raises :class:`InputError` (file, line, field) on a malformed record or an id seen twice
-    (:func:`evalsel.benchmark.read_records`).
+    (:func:`evalsel.records.read_records`).
     """
-    from .benchmark import read_records
+    from .records import read_records
 
     items: list[BenchmarkItem] = []
     for _, _, rec in read_records(paths):

@@ -23,7 +23,7 @@ def merge_adapter(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from evalsel.io import atomic_dir
-    from evalsel.train import is_adapter_dir
+    from evalsel.models import is_adapter_dir
 
     adapter_dir = Path(adapter_dir)
     if not adapter_dir.is_dir():

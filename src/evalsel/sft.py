@@ -130,8 +130,8 @@ def write_review(
 ) -> None:
     """``n`` random guard drops (seeded), each with the benchmark item it matched and the sample's
     text, as Markdown for a person to judge (false drops show here first)."""
-    from .benchmark import read_records
     from .io import atomic_write
+    from .records import read_records
 
     text_drops = [d for d in dropped if d["reason"] != "max_similarity"]
     rng = np.random.default_rng([seed, 7])

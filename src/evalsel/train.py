@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from evalsel.io import InputError, read_json, read_jsonl, write_json
+from evalsel.models import is_adapter_dir, set_threads  # noqa: F401 (used by the training job)
 from evalsel.precision import PRECISIONS
 
 log = logging.getLogger(__name__)
@@ -99,11 +100,6 @@ class TrainSettings:
 
 
 # ---------------------------------------------------------------- model directories
-
-
-def is_adapter_dir(path: str | os.PathLike) -> bool:
-    """True when ``path`` holds a PEFT adapter (rather than a full model)."""
-    return (Path(path) / "adapter_config.json").is_file()
 
 
 # ---------------------------------------------------------------- data
@@ -409,15 +405,6 @@ def _load_model(base_model: str, s: TrainSettings, plan: dict, cuda: bool):
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, lora)
-
-
-def set_threads(threads: int | None, processes: int = 1) -> None:
-    """Cap torch's CPU threads to the job's share: tiny models slow down many times when several
-    jobs each use every core."""
-    if threads:
-        import torch
-
-        torch.set_num_threads(max(1, int(threads) // max(1, processes)))
 
 
 def _tokens_callback():

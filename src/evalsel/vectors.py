@@ -7,7 +7,9 @@ A vector costs ``2 x dim`` bytes in float16; no JSON floats anywhere.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -60,3 +62,36 @@ def load_vectors(npy_path: str | os.PathLike, mmap: bool = True) -> tuple[list[s
     if arr.ndim != 2 or len(ids) != arr.shape[0]:
         raise InputError(npy_path, None, None, f"vectors shape {arr.shape} does not match {len(ids)} ids")
     return ids, arr
+
+
+@dataclass
+class EmbedResult:
+    """Normalised float32 vectors (one row per input text, input order) and what it took."""
+
+    vectors: np.ndarray
+    model: str
+    device: str
+    truncated: int = 0
+    cache_hits: int = 0
+    requests: int = 0
+    retries: int = 0
+    seconds: float = 0.0
+    load_seconds: float = 0.0
+
+    def statistics(self, backend: str, dtype: str) -> dict[str, Any]:
+        n = len(self.vectors)
+        return {
+            "count": n,
+            "truncated": self.truncated,
+            "dims": int(self.vectors.shape[1]) if self.vectors.ndim == 2 else 0,
+            "dtype": dtype,
+            "backend": backend,
+            "model": self.model,
+            "device": self.device,
+            "load_seconds": round(self.load_seconds, 3),
+            "seconds": round(self.seconds, 3),
+            "texts_per_s": round(n / self.seconds, 2) if self.seconds > 0 else None,
+            "cache_hits": self.cache_hits,
+            "requests": self.requests,
+            "retries": self.retries,
+        }

@@ -1,0 +1,63 @@
+"""The contamination guard over finished SFT sets, for the transfer benchmarks (rule transfer_guard):
+a benchmark that played no part in selection is checked against what was trained on.
+"""
+
+from __future__ import annotations
+
+from .guard import ContentGuard, GuardSettings, guard_settings
+
+
+def sft_segments(record: dict, path=None, line=None) -> list[str]:
+    """Normalised texts of one SFT-file record (ShareGPT, or alpaca with its history): what is trained on."""
+    from .chat import sft_messages
+    from .leak import normalise
+
+    return [t for t in (normalise(m["content"]) for m in sft_messages(record, path, line)) if t]
+
+
+def scan_sft_files(sft_paths: list, benchmark_files: list, settings: GuardSettings | None = None) -> dict:
+    """The guard run over finished SFT files against a benchmark that did not take part in their
+    selection (a transfer benchmark): ``{"items", "checked", "contaminated": {item id: [drops]}}``.
+
+    The evaluation leaves every contaminated item out, for every model alike, so that the paired
+    comparisons stay paired and no score rests on an answer that was in the training data.
+    """
+    from pathlib import Path
+
+    from .io import read_jsonl
+    from .leak import load_benchmark_items
+
+    items = load_benchmark_items(benchmark_files)
+    guard = ContentGuard(items, settings)
+    contaminated: dict[str, list[dict]] = {}
+    checked = 0
+    for path in sft_paths:
+        arm = Path(path).stem
+        for line, rec in read_jsonl(path):
+            checked += 1
+            for hit in guard.check(sft_segments(rec, path, line)):
+                contaminated.setdefault(items[hit.item].id, []).append(
+                    {"arm": arm, "sample_id": rec.get("id"), **hit.record(items)}
+                )
+    return {
+        "items": len(items),
+        "checked": checked,
+        "contaminated_items": len(contaminated),
+        "contaminated": dict(sorted(contaminated.items())),
+    }
+
+
+def run_transfer_guard(sft_paths: list, benchmark_files: list, out_path, leak_guard: dict | None = None) -> dict:
+    """:func:`scan_sft_files` written to ``out_path`` (atomically); returns it."""
+    import logging
+
+    from .io import write_json
+
+    report = scan_sft_files(sft_paths, benchmark_files, guard_settings(leak_guard))
+    write_json(out_path, report)
+    logging.getLogger(__name__).info(
+        "%d of %d items matched by a training sample (left out of scoring)",
+        report["contaminated_items"],
+        report["items"],
+    )
+    return report
