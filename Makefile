@@ -9,7 +9,7 @@ PYTHON ?= $(VENV)/bin/python
 PIP = $(PYTHON) -m pip
 CORES ?= all
 
-.PHONY: install demo test test-fast lint dag clean-demo
+.PHONY: install demo report test test-fast lint dag clean-demo
 
 # The venv is only created when PYTHON is the venv's own interpreter.
 $(VENV)/bin/python:
@@ -23,6 +23,11 @@ install: $(filter $(VENV)/bin/python,$(PYTHON))
 
 demo: install
 	$(PYTHON) -m snakemake --cores $(CORES) --configfile demo/config.yaml --show-failed-logs
+
+# Snakemake's own report of the demo run: results, plots and statistics with captions, the DAG,
+# runtimes (open results/report.zip's report.html)
+report:
+	$(PYTHON) -m snakemake --configfile demo/config.yaml --report results/report.zip
 
 test: install lint
 	$(PYTHON) -m pytest -ra

@@ -74,9 +74,21 @@ rule report:
         ],
         code=pkg("report.py", "stats.py"),
     output:
-        md="results/report/compare.md",
-        json="results/report/compare.json",
-        png="results/report/compare.png",
+        md=report(
+            "results/report/compare.md",
+            caption="../report/compare_md.rst",
+            category="1. Comparison",
+        ),
+        json=report(
+            "results/report/compare.json",
+            caption="../report/compare_json.rst",
+            category="1. Comparison",
+        ),
+        png=report(
+            "results/report/compare.png",
+            caption="../report/compare_png.rst",
+            category="1. Comparison",
+        ),
     log:
         "logs/report/report.log",
     benchmark:

@@ -17,8 +17,16 @@ rule recall:
         pool_shards=all_pool_shards,
     output:
         recalled=expand("results/recall/{subject}.jsonl", subject=SUBJECTS),
-        statistics="results/recall/recall_statistics.json",
-        histogram="results/recall/similarity_hist.png",
+        statistics=report(
+            "results/recall/recall_statistics.json",
+            caption="../report/recall_statistics.rst",
+            category="2. Selection",
+        ),
+        histogram=report(
+            "results/recall/similarity_hist.png",
+            caption="../report/similarity_hist.rst",
+            category="2. Selection",
+        ),
     log:
         "logs/recall/recall.log",
     benchmark:
@@ -69,9 +77,21 @@ rule sft_build:
     output:
         eval_driven="results/sft/eval_driven.jsonl",
         random="results/sft/random.jsonl",
-        statistics="results/sft/sft_statistics.json",
-        contamination="results/sft/contamination.json",
-        review="results/sft/contamination_review.md",
+        statistics=report(
+            "results/sft/sft_statistics.json",
+            caption="../report/sft_statistics.rst",
+            category="2. Selection",
+        ),
+        contamination=report(
+            "results/sft/contamination.json",
+            caption="../report/contamination.rst",
+            category="2. Selection",
+        ),
+        review=report(
+            "results/sft/contamination_review.md",
+            caption="../report/contamination_review.rst",
+            category="2. Selection",
+        ),
     log:
         "logs/sft_build/sft_build.log",
     benchmark:

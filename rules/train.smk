@@ -58,7 +58,12 @@ rule train:
     output:
         adapter=directory("results/train/{arm}/seed{seed}/adapter"),
         metrics="results/train/{arm}/seed{seed}/metrics.json",
-        curves="results/train/{arm}/seed{seed}/curves.png",
+        curves=report(
+            "results/train/{arm}/seed{seed}/curves.png",
+            caption="../report/curves.rst",
+            category="3. Training",
+            subcategory="{arm}",
+        ),
     log:
         "logs/train/{arm}-seed{seed}.log",
     benchmark:

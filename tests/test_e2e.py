@@ -217,3 +217,18 @@ def test_bad_input_stops_before_training(case, tmp_path):
     for text in expected:
         assert text in proc.stdout, f"{text!r} not in output:\n{proc.stdout[-4000:]}"
     assert not (work / "results" / "train").exists(), "training started despite bad input"
+
+
+def test_snakemake_report_holds_the_results(demo_run):
+    """`snakemake --report` from the demo: the comparison, its plot, the recall and SFT statistics,
+    the similarity histogram, the contamination summary and review, and each arm's curves."""
+    import zipfile
+
+    work, _ = demo_run
+    proc = run_snakemake(work, "--configfile", "demo/config.yaml", "--report", "report.zip")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    names = [n.rsplit("/", 1)[-1] for n in zipfile.ZipFile(work / "report.zip").namelist()]
+    for expected in ("report.html", "compare.md", "compare.png", "similarity_hist.png", "recall_statistics.json",
+                     "sft_statistics.json", "contamination.json", "contamination_review.md"):
+        assert expected in names, (expected, names)
+    assert names.count("curves.png") == 2  # eval_driven and random
