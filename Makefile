@@ -9,7 +9,7 @@ PYTHON ?= $(VENV)/bin/python
 PIP = $(PYTHON) -m pip
 CORES ?= all
 
-.PHONY: install demo report test test-fast lint dag clean-demo
+.PHONY: install demo demo-negative demo-positive report test test-fast lint dag clean-demo
 
 # The venv is only created when PYTHON is the venv's own interpreter.
 $(VENV)/bin/python:
@@ -21,8 +21,17 @@ install: $(filter $(VENV)/bin/python,$(PYTHON))
 	$(PIP) install --quiet "torch==2.13.0"
 	$(PIP) install --quiet -e ".[all,dev,deepspeed]"
 
-demo: install
+# Both controls: the negative one (demo/config.yaml: a random-weight model, no effect to find) in
+# results/, and the positive one (demo/positive: facts to learn, an effect that must be found) in
+# results/positive/, each with its own report.
+demo: install demo-negative demo-positive
+
+demo-negative:
 	$(PYTHON) -m snakemake --cores $(CORES) --configfile demo/config.yaml --show-failed-logs
+
+demo-positive:
+	mkdir -p results/positive && cp config.yaml results/positive/config.yaml
+	$(PYTHON) -m snakemake --cores $(CORES) --directory results/positive --configfile config.yaml demo/positive/config.yaml --show-failed-logs
 
 # Snakemake's own report of the demo run: results, plots and statistics with captions, the DAG,
 # runtimes (open results/report.zip's report.html)

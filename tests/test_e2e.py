@@ -130,6 +130,9 @@ def test_training_evaluation_report(demo_run):
     md = (work / "results/report/compare.md").read_text(encoding="utf-8")
     for subject in SUBJECTS:
         assert subject in md
+    # the negative control: a random-weight model learns nothing, and the report must say so
+    for comp in report["comparisons"]:
+        assert comp["scopes"]["overall"]["verdict"] == "no detectable difference", comp["name"]
     # the second benchmark of the demo: scored apart from the targeted one, guarded, never recalled
     assert "## Verdicts: gain on the targeted benchmark" in md
     assert "## Transfer to benchmarks that played no part in selection" in md and "### demo_nursing" in md
@@ -228,7 +231,15 @@ def test_snakemake_report_holds_the_results(demo_run):
     proc = run_snakemake(work, "--configfile", "demo/config.yaml", "--report", "report.zip")
     assert proc.returncode == 0, proc.stdout[-3000:]
     names = [n.rsplit("/", 1)[-1] for n in zipfile.ZipFile(work / "report.zip").namelist()]
-    for expected in ("report.html", "compare.md", "compare.png", "similarity_hist.png", "recall_statistics.json",
-                     "sft_statistics.json", "contamination.json", "contamination_review.md"):
+    for expected in (
+        "report.html",
+        "compare.md",
+        "compare.png",
+        "similarity_hist.png",
+        "recall_statistics.json",
+        "sft_statistics.json",
+        "contamination.json",
+        "contamination_review.md",
+    ):
         assert expected in names, (expected, names)
     assert names.count("curves.png") == 2  # eval_driven and random

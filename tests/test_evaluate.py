@@ -229,3 +229,59 @@ def test_an_unanswered_question_is_never_scored(tmp_path):
     with pytest.raises(InputError) as exc:
         load_questions([path], ["val", "test"])
     assert exc.value.line == 2 and "has no answer" in exc.value.problem
+
+
+def test_cloze_scores_equal_a_direct_computation_from_logits(tiny_lm_dir):
+    """Each option's log-likelihood after the prompt, batched with left padding, equals one
+    unpadded forward pass per (prompt, option); per-token and per-character normalisations follow."""
+    import torch
+
+    from evalsel.evaluate import cloze_prompt, load_model, score_cloze
+
+    model, tok = load_model(str(tiny_lm_dir), device="cpu")
+    qs = [
+        {
+            "subject": "physician",
+            "question": "有机磷农药中毒的特效解毒药是____",
+            "choices": ["阿托品", "纳洛酮", "维生素K"],
+        },
+        {"subject": "basic_medicine", "question": "胰岛素由哪种细胞分泌", "choices": ["B细胞", "A细胞"]},
+    ]
+    prompts = [cloze_prompt(tok, q) for q in qs]
+    assert "阿托品" not in prompts[0] and prompts[0].endswith("<|im_start|>assistant\n")
+    got = score_cloze(model, tok, prompts, [q["choices"] for q in qs], batch_size=3)
+    for p, q, sc in zip(prompts, qs, got):
+        ctx = tok(p, add_special_tokens=False)["input_ids"]
+        for j, option in enumerate(q["choices"]):
+            cont = tok(option, add_special_tokens=False)["input_ids"]
+            ids = torch.tensor([ctx + cont])
+            with torch.inference_mode():
+                logp = torch.log_softmax(model(ids).logits[0].float(), dim=-1)
+            direct = sum(float(logp[len(ctx) - 1 + t, cont[t]]) for t in range(len(cont)))
+            assert sc["total"][j] == pytest.approx(direct, abs=1e-4)
+            assert sc["per_token"][j] == pytest.approx(direct / len(cont), abs=1e-4)
+            assert sc["per_char"][j] == pytest.approx(direct / len(option), abs=1e-4)
+
+
+def test_cloze_mode_writes_every_normalisation(tmp_path, tiny_lm_dir):
+    from evalsel.evaluate import evaluate
+
+    path = tmp_path / "physician.jsonl"
+    rows = [
+        {
+            "id": f"physician/val/{i}",
+            "subject": "physician",
+            "split": "val",
+            "question": f"问题{i}",
+            "choices": ["甲方案", "乙", "丙丙丙"],
+            "answer": "ABC"[i % 3],
+            "explanation": "",
+        }
+        for i in range(6)
+    ]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    res = evaluate([path], ["val"], str(tiny_lm_dir), tmp_path / "base.json", mode="cloze", gpus=0)
+    assert set(res["cloze_accuracy"]) == {"total", "per_token", "per_char"}
+    q = res["questions"][0]
+    assert len(q["cloze"]["per_char"]) == 3 and q["pred"] in "ABC"
+    assert q["correct"] == q["cloze_correct"]["per_char"]

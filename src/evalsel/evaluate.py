@@ -14,13 +14,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from evalsel.chat import LETTERS, question_messages
+from evalsel.chat import LETTERS, ceval_header, question_messages
 from evalsel.io import InputError, write_json
 from evalsel.records import read_records
 
 log = logging.getLogger(__name__)
 
-MODES = ("logprob", "generate")
+MODES = ("logprob", "cloze", "generate")
+# cloze: how the options' log-likelihoods are compared (the prediction uses "per_char", as
+# lm-evaluation-harness's acc_norm and OLMES do; all three accuracies are reported)
+CLOZE_NORMS = ("total", "per_token", "per_char")
 
 
 # ---------------------------------------------------------------- benchmark records
@@ -179,6 +182,57 @@ def score_letters(model, tokenizer, prompts: list[str], n_options: list[int], ba
     return out
 
 
+def cloze_prompt(tokenizer, record: dict) -> str:
+    """The question alone (no options, no letters) under the chat template, ending where the
+    assistant's answer starts: each option's text is scored as that answer's continuation."""
+    text = ceval_header(record["subject"]) + "\n\n" + record["question"].replace("____", "")
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+    )
+
+
+def score_cloze(model, tokenizer, prompts: list[str], choices: list[list[str]], batch_size: int = 8) -> list[dict]:
+    """Log-likelihood of each option's text as the continuation of its prompt (batched).
+
+    Context and option are tokenised apart and concatenated, so the option's tokens are the same
+    whatever the context ends with. Returns per prompt ``{"total", "per_token", "per_char"}``:
+    lists (one per option) of the summed log-probability, that sum over the option's token count,
+    and over its character count.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    pairs, spans = [], []
+    for i, (p, opts) in enumerate(zip(prompts, choices)):
+        ctx = tokenizer(p, add_special_tokens=False)["input_ids"]
+        for j, o in enumerate(opts):
+            cont = tokenizer(o, add_special_tokens=False)["input_ids"]
+            if not cont:
+                raise ValueError(f"option {j} of prompt {i} tokenises to nothing")
+            pairs.append(ctx + cont)
+            spans.append((i, j, len(cont), len(o)))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = next(model.parameters()).device
+    sums = [0.0] * len(pairs)
+    with torch.inference_mode():
+        for batch in tqdm(
+            list(_batches([len(s) for s in pairs], batch_size)), desc="cloze", unit="batch", mininterval=5
+        ):
+            inputs = _left_padded([pairs[k] for k in batch], pad_id, device)
+            logp = torch.log_softmax(model(**inputs).logits[:, :-1, :].float(), dim=-1)
+            target = inputs["input_ids"][:, 1:]
+            tok_logp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+            for row, k in enumerate(batch):
+                n = spans[k][2]
+                sums[k] = float(tok_logp[row, -n:].sum())
+    out = [{"total": [0.0] * len(c), "per_token": [0.0] * len(c), "per_char": [0.0] * len(c)} for c in choices]
+    for k, (i, j, n_tok, n_chr) in enumerate(spans):
+        out[i]["total"][j] = sums[k]
+        out[i]["per_token"][j] = sums[k] / n_tok
+        out[i]["per_char"][j] = sums[k] / max(1, n_chr)
+    return out
+
+
 def generate_answers(
     model, tokenizer, prompts: list[str], batch_size: int = 8, max_new_tokens: int = 32, repetition_penalty: float = 1.0
 ) -> list[str]:
@@ -302,10 +356,29 @@ def evaluate(
     with claim(gpus) as devices:
         # several GPUs hold one large model split by layers; one GPU or the CPU holds it whole
         model, tokenizer = load_model(base_model, adapter, device_map="auto" if len(devices) > 1 else None)
-        prompts = [build_prompt(tokenizer, q, shots.get(q["subject"])) for q in questions]
+        if mode == "cloze":
+            prompts = [cloze_prompt(tokenizer, q) for q in questions]
+        else:
+            prompts = [build_prompt(tokenizer, q, shots.get(q["subject"])) for q in questions]
         n_options = [len(q["choices"]) for q in questions]
         rows = []
-        if mode == "logprob":
+        if mode == "cloze":
+            scores = score_cloze(model, tokenizer, prompts, [q["choices"] for q in questions], batch_size)
+            for q, sc in zip(questions, scores):
+                preds = {norm: LETTERS[max(range(len(v)), key=v.__getitem__)] for norm, v in sc.items()}
+                rows.append(
+                    {
+                        "id": q["id"],
+                        "subject": q["subject"],
+                        "answer": q["answer"],
+                        "pred": preds["per_char"],
+                        "probs": None,
+                        "correct": preds["per_char"] == q["answer"],
+                        "cloze": {norm: [round(x, 6) for x in v] for norm, v in sc.items()},
+                        "cloze_correct": {norm: p == q["answer"] for norm, p in preds.items()},
+                    }
+                )
+        elif mode == "logprob":
             scores = score_letters(model, tokenizer, prompts, n_options, batch_size)
             for q, sc in zip(questions, scores):
                 pred = max(sc["probs"], key=sc["probs"].get)
@@ -354,6 +427,8 @@ def evaluate(
     }
     if mode == "logprob":
         result["letter_mass_mean"] = sum(r["letter_mass"] for r in rows) / len(rows)
+    if mode == "cloze":  # the accuracy under each normalisation (the prediction uses per_char)
+        result["cloze_accuracy"] = {n: sum(r["cloze_correct"][n] for r in rows) / len(rows) for n in CLOZE_NORMS}
     write_json(out_path, result)
     o = result["overall"]
     log.info(

@@ -97,8 +97,17 @@ def build_tokenizer(texts: list[str], vocab_size: int = 2000):
     )
 
 
-def build_tiny_lm(out_dir: str | os.PathLike, texts: list[str], seed: int = 0, vocab_size: int = 2000) -> Path:
+def build_tiny_lm(
+    out_dir: str | os.PathLike,
+    texts: list[str],
+    seed: int = 0,
+    vocab_size: int = 2000,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+) -> Path:
     """Build the tiny model into ``out_dir`` (written in a temporary directory, then renamed).
+
+    ``hidden_size`` and ``num_layers`` size it (config ``demo.tiny_lm``; the default is 220k parameters).
 
     Returns ``out_dir``. The directory loads offline with ``AutoModelForCausalLM`` and
     ``AutoTokenizer``. Refuses an empty corpus.
@@ -119,11 +128,11 @@ def build_tiny_lm(out_dir: str | os.PathLike, texts: list[str], seed: int = 0, v
     ids = tokenizer.convert_tokens_to_ids(SPECIAL_TOKENS)
     config = Qwen2Config(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=128,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=max(2, hidden_size // 16),
+        num_key_value_heads=max(1, hidden_size // 32),
+        intermediate_size=2 * hidden_size,
         max_position_embeddings=2048,
         tie_word_embeddings=True,
         bos_token_id=ids[0],
