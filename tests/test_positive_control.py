@@ -10,7 +10,6 @@ import json
 import shutil
 
 import pytest
-
 from conftest import REPO, copy_repo, run_snakemake
 
 pytestmark = pytest.mark.slow
