@@ -192,7 +192,9 @@ def test_false_drop_rate_on_the_real_pool(shared_data):
 def test_planted_leaks_never_reach_either_sft_set(shared_data, tmp_path):
     """Real C-Eval as the benchmark, a real pool with every kind of leak of 30 items planted in it
     (recall queries and test items alike): recall and sft_build run, and no leak is in either arm."""
-    from test_sft import _files, _hash_vectors
+    from real_pool import hash_vectors as _hash_vectors
+    from real_pool import write_real_pool
+    from test_sft import _files
 
     from evalsel.io import read_json, text_hash, write_jsonl
     from evalsel.recall import run_recall
@@ -225,48 +227,8 @@ def test_planted_leaks_never_reach_either_sft_set(shared_data, tmp_path):
             conv = [{"from": "human", "value": v["instruction"]}, {"from": "gpt", "value": v["output"]}]
             pid = text_hash(json.dumps(conv, ensure_ascii=False))
             planted[pid] = (r["id"], kind)
-    pool_vectors, pool_shards = [], []
-    for f in sorted((shared_data / "pool").glob("*.jsonl")):
-        records, seen = [], set()
-        lines = f.read_text(encoding="utf-8").splitlines()[:800]
-        convs = []
-        for line in lines:
-            r = json.loads(line)
-            if "conversations" in r:
-                turns = [str(c.get("value", "")).strip() for c in r["conversations"]][:2]
-            elif "instruction" in r:
-                turns = [(r["instruction"] + "\n" + r.get("input", "")).strip(), str(r["output"]).strip()]
-            else:
-                turns = [str(r["question"]).strip(), str(r["answer"]).strip()]
-            if len(turns) == 2 and all(turns):
-                convs.append([{"from": "human", "value": turns[0]}, {"from": "gpt", "value": turns[1]}])
-        if f.stem == "medical_qa_alpaca":
-            for r in targets:
-                for kind in KINDS:
-                    v = variant(r, kind)
-                    convs.append([{"from": "human", "value": v["instruction"]}, {"from": "gpt", "value": v["output"]}])
-        for n, conv in enumerate(convs):
-            rid = text_hash(json.dumps(conv, ensure_ascii=False))
-            if rid in seen:
-                continue
-            seen.add(rid)
-            records.append(
-                {
-                    "id": rid,
-                    "source": f.stem,
-                    "medical": not f.stem.startswith("general"),
-                    "system": "",
-                    "conversations": conv,
-                    "text": conv[0]["value"][:200],
-                    "origin": f"{f.name}:{n + 1}",
-                }
-            )
-        shard = tmp_path / f"results/pool/{f.stem}/shard-00000.jsonl"
-        write_jsonl(shard, records)
-        vec = tmp_path / f"results/vectors/pool/{f.stem}/shard-00000.npy"
-        save_vectors(vec, [r["id"] for r in records], _hash_vectors([r["text"] for r in records]))
-        pool_shards.append(str(shard))
-        pool_vectors.append(str(vec))
+    leaks = [[variant(r, kind)["instruction"], variant(r, kind)["output"]] for r in targets for kind in KINDS]
+    pool_vectors, pool_shards = write_real_pool(shared_data, tmp_path, 800, extra={"medical_qa_alpaca": leaks})
     bfiles = [str(tmp_path / f"results/benchmark/{s}.jsonl") for s in subjects]
     qfiles = [str(tmp_path / f"results/vectors/benchmark/{s}.npy") for s in subjects]
     rfiles = [str(tmp_path / f"results/recall/{s}.jsonl") for s in subjects]

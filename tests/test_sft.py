@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from real_pool import hash_vectors, write_real_pool
 from test_recall import SUBJECTS, Project
 
 from evalsel.io import InputError, load_jsonl, read_json, write_jsonl
@@ -224,18 +225,7 @@ def test_stale_recall_file_is_refused(tmp_path):
     assert not (tmp_path / "x/e.jsonl").exists()
 
 
-def _hash_vectors(texts, dim=256):
-    """Bag of character bigrams hashed into ``dim`` buckets: a cheap real-text embedding for tests."""
-    import zlib
-
-    import numpy as np
-
-    mat = np.zeros((len(texts), dim), dtype=np.float32)
-    for i, t in enumerate(texts):
-        for j in range(len(t) - 1):
-            mat[i, zlib.crc32(t[j : j + 2].encode()) % dim] += 1.0
-        mat[i, zlib.crc32(t[:1].encode()) % dim] += 1.0  # no all-zero row for 1-character texts
-    return mat
+_hash_vectors = hash_vectors  # the name the tests below use
 
 
 def test_real_data_recall_and_sft_keep_benchmark_text_out(shared_data, tmp_path):
@@ -243,7 +233,6 @@ def test_real_data_recall_and_sft_keep_benchmark_text_out(shared_data, tmp_path)
     (three characters changed): recall drops it and the final sets hold no 13-gram of any item, every split."""
     import json
 
-    from evalsel.io import text_hash
     from evalsel.recall import run_recall
     from evalsel.vectors import save_vectors
 
@@ -280,45 +269,14 @@ def test_real_data_recall_and_sft_keep_benchmark_text_out(shared_data, tmp_path)
         q[pos] = "某"
     planted_q = "".join(q)
 
-    pool_vectors, pool_shards, planted_id = [], [], None
-    for f in sorted((shared_data / "pool").glob("*.jsonl")):
-        records = []
-        for n, line in enumerate(f.read_text(encoding="utf-8").splitlines()[:1500]):
-            r = json.loads(line)
-            if "conversations" in r:
-                turns = [str(c.get("value", "")).strip() for c in r["conversations"]][:2]
-            elif "instruction" in r:
-                turns = [(r["instruction"] + "\n" + r.get("input", "")).strip(), str(r["output"]).strip()]
-            else:
-                turns = [str(r["question"]).strip(), str(r["answer"]).strip()]
-            if len(turns) < 2 or not all(turns):
-                continue
-            if f.stem == "medical_qa_alpaca" and n == 700:
-                turns[0] = planted_q
-            conv = [{"from": "human", "value": turns[0]}, {"from": "gpt", "value": turns[1]}]
-            rec = {
-                "id": text_hash(json.dumps(conv, ensure_ascii=False)),
-                "source": f.stem,
-                "medical": not f.stem.startswith("general"),
-                "system": "",
-                "conversations": conv,
-                "text": turns[0][:200],
-                "origin": f"{f.name}:{n + 1}",
-            }
-            if turns[0] == planted_q:
-                planted_id = rec["id"]
-            records.append(rec)
-        seen, unique = set(), []
-        for rec in records:
-            if rec["id"] not in seen:
-                seen.add(rec["id"])
-                unique.append(rec)
-        shard = tmp_path / f"results/pool/{f.stem}/shard-00000.jsonl"
-        write_jsonl(shard, unique)
-        vec = tmp_path / f"results/vectors/pool/{f.stem}/shard-00000.npy"
-        save_vectors(vec, [r["id"] for r in unique], _hash_vectors([r["text"] for r in unique]))
-        pool_shards.append(str(shard))
-        pool_vectors.append(str(vec))
+    def plant(stem, n, turns):
+        return [planted_q, turns[1]] if stem == "medical_qa_alpaca" and n == 700 else turns
+
+    pool_vectors, pool_shards = write_real_pool(shared_data, tmp_path, 1500, edit=plant)
+    from evalsel.io import read_jsonl
+
+    planted = [r["id"] for p in pool_shards for _, r in read_jsonl(p) if r["conversations"][0]["value"] == planted_q]
+    planted_id = planted[0] if planted else None
     assert planted_id
 
     bfiles = [str(tmp_path / f"results/benchmark/{s}.jsonl") for s in subjects]
