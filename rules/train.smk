@@ -1,5 +1,5 @@
 # Training and evaluation: the tiny demo LM, SFT of each arm and seed (LoRA/QLoRA/full, DeepSpeed,
-# torchrun inside one job), letter-probability evaluation of every model, adapter merge.
+# torchrun inside one job), the optional DPO stage after SFT, evaluation of every model, adapter merge.
 
 TRAIN = config["train"]
 EVAL = config["eval"]
@@ -143,6 +143,65 @@ rule evaluate:
         gpus=EVAL["gpus"],
     script:
         "../workflow/scripts/evaluate.py"
+
+
+rule dpo_train:
+    input:
+        preferences=config["dpo"]["preferences"] or [],
+        # DPO continues the eval-driven SFT adapter of the same seed (without that arm: from the base)
+        sft_adapter=lambda wildcards: (
+            f"results/train/eval_driven/seed{wildcards.seed}/adapter"
+            if "eval_driven" in config["arms"]
+            else []
+        ),
+        base=base_model_input(),
+        code=pkg(
+            "dpo.py",
+            "train.py",
+            "gpu.py",
+            "precision.py",
+            "models.py",
+            "chat.py",
+            "records.py",
+        ),
+    output:
+        adapter=directory("results/train/dpo/seed{seed}/adapter"),
+        metrics="results/train/dpo/seed{seed}/metrics.json",
+        curves="results/train/dpo/seed{seed}/curves.png",
+    log:
+        "logs/dpo_train/seed{seed}.log",
+    benchmark:
+        "benchmarks/dpo_train/seed{seed}.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: 4
+    resources:
+        mem_mb=32000,
+        runtime=360,
+        # DPO runs in one process: at most one GPU
+        gpu=min(1, int(TRAIN["gpus"])),
+    params:
+        hub_base_model=HUB_BASE_MODEL,
+        checkpoint_dir=lambda wildcards: f"results/train/dpo/seed{wildcards.seed}/checkpoints",
+        beta=config["dpo"]["beta"],
+        epochs=config["dpo"]["epochs"],
+        learning_rate=config["dpo"]["learning_rate"],
+        max_steps=TRAIN["max_steps"],
+        per_device_batch_size=TRAIN["per_device_batch_size"],
+        gradient_accumulation_steps=TRAIN["gradient_accumulation_steps"],
+        max_length=TRAIN["max_length"],
+        precision=TRAIN["precision"],
+        gradient_checkpointing=TRAIN["gradient_checkpointing"],
+        lora_r=TRAIN["lora_r"],
+        lora_alpha=TRAIN["lora_alpha"],
+        lora_dropout=TRAIN["lora_dropout"],
+        lora_target_modules=LORA_TARGETS,
+        logging_steps=TRAIN["logging_steps"],
+        save_steps=TRAIN["save_steps"],
+        keep_checkpoints=TRAIN["keep_checkpoints"],
+        gpus=min(1, int(TRAIN["gpus"])),
+    script:
+        "../workflow/scripts/dpo.py"
 
 
 rule merge:
