@@ -127,6 +127,23 @@ def test_lora_save_reload_evaluate_merge_and_dpo_at_real_shapes(tmp_path, qwen_h
         for letter in a["probs"]:
             assert a["probs"][letter] == pytest.approx(b["probs"][letter], abs=2e-3)
     assert [q["probs"] for q in base["questions"]] != [q["probs"] for q in unmerged["questions"]]
+    # cloze scoring too: the adapter unmerged and merged give the same option log-likelihoods
+    cz_unmerged = evaluate(
+        [bench],
+        ["val"],
+        str(qwen_half_b),
+        tmp_path / "cz_u.json",
+        adapter=adapter,
+        model_name="eval_driven-seed0",
+        mode="cloze",
+        gpus=0,
+    )
+    cz_merged = evaluate(
+        [bench], ["val"], str(merged_dir), tmp_path / "cz_m.json", model_name="merged", mode="cloze", gpus=0
+    )
+    for a, b in zip(cz_unmerged["questions"], cz_merged["questions"]):
+        assert a["pred"] == b["pred"]
+        assert a["cloze"]["total"] == pytest.approx(b["cloze"]["total"], abs=5e-2)
     prefs = tmp_path / "prefs.jsonl"
     prefs.write_text(
         "".join(
