@@ -27,9 +27,11 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from .leak import BenchmarkItem, NgramIndex
+from .leak import BenchmarkItem, NgramIndex, char_ngrams
 
 REASONS = ("exact_ngram", "containment", "fuzzy", "options", "max_similarity")
+# an item is a candidate when the sample holds half of its options' rare shingles
+OPTION_CANDIDATE_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,19 @@ class Hit:
 
 
 def _shingles(text: str, n: int) -> set[str]:
-    return {text[i : i + n] for i in range(len(text) - n + 1)} if len(text) >= n else ({text} if text else set())
+    """The ``n``-shingles of one item text; a text shorter than ``n`` is its own shingle."""
+    return char_ngrams([text], n) if len(text) >= n else ({text} if text else set())
+
+
+def _rare_index(texts: list[list[str]], n: int, common_df: int) -> tuple[dict[str, list[int]], Counter]:
+    """Shingle -> items holding it (``texts[i]`` are item i's texts), without the shingles of more
+    than ``common_df`` items; and per item the number of rare shingles it has."""
+    table: dict[str, list[int]] = {}
+    for idx, parts in enumerate(texts):
+        for sh in set().union(*(_shingles(t, n) for t in parts)):
+            table.setdefault(sh, []).append(idx)
+    table = {sh: ids for sh, ids in table.items() if len(ids) <= common_df}
+    return table, Counter(i for ids in table.values() for i in ids)
 
 
 class ContentGuard:
@@ -104,58 +118,33 @@ class ContentGuard:
         self.options = [[o for o in it.segments[1:] if len(o) >= s.min_option_chars] for it in items]
         self.q_shingles = [_shingles(q, s.shingle_n) for q in self.questions]
         self.ngrams = NgramIndex(items, s.ngram_n)  # exact n-grams of every segment
-        # rare shingles -> items (candidate generation), the question's and the options' apart
-        self.postings: dict[str, list[int]] = {}
-        self.opt_postings: dict[str, list[int]] = {}
-        for table, parts in (
-            (self.postings, lambda i: [self.questions[i]]),
-            (self.opt_postings, lambda i: self.options[i]),
-        ):
-            for idx in range(len(items)):
-                for sh in set().union(set(), *(_shingles(x, s.shingle_n) for x in parts(idx))):
-                    table.setdefault(sh, []).append(idx)
-            for sh in [sh for sh, ids in table.items() if len(ids) > s.common_df]:
-                del table[sh]
-        self.short_options = sorted({len(o) for opts in self.options for o in opts if len(o) < s.shingle_n})
-        self.rare_q, self.rare_o = Counter(), Counter()
-        for table, total in ((self.postings, self.rare_q), (self.opt_postings, self.rare_o)):
-            for ids in table.values():
-                total.update(ids)
         self.too_short_for_ngram = self.ngrams.too_short
+        # candidate generation: rare shingles -> items, the question's and the options' apart
+        self.postings, self.rare_q = _rare_index([[q] for q in self.questions], s.shingle_n, s.common_df)
+        self.opt_postings, self.rare_o = _rare_index(self.options, s.shingle_n, s.common_df)
+        # options shorter than a shingle are looked up whole, at their own length
+        self.short_option_lengths = sorted({len(o) for opts in self.options for o in opts if len(o) < s.shingle_n})
 
-    def candidates(self, segments: list[str]) -> list[int]:
+    def candidates(self, segments: list[str], sample_shingles: set[str]) -> list[int]:
         """Items sharing at least ``candidate_share`` of their question's rare shingles, or half of
-        their options' rare shingles, with the sample."""
+        their options' rare shingles, with the sample (``sample_shingles``: its ``shingle_n``-grams)."""
         s = self.settings
-        sample = set().union(set(), *(_shingles(seg, s.shingle_n) for seg in segments))
-        shared_q: Counter = Counter()
-        shared_o: Counter = Counter()
-        for sh in sample:
-            ids = self.postings.get(sh)
-            if ids:
-                shared_q.update(ids)
-            ids = self.opt_postings.get(sh)
-            if ids:
-                shared_o.update(ids)
-        if self.short_options:  # options shorter than a shingle are looked up whole
-            for n in self.short_options:
-                for sh in set().union(set(), *({seg[i : i + n] for i in range(len(seg) - n + 1)} for seg in segments)):
-                    ids = self.opt_postings.get(sh)
-                    if ids:
-                        shared_o.update(ids)
+        shared_q = Counter(i for sh in sample_shingles for i in self.postings.get(sh, ()))
+        option_grams = sample_shingles.union(*(char_ngrams(segments, n) for n in self.short_option_lengths))
+        shared_o = Counter(i for sh in option_grams for i in self.opt_postings.get(sh, ()))
         out = {i for i, c in shared_q.items() if c >= s.candidate_share * self.rare_q[i]}
-        out |= {i for i, c in shared_o.items() if c >= 0.5 * self.rare_o[i]}
+        out |= {i for i, c in shared_o.items() if c >= OPTION_CANDIDATE_SHARE * self.rare_o[i]}
         return sorted(out)
 
     def check(self, segments: list[str]) -> list[Hit]:
         """Every (item, reason) the sample (normalised segments) is dropped for, best reason per item."""
         s = self.settings
         hits = {idx: Hit(idx, "exact_ngram", 1.0, gram) for idx, gram in self.ngrams.matches(segments).items()}
-        cands = [i for i in self.candidates(segments) if i not in hits]
+        sample_sh = char_ngrams(segments, s.shingle_n)
+        cands = [i for i in self.candidates(segments, sample_sh) if i not in hits]
         if not cands:
             return sorted(hits.values(), key=lambda h: h.item)
         text = "|".join(segments)
-        sample_sh = set().union(*(_shingles(seg, s.shingle_n) for seg in segments))
         for idx in cands:
             q = self.questions[idx]
             qsh = self.q_shingles[idx]

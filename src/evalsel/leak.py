@@ -54,7 +54,8 @@ def sample_segments(record: dict) -> list[str]:
     return [s for s in (normalise(p) for p in parts) if s]
 
 
-def _grams(segments: Iterable[str], n: int) -> set[str]:
+def char_ngrams(segments: Iterable[str], n: int) -> set[str]:
+    """Every ``n``-character substring of the segments (none spans two segments)."""
     out: set[str] = set()
     for s in segments:
         out.update(s[i : i + n] for i in range(len(s) - n + 1))
@@ -73,7 +74,7 @@ class NgramIndex:
         # Items with no segment as long as n cannot be caught by this check: reported, not hidden.
         self.too_short = 0
         for idx, item in enumerate(items):
-            grams = _grams(item.segments, n)
+            grams = char_ngrams(item.segments, n)
             if not grams:
                 self.too_short += 1
             for g in grams:
@@ -82,7 +83,7 @@ class NgramIndex:
 
     def matches(self, segments: list[str]) -> dict[int, str]:
         """``{item index: one shared n-gram}`` for every benchmark item the sample shares an n-gram with."""
-        hits = _grams(segments, self.n) & self._keys
+        hits = char_ngrams(segments, self.n) & self._keys
         out: dict[int, str] = {}
         for g in sorted(hits):
             for idx in self.grams[g]:
@@ -92,7 +93,7 @@ class NgramIndex:
 
 def _shares(a: list[str], b_cache: dict[int, set[str]], b: list[str], length: int) -> bool:
     if length not in b_cache:
-        b_cache[length] = _grams(b, length)
+        b_cache[length] = char_ngrams(b, length)
     grams = b_cache[length]
     return any(s[i : i + length] in grams for s in a for i in range(len(s) - length + 1))
 
