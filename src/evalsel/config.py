@@ -5,8 +5,8 @@ keys together, so that a contradictory config fails in a second and not after ho
 
 from __future__ import annotations
 
+import codecs
 import os
-from collections import Counter
 from pathlib import Path
 
 import yaml
@@ -57,7 +57,7 @@ def schema_problems(config: dict, schema_path: str | os.PathLike) -> list[str]:
     return problems
 
 
-def missing_config_problem(config: dict, workdir: str | os.PathLike, configfiles: list) -> str | None:
+def missing_config_problem(config: dict, workdir: str | os.PathLike) -> str | None:
     """A clear line when no config was loaded at all (e.g. ``--directory`` elsewhere, no --configfile)."""
     if config:
         return None
@@ -69,25 +69,38 @@ def missing_config_problem(config: dict, workdir: str | os.PathLike, configfiles
     )
 
 
+def _duplicate_names(entries: list[dict], key: str) -> list[str]:
+    """One line per name used more than once in the list ``key`` (names are file names and wildcards)."""
+    where: dict[str, list[str]] = {}
+    for i, entry in enumerate(entries):
+        where.setdefault(entry.get("name"), []).append(f"{key}[{i}]")
+    return [
+        f"{key}: the name {name!r} is used {len(at)} times ({', '.join(at)}); names must be unique"
+        for name, at in where.items()
+        if len(at) > 1
+    ]
+
+
+def _encodings(config: dict) -> list[tuple[str, str]]:
+    """``(config key, encoding)`` of every local input that names one."""
+    out = [
+        (f"pool.sources[{i}].encoding", src.get("encoding", "utf-8")) for i, src in enumerate(config["pool"]["sources"])
+    ]
+    out.append(("benchmark.local.encoding", config["benchmark"].get("local", {}).get("encoding", "utf-8")))
+    out += [
+        (f"transfer[{i}].local.encoding", b.get("local", {}).get("encoding", "utf-8"))
+        for i, b in enumerate(config.get("transfer", []))
+        if b["source"] == "local"
+    ]
+    return out
+
+
 def cross_key_problems(config: dict, environ: dict | None = None) -> list[str]:
     """Rules between keys that the schema cannot express. ``config`` has the schema's defaults filled in."""
     environ = os.environ if environ is None else environ
-    problems = []
-    # pool sources: names are file names and wildcard values; a duplicate would silently replace one
-    names = Counter(s.get("name") for s in config["pool"]["sources"])
-    for name, n in names.items():
-        if n > 1:
-            where = [f"pool.sources[{i}]" for i, s in enumerate(config["pool"]["sources"]) if s.get("name") == name]
-            problems.append(
-                f"pool.sources: the name {name!r} is used {n} times ({', '.join(where)}); names must be unique"
-            )
-    import codecs
-
-    encodings = [
-        (f"pool.sources[{i}].encoding", src.get("encoding", "utf-8")) for i, src in enumerate(config["pool"]["sources"])
-    ]
-    encodings.append(("benchmark.local.encoding", config["benchmark"].get("local", {}).get("encoding", "utf-8")))
-    for key, enc in encodings:
+    problems = _duplicate_names(config["pool"]["sources"], "pool.sources")
+    problems += _duplicate_names(config.get("transfer", []), "transfer")
+    for key, enc in _encodings(config):
         try:
             codecs.lookup(enc)
         except LookupError:
@@ -98,22 +111,11 @@ def cross_key_problems(config: dict, environ: dict | None = None) -> list[str]:
                 f"pool.sources[{i}]: hf_config {src['hf_config']!r} is ignored when hf_data_files "
                 "names the files: set one of them"
             )
-    names = Counter(b["name"] for b in config.get("transfer", []))
-    for name, n in names.items():
-        if n > 1:
-            problems.append(f"transfer: the name {name!r} is used {n} times; names must be unique")
     for i, b in enumerate(config.get("transfer", [])):
         if b["source"] == "local" and not b.get("local", {}).get("path"):
             problems.append(f"transfer[{i}] ({b['name']}): source 'local' needs local.path")
         if b["source"] == "hf" and not b.get("hf_name"):
             problems.append(f"transfer[{i}] ({b['name']}): source 'hf' needs hf_name")
-        if b["source"] == "local":
-            encodings.append((f"transfer[{i}].local.encoding", b.get("local", {}).get("encoding", "utf-8")))
-    for key, enc in encodings[len(config["pool"]["sources"]) + 1 :]:
-        try:
-            codecs.lookup(enc)
-        except LookupError:
-            problems.append(f"{key}: unknown encoding {enc!r} (e.g. utf-8, gb18030, big5, utf-16)")
     recall = config["recall"]
     if recall["similarity_threshold"] >= recall["max_similarity"]:
         problems.append(
@@ -156,7 +158,7 @@ def check(
     environ: dict | None = None,
 ) -> None:
     """Raise :class:`ConfigError` listing every problem of ``config``; fills the schema's defaults in."""
-    missing = missing_config_problem(config, cwd, configfiles or [])
+    missing = missing_config_problem(config, cwd)
     if missing:
         raise ConfigError([missing])
     import copy
