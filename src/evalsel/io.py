@@ -53,14 +53,15 @@ class Unreadable:
 
 
 # Encodings worth naming when a file is not UTF-8 (Chinese files are usually GBK/GB18030).
-_GUESSES = ("gb18030", "big5", "utf-16")
+_GUESSES = ("gb18030", "big5")
 
 
 def guess_encoding(data: bytes) -> str | None:
-    """The first of GB18030 (a superset of GBK), Big5 or UTF-16 that decodes ``data``, or None."""
+    """UTF-16 when ``data`` opens with its byte-order mark, else the first of GB18030 (a superset
+    of GBK) and Big5 that decodes it, or None."""
     if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
         return "utf-16"
-    for enc in _GUESSES[:-1]:
+    for enc in _GUESSES:
         try:
             data.decode(enc)
         except UnicodeDecodeError:

@@ -16,7 +16,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from .io import InputError, Unreadable, atomic_dir, iter_csv, read_jsonl, text_hash, undecodable_problem, write_json
+from .io import InputError, Unreadable, atomic_dir, iter_csv, iter_text_lines, read_jsonl, text_hash, write_json
 
 log = logging.getLogger(__name__)
 
@@ -288,20 +288,13 @@ def iter_local(
         for line, obj in read_jsonl(path, encoding, skip_unreadable=skip_unreadable):
             yield where, line, obj
     elif suffix == ".json":
-        raw = path.read_bytes()
-        codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
-        try:
-            text = raw.decode(codec)
-        except UnicodeDecodeError as exc:
-            line = raw.count(b"\n", 0, exc.start) + 1
-            start, end = raw.rfind(b"\n", 0, exc.start) + 1, raw.find(b"\n", exc.start)
-            bad_line = raw[start : end if end >= 0 else len(raw)]
-            problem = f"not valid {encoding}"
-            try:
-                bad_line.decode(codec)
-            except UnicodeDecodeError as line_exc:
-                problem = undecodable_problem(bad_line, line_exc, encoding)
-            raise InputError(path, line, None, problem) from None
+        # decoded line by line (a bad byte is named by its line), then parsed whole
+        lines = []
+        for lineno, text in iter_text_lines(path, encoding):
+            if isinstance(text, Unreadable):
+                raise InputError(path, lineno, None, text.problem)
+            lines.append(text)
+        text = "".join(lines)
         try:
             data = json.loads(text)  # a JSON list is read whole: large pools belong in JSONL or parquet
         except json.JSONDecodeError as exc:
