@@ -73,12 +73,9 @@ def _candidates(repo: str, mirror: str | os.PathLike | None) -> list[str]:
 
 def explain(exc: BaseException, repo: str, where: str, setting: str, mirror: str | os.PathLike | None) -> InputError:
     """One clear error for a failed hub load (``setting`` is the config key naming the files)."""
+    from datasets.exceptions import DatasetNotFoundError
     from huggingface_hub.errors import GatedRepoError, OfflineModeIsEnabled, RepositoryNotFoundError
 
-    try:
-        from datasets.exceptions import DatasetNotFoundError
-    except ImportError:  # pragma: no cover - very old datasets
-        DatasetNotFoundError = FileNotFoundError  # noqa: N806
     text = str(exc)
     if isinstance(exc, RuntimeError) and "Dataset scripts are no longer supported" in text:
         files = _candidates(repo, mirror)
@@ -90,7 +87,7 @@ def explain(exc: BaseException, repo: str, where: str, setting: str, mirror: str
             f"{repo} is read by a loading script, which datasets 4+ no longer runs: set {setting} "
             f"to the repository's data files{hint}",
         )
-    if isinstance(exc, (GatedRepoError,)) or "gated" in text.lower():
+    if isinstance(exc, GatedRepoError) or "gated" in text.lower():
         return InputError(
             where,
             None,

@@ -4,14 +4,19 @@ a benchmark that played no part in selection is checked against what was trained
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
+from .chat import sft_messages
 from .guard import ContentGuard, GuardSettings, guard_settings
+from .io import read_jsonl, write_json
+from .leak import load_benchmark_items, normalise
+
+log = logging.getLogger(__name__)
 
 
 def sft_segments(record: dict, path=None, line=None) -> list[str]:
     """Normalised texts of one SFT-file record (ShareGPT, or alpaca with its history): what is trained on."""
-    from .chat import sft_messages
-    from .leak import normalise
-
     return [t for t in (normalise(m["content"]) for m in sft_messages(record, path, line)) if t]
 
 
@@ -22,11 +27,6 @@ def scan_sft_files(sft_paths: list, benchmark_files: list, settings: GuardSettin
     The evaluation leaves every contaminated item out, for every model alike, so that the paired
     comparisons stay paired and no score rests on an answer that was in the training data.
     """
-    from pathlib import Path
-
-    from .io import read_jsonl
-    from .leak import load_benchmark_items
-
     items = load_benchmark_items(benchmark_files)
     guard = ContentGuard(items, settings)
     contaminated: dict[str, list[dict]] = {}
@@ -49,13 +49,9 @@ def scan_sft_files(sft_paths: list, benchmark_files: list, settings: GuardSettin
 
 def run_transfer_guard(sft_paths: list, benchmark_files: list, out_path, leak_guard: dict | None = None) -> dict:
     """:func:`scan_sft_files` written to ``out_path`` (atomically); returns it."""
-    import logging
-
-    from .io import write_json
-
     report = scan_sft_files(sft_paths, benchmark_files, guard_settings(leak_guard))
     write_json(out_path, report)
-    logging.getLogger(__name__).info(
+    log.info(
         "%d of %d items matched by a training sample (left out of scoring)",
         report["contaminated_items"],
         report["items"],

@@ -27,7 +27,7 @@ with job_logging(snakemake):
             bench: {
                 "splits": splits,
                 "evals": [p for p in snakemake.input.transfer_evals if f"/transfer/{bench}/" in p],
-                "contamination": f"results/transfer/{bench}/contamination.json",
+                "contamination": next(p for p in snakemake.input.transfer_contamination if f"/transfer/{bench}/" in p),
             }
             for bench, splits in snakemake.params.transfer.items()
         },
