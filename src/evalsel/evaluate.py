@@ -343,7 +343,8 @@ def evaluate(
     questions, shots = load_questions(benchmark_paths, eval_splits, few_shot)
     excluded = sorted(set(exclude_ids or ()) & {q["id"] for q in questions})
     if excluded:  # contaminated items of a transfer benchmark: left out for every model alike
-        questions = [q for q in questions if q["id"] not in set(excluded)]
+        left_out = set(excluded)
+        questions = [q for q in questions if q["id"] not in left_out]
         log.info("%d questions left out (a training sample matches them)", len(excluded))
         if not questions:
             raise InputError(None, None, "split", "every question is excluded as contaminated")

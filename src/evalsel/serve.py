@@ -5,6 +5,7 @@ merged model or a base model plus a LoRA adapter, using the model's own chat tem
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -375,7 +376,8 @@ class Generator:
         self.closing.set()
         if self.current is not None:
             self.current.cancel()
-        self.jobs.put(None) if not self.jobs.full() else None
+        with contextlib.suppress(queue.Full):  # wakes the thread if it waits for a job
+            self.jobs.put_nowait(None)
         self.thread.join(timeout=wait)
         while True:  # whatever still waits is told the server is gone
             try:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from evalsel.io import InputError, read_json, read_jsonl, write_json
-from evalsel.models import is_adapter_dir, set_threads  # noqa: F401 (used by the training job)
+from evalsel.models import set_threads
 from evalsel.precision import PRECISIONS
 
 log = logging.getLogger(__name__)
