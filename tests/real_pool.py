@@ -75,3 +75,49 @@ def write_real_pool(shared: Path, root: Path, per_file: int, edit=None, extra: d
         shards.append(str(shard))
         vectors.append(str(vec))
     return vectors, shards
+
+
+SUBJECTS = ["basic_medicine", "clinical_medicine", "physician"]
+
+
+def write_real_benchmark(shared: Path, root: Path, subjects=SUBJECTS) -> dict[str, list[dict]]:
+    """Real C-Eval medical (val and test) as normalised benchmark files under ``root``, with hashed
+    vectors of the val questions (the recall queries). Returns the records per subject."""
+    from evalsel.io import write_jsonl
+    from evalsel.vectors import save_vectors
+
+    bench = {}
+    for s in subjects:
+        rows = []
+        for split in ("val", "test"):
+            for line in (shared / "ceval_medical" / split / f"{s}.jsonl").read_text(encoding="utf-8").splitlines():
+                r = json.loads(line)
+                rows.append(
+                    {
+                        "id": f"{s}/{split}/{r['id']}",
+                        "subject": s,
+                        "split": split,
+                        "question": r["question"],
+                        "choices": [r[c] for c in "ABCD"],
+                        "answer": r["answer"],
+                        "explanation": "",
+                    }
+                )
+        bench[s] = rows
+        write_jsonl(root / f"results/benchmark/{s}.jsonl", rows)
+        val = [r for r in rows if r["split"] == "val"]
+        save_vectors(
+            root / f"results/vectors/benchmark/{s}.npy",
+            [r["id"] for r in val],
+            hash_vectors([r["question"] for r in val]),
+        )
+    return bench
+
+
+def selection_paths(root: Path, subjects=SUBJECTS) -> tuple[list[str], list[str], list[str]]:
+    """(benchmark files, query vector files, recall outputs) of ``subjects`` under ``root``."""
+    return (
+        [str(root / f"results/benchmark/{s}.jsonl") for s in subjects],
+        [str(root / f"results/vectors/benchmark/{s}.npy") for s in subjects],
+        [str(root / f"results/recall/{s}.jsonl") for s in subjects],
+    )

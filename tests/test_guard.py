@@ -192,30 +192,16 @@ def test_false_drop_rate_on_the_real_pool(shared_data):
 def test_planted_leaks_never_reach_either_sft_set(shared_data, tmp_path):
     """Real C-Eval as the benchmark, a real pool with every kind of leak of 30 items planted in it
     (recall queries and test items alike): recall and sft_build run, and no leak is in either arm."""
-    from real_pool import hash_vectors as _hash_vectors
-    from real_pool import write_real_pool
+    from real_pool import selection_paths, write_real_benchmark, write_real_pool
     from test_sft import _files
 
-    from evalsel.io import read_json, text_hash, write_jsonl
+    from evalsel.io import read_json, text_hash
     from evalsel.recall import run_recall
     from evalsel.sft import build_sft
-    from evalsel.vectors import save_vectors
 
     subjects = ["basic_medicine", "clinical_medicine", "physician"]
     recs = _ceval_items(shared_data)
-    for s in subjects:
-        rows = [
-            {**r, "subject": s, "split": r["id"].split("/")[1], "explanation": ""}
-            for r in recs
-            if r["id"].startswith(s + "/")
-        ]
-        write_jsonl(tmp_path / f"results/benchmark/{s}.jsonl", rows)
-        val = [r for r in rows if r["split"] == "val"]
-        save_vectors(
-            tmp_path / f"results/vectors/benchmark/{s}.npy",
-            [r["id"] for r in val],
-            _hash_vectors([r["question"] for r in val]),
-        )
+    write_real_benchmark(shared_data, tmp_path, subjects)
     rng = random.Random(1)
     targets = rng.sample([r for r in recs if "/val/" in r["id"]], 15) + rng.sample(
         [r for r in recs if "/test/" in r["id"]], 15
@@ -229,9 +215,7 @@ def test_planted_leaks_never_reach_either_sft_set(shared_data, tmp_path):
             planted[pid] = (r["id"], kind)
     leaks = [[variant(r, kind)["instruction"], variant(r, kind)["output"]] for r in targets for kind in KINDS]
     pool_vectors, pool_shards = write_real_pool(shared_data, tmp_path, 800, extra={"medical_qa_alpaca": leaks})
-    bfiles = [str(tmp_path / f"results/benchmark/{s}.jsonl") for s in subjects]
-    qfiles = [str(tmp_path / f"results/vectors/benchmark/{s}.npy") for s in subjects]
-    rfiles = [str(tmp_path / f"results/recall/{s}.jsonl") for s in subjects]
+    bfiles, qfiles, rfiles = selection_paths(tmp_path, subjects)
     # max_similarity 1.0: only the text checks stand between a leak and the SFT sets
     rstats = run_recall(
         subjects=subjects,

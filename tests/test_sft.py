@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from real_pool import hash_vectors, write_real_pool
+from real_pool import SUBJECTS as SUBJECTS_REAL
+from real_pool import hash_vectors, selection_paths, write_real_benchmark, write_real_pool
 from test_recall import SUBJECTS, Project
 
 from evalsel.io import InputError, load_jsonl, read_json, write_jsonl
@@ -231,37 +232,11 @@ _hash_vectors = hash_vectors  # the name the tests below use
 def test_real_data_recall_and_sft_keep_benchmark_text_out(shared_data, tmp_path):
     """C-Eval medical questions against 1,500 real pool samples per file, with a C-Eval question planted
     (three characters changed): recall drops it and the final sets hold no 13-gram of any item, every split."""
-    import json
 
     from evalsel.recall import run_recall
-    from evalsel.vectors import save_vectors
 
-    subjects = ["basic_medicine", "clinical_medicine", "physician"]
-    bench, planted_q = {}, None
-    for s in subjects:
-        rows = []
-        for split in ("val", "test"):
-            for line in (shared_data / "ceval_medical" / split / f"{s}.jsonl").read_text(encoding="utf-8").splitlines():
-                r = json.loads(line)
-                rows.append(
-                    {
-                        "id": f"{s}/{split}/{r['id']}",
-                        "subject": s,
-                        "split": split,
-                        "question": r["question"],
-                        "choices": [r[c] for c in "ABCD"],
-                        "answer": r["answer"],
-                        "explanation": "",
-                    }
-                )
-        bench[s] = rows
-        write_jsonl(tmp_path / f"results/benchmark/{s}.jsonl", rows)
-        val = [r for r in rows if r["split"] == "val"]
-        save_vectors(
-            tmp_path / f"results/vectors/benchmark/{s}.npy",
-            [r["id"] for r in val],
-            _hash_vectors([r["question"] for r in val]),
-        )
+    subjects = SUBJECTS_REAL
+    bench = write_real_benchmark(shared_data, tmp_path, subjects)
     # a recall question reworded: its vector is close to the question's, so recall meets it
     target = max((r for r in bench["clinical_medicine"] if r["split"] == "val"), key=lambda r: len(r["question"]))
     q = list(target["question"])
@@ -279,9 +254,7 @@ def test_real_data_recall_and_sft_keep_benchmark_text_out(shared_data, tmp_path)
     planted_id = planted[0] if planted else None
     assert planted_id
 
-    bfiles = [str(tmp_path / f"results/benchmark/{s}.jsonl") for s in subjects]
-    qfiles = [str(tmp_path / f"results/vectors/benchmark/{s}.npy") for s in subjects]
-    rfiles = [str(tmp_path / f"results/recall/{s}.jsonl") for s in subjects]
+    bfiles, qfiles, rfiles = selection_paths(tmp_path, subjects)
     rstats = run_recall(
         subjects=subjects,
         query_vectors=qfiles,
