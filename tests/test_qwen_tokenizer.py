@@ -182,3 +182,31 @@ def test_serve_renders_with_the_template_and_stops_at_both_end_tokens(qwen_tiny_
         ]
     )
     assert {151645, 151643} <= chat.eos_ids
+
+
+def test_serve_greedy_ignores_the_models_repetition_penalty(qwen_tiny_dir, tok):
+    """serve's temperature-0 answer equals plain greedy decoding, whatever generation_config says."""
+    import torch
+
+    from evalsel.serve import ChatModel
+
+    chat = ChatModel(str(qwen_tiny_dir), device="cpu")
+    chat.model.generation_config.repetition_penalty = 5.0  # a strong inherited penalty (Qwen ships 1.05)
+    ids = chat.encode([{"role": "user", "content": "你好"}])
+    with torch.inference_mode():
+        plain = chat.model.generate(
+            torch.tensor([ids]),
+            max_new_tokens=12,
+            do_sample=False,
+            repetition_penalty=1.0,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+        )
+        penalised = chat.model.generate(
+            torch.tensor([ids]), max_new_tokens=12, do_sample=False, temperature=None, top_p=None, top_k=None
+        )
+    assert plain[0].tolist() != penalised[0].tolist()
+    expected = [t for t in plain[0, len(ids) :].tolist() if t not in chat.eos_ids]
+    text = "".join(delta for delta, _ in chat.stream(ids, 12, 0.0, 1.0, [], None))
+    assert text == tok.decode(expected, skip_special_tokens=True)
