@@ -25,7 +25,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from evalsel.recall import PoolIndex, search_topk  # noqa: E402
+from evalsel.kernels import search_topk  # noqa: E402
+from evalsel.poolindex import PoolIndex  # noqa: E402
 from evalsel.vectors import save_vectors  # noqa: E402
 
 

@@ -82,7 +82,8 @@ def check_recall(n_pool: int, n_queries: int) -> None:
     import numpy as np
     import torch
 
-    from evalsel.recall import PoolIndex, search_topk
+    from evalsel.kernels import search_topk
+    from evalsel.poolindex import PoolIndex
 
     rng = np.random.default_rng(0)
     pool = rng.standard_normal((n_pool, 384), dtype=np.float32)

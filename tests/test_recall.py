@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from evalsel.io import InputError, load_jsonl, read_json, text_hash, write_jsonl
-from evalsel.recall import EMPTY, PoolIndex, run_recall, score_topk_mean, search_topk
+from evalsel.kernels import EMPTY, score_topk_mean, search_topk
+from evalsel.poolindex import PoolIndex
+from evalsel.recall import run_recall
 from evalsel.vectors import save_vectors
 
 SUBJECTS = ["clinical_medicine", "basic_medicine", "physician"]

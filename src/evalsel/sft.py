@@ -17,7 +17,8 @@ from tqdm import tqdm
 from . import leak
 from .guard import ContentGuard, GuardSettings, guard_settings
 from .io import InputError, read_json, read_jsonl, write_json, write_jsonl
-from .recall import PoolIndex, load_queries
+from .poolindex import PoolIndex
+from .vectors import load_queries
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,8 @@ FORMATS = ("sharegpt", "alpaca")
 MATCHES = ("samples", "tokens")
 # Independent random streams derived from the one configured seed.
 _MIX, _RANDOM, _SHUFFLE_EVAL, _SHUFFLE_RANDOM = 1, 2, 3, 4
+# The arms of :func:`build_sft`, the two-arm composition.
+ARMS2 = ("eval_driven", "random")
 
 
 def mix_size(recalled: int, ratio: float) -> int:
@@ -291,6 +294,308 @@ def contamination_report(
     }
 
 
+class Context:
+    """What every SFT job shares: the benchmark items, the question vectors (cosine space), the
+    pool (with its vectors when a cosine arm embedded it, else from the shards alone) and the guard.
+
+    Without vectors the guard is the text checks alone; with them it adds max_similarity. Either
+    way every arm of a run passes the same guard."""
+
+    def __init__(
+        self,
+        benchmark_files: list[str | os.PathLike],
+        benchmark_vectors: list[str | os.PathLike],
+        pool_vectors: list[str | os.PathLike],
+        pool_shards: list[str | os.PathLike],
+        leak_guard: dict | None = None,
+        max_similarity: float | None = 0.95,
+    ):
+        self.benchmark_files = list(benchmark_files)
+        self.items = leak.load_benchmark_items(benchmark_files)
+        if pool_vectors:
+            self.query_ids, _, self.queries = load_queries(benchmark_vectors, self.items)
+            self.pool = PoolIndex(pool_vectors, pool_shards)
+        else:
+            self.query_ids, self.queries = [], np.zeros((0, 0), np.float32)
+            self.pool = PoolIndex.from_shards(pool_shards)
+            max_similarity = None
+        self.settings = guard_settings(leak_guard)
+        self.guard = Guard(self.items, self.settings, self.query_ids, self.queries, max_similarity, self.pool)
+
+
+def _selection_drops(selection_statistics) -> list[dict]:
+    """The drops the selection job recorded (guard and max_similarity), as stage "recall"."""
+    st = read_json(selection_statistics)
+    out = [{**d, "stage": "recall"} for d in st.get("guard_drops", [])]
+    for d in st.get("max_similarity_drops", {}).get("recorded", []):
+        out.append(
+            {
+                "sample_id": d["sample_id"],
+                "stage": "recall",
+                "benchmark_id": d["query_id"],
+                "reason": "max_similarity",
+                "score": d["similarity"],
+            }
+        )
+    return out
+
+
+def _write_arm(path, rows, fmt: str, seed: int, stream: int, count) -> dict:
+    convert = to_sharegpt if fmt == "sharegpt" else to_alpaca
+    order = np.random.default_rng([seed, stream]).permutation(len(rows))
+    write_jsonl(path, (convert(rows[i][1], rows[i][2]) for i in order))
+    return {
+        "samples": len(rows),
+        "tokens": sum(count(r) for _, r, _ in rows),
+        "medical": sum(1 for _, r, _ in rows if r["medical"]),
+        "origins": dict(Counter(o for _, _, o in rows)),
+    }
+
+
+def _check_format(fmt: str, random_match: str = "samples") -> None:
+    if fmt not in FORMATS:
+        raise ValueError(f"sft.format must be one of {FORMATS}, got {fmt!r}")
+    if random_match not in MATCHES:
+        raise ValueError(f"sft.random_match must be one of {MATCHES}, got {random_match!r}")
+
+
+def build_arm(
+    ctx: Context,
+    *,
+    name: str,
+    selection_files: list[str | os.PathLike],
+    selection_statistics: str | os.PathLike,
+    out_path: str | os.PathLike,
+    statistics_path: str | os.PathLike,
+    drops_path: str | os.PathLike,
+    fmt: str = "sharegpt",
+    random_mix_ratio: float = 0.2,
+    tokenizer: str | None = None,
+    seed: int = 42,
+    progress: bool = True,
+) -> dict:
+    """One selection arm's SFT set: its selected samples, checked again by the guard (the benchmark
+    or the guard settings may have changed since selection), plus ``mix_size`` random medical pool
+    samples it did not select. Writes the set (seeded shuffle), its statistics and its drops."""
+    t0 = time.monotonic()
+    _check_format(fmt)
+    mix_size(0, random_mix_ratio)  # refuses a bad ratio before any work
+    pool, guard = ctx.pool, ctx.guard
+    dropped = [{**d, "arm": name} for d in _selection_drops(selection_statistics)]
+    positions, _, repeated = _read_recalled(selection_files, pool)
+    records = pool.fetch(positions, progress=progress)
+    failed = guard.check(positions, records)
+    recalled = [p for p in positions if p not in failed]
+    for p in failed:
+        dropped.extend(
+            {"sample_id": records[p]["id"], "stage": "recalled_recheck", "arm": name, **d} for d in failed[p]
+        )
+    if not recalled:
+        raise ValueError(
+            f"arm {name}: no selected samples in {len(selection_files)} selection files: "
+            "lower the similarity threshold or check the pool"
+        )
+    token_name, count = token_counter(tokenizer)
+    rows: list[tuple[int, dict, str]] = [(p, records[p], "recalled") for p in recalled]
+    texts = {records[p]["text"].strip() for p in recalled}
+
+    target = mix_size(len(recalled), random_mix_ratio)
+    chosen = np.fromiter(set(positions), dtype=np.int64, count=len(set(positions)))
+    universe = np.flatnonzero(~pool.duplicate)
+    mix: list[tuple[int, dict, str]] = []
+
+    def reject(p, rec):
+        if not rec["medical"]:
+            return "not_medical"
+        if rec["text"].strip() in texts:
+            return "duplicate_text"
+        return None
+
+    def take(p, rec):
+        mix.append((p, rec, "random_mix"))
+        texts.add(rec["text"].strip())
+
+    stage_drops: list[dict] = []
+    mix_info = _draw(
+        "random_mix",
+        universe[~np.isin(universe, chosen)],
+        np.random.default_rng([seed, _MIX]),
+        pool,
+        guard,
+        reject,
+        lambda: len(mix) >= target,
+        lambda: target - len(mix),
+        take,
+        stage_drops,
+        progress,
+    )
+    dropped += [{**d, "arm": name} for d in stage_drops]
+    if len(mix) < target:
+        log.warning("%s: random mix: only %d of %d medical, unselected, leak-free samples", name, len(mix), target)
+    rows += mix
+    summary = _write_arm(out_path, rows, fmt, seed, _SHUFFLE_EVAL, count)
+    stats = {
+        "arm": name,
+        "kind": "selection",
+        "format": fmt,
+        "seed": seed,
+        "token_count": token_name,
+        "random_mix_ratio": random_mix_ratio,
+        "recalled": {
+            "read": len(positions) + repeated,
+            "repeated_ids": repeated,
+            "dropped_by_guard": len(failed),
+            "kept": len(recalled),
+        },
+        "random_mix": {"target": target, "drawn": len(mix), "shortfall": target - len(mix), **mix_info},
+        "actual_mix_ratio": round(len(mix) / len(rows), 6),
+        **summary,
+        "seconds": round(time.monotonic() - t0, 2),
+    }
+    write_json(statistics_path, stats)
+    write_json(drops_path, dropped)
+    log.info("sft %s: %d samples (%d selected + %d random mix)", name, len(rows), len(recalled), len(mix))
+    return stats
+
+
+def build_random(
+    ctx: Context,
+    *,
+    name: str,
+    match_statistics: str | os.PathLike,
+    out_path: str | os.PathLike,
+    statistics_path: str | os.PathLike,
+    drops_path: str | os.PathLike,
+    fmt: str = "sharegpt",
+    random_match: str = "samples",
+    tokenizer: str | None = None,
+    seed: int = 42,
+    progress: bool = True,
+) -> dict:
+    """A random arm: uniform over the whole pool, the same guard, as many samples (or, with
+    ``random_match="tokens"``, at least as many tokens) as the arm whose statistics it matches."""
+    t0 = time.monotonic()
+    _check_format(fmt, random_match)
+    match = read_json(match_statistics)
+    token_name, count = token_counter(tokenizer)
+    if match.get("token_count") != token_name:
+        raise ValueError(
+            f"{match_statistics} counted {match.get('token_count')!r}, this arm counts {token_name!r}: rerun both"
+        )
+    n_match, tok_match = int(match["samples"]), int(match["tokens"])
+    rand: list[tuple[int, dict, str]] = []
+    rand_texts: set[str] = set()
+    tokens = 0
+
+    def take(p, rec):
+        nonlocal tokens
+        rand.append((p, rec, "random"))
+        rand_texts.add(rec["text"].strip())
+        tokens += count(rec)
+
+    if random_match == "samples":
+        done, remaining = (lambda: len(rand) >= n_match), (lambda: n_match - len(rand))
+    else:
+        mean = max(1.0, tok_match / max(1, n_match))
+        done, remaining = (lambda: tokens >= tok_match), (lambda: int((tok_match - tokens) / mean) + 1)
+    dropped: list[dict] = []
+    info = _draw(
+        "random",
+        np.flatnonzero(~ctx.pool.duplicate),
+        np.random.default_rng([seed, _RANDOM]),
+        ctx.pool,
+        ctx.guard,
+        lambda p, rec: "duplicate_text" if rec["text"].strip() in rand_texts else None,
+        done,
+        remaining,
+        take,
+        dropped,
+        progress,
+    )
+    if not done():
+        raise ValueError(
+            f"arm {name}: the pool has too few leak-free samples to match {n_match} samples / {tok_match} {token_name}"
+        )
+    summary = _write_arm(out_path, rand, fmt, seed, _SHUFFLE_RANDOM, count)
+    stats = {
+        "arm": name,
+        "kind": "random",
+        "matches": match.get("arm"),
+        "random_match": random_match,
+        "format": fmt,
+        "seed": seed,
+        "token_count": token_name,
+        "random": info,
+        **summary,
+        "seconds": round(time.monotonic() - t0, 2),
+    }
+    write_json(statistics_path, stats)
+    write_json(drops_path, [{**d, "arm": name} for d in dropped])
+    log.info("sft %s: %d random samples matching %s", name, len(rand), match.get("arm"))
+    return stats
+
+
+def summarize(
+    ctx: Context,
+    *,
+    arms: dict[str, tuple[str | os.PathLike, str | os.PathLike, str | os.PathLike]],
+    statistics_path: str | os.PathLike,
+    contamination_path: str | os.PathLike,
+    review_path: str | os.PathLike | None = None,
+    longest_seed_n: int = 8,
+    recall_splits: list[str] = (),
+    eval_splits: list[str] = (),
+    seed: int = 42,
+    progress: bool = True,
+) -> dict:
+    """The contamination report over every arm's final set (``arms``: name -> (SFT file, its
+    statistics, its drops)), the review file and the summary statistics of all arms."""
+    per_arm, dropped, positions = {}, [], set()
+    for name, (sft_path, stats_path, drops_path) in arms.items():
+        per_arm[name] = read_json(stats_path)
+        dropped += read_json(drops_path)
+        for lineno, rec in read_jsonl(sft_path):
+            pos = ctx.pool.position.get(rec.get("id")) if isinstance(rec, dict) else None
+            if pos is None:
+                raise InputError(sft_path, lineno, "id", "not a pool sample id: the SFT set is stale")
+            positions.add(pos)
+    final = ctx.pool.fetch(sorted(positions), progress=progress)
+    report = contamination_report(
+        ctx.items,
+        final,
+        ctx.pool,
+        ctx.query_ids,
+        ctx.queries,
+        dropped,
+        ctx.settings.ngram_n,
+        longest_seed_n,
+        list(recall_splits),
+        list(eval_splits),
+    )
+    write_json(contamination_path, report)
+    if review_path is not None:
+        write_review(review_path, dropped, ctx.benchmark_files, ctx.pool, seed)
+    sizes = {a: st["samples"] for a, st in per_arm.items()}
+    stats = {
+        "seed": seed,
+        "token_count": next(iter(per_arm.values()))["token_count"] if per_arm else None,
+        "arms": {
+            a: {k: st[k] for k in ("kind", "samples", "tokens", "medical", "origins")} for a, st in per_arm.items()
+        },
+        "equal_sizes": len(set(sizes.values())) <= 1,
+        "details": per_arm,
+        "contamination": {
+            "items": report["items"],
+            "items_with_drops": report["items_with_drops"],
+            "drops_by_reason": dict(sorted(Counter(d["reason"] for d in dropped).items())),
+            "max_longest_shared_chars": report["max_longest_shared_chars"],
+            "max_cosine": report["max_cosine"],
+        },
+    }
+    write_json(statistics_path, stats)
+    return stats
+
+
 def build_sft(
     *,
     recall_files: list[str | os.PathLike],
@@ -316,182 +621,56 @@ def build_sft(
     eval_splits: list[str] = (),
     progress: bool = True,
 ) -> dict:
-    """Write both SFT arms (seeded shuffle), their statistics and the contamination report; returns the statistics.
-
-    eval_driven = recalled samples + ``mix_size`` random medical pool samples not recalled; random =
-    as many samples (or, with ``random_match="tokens"``, at least as many tokens) drawn uniformly from
-    the whole pool. Every sample passes the same guard (n-gram, max_similarity) and exact-text dedup.
-    Refuses an unknown format or match, an empty recall, and recall ids missing from the pool.
-    """
-    t0 = time.monotonic()
-    if fmt not in FORMATS:
-        raise ValueError(f"sft.format must be one of {FORMATS}, got {fmt!r}")
-    if random_match not in MATCHES:
-        raise ValueError(f"sft.random_match must be one of {MATCHES}, got {random_match!r}")
-    mix_size(0, random_mix_ratio)  # refuses a bad ratio before any work
-    items = leak.load_benchmark_items(benchmark_files)
-    query_ids, _, queries = load_queries(benchmark_vectors, items)
-    pool = PoolIndex(pool_vectors, pool_shards)
-    settings = guard_settings(leak_guard)
-    ngram_n = settings.ngram_n
-    guard = Guard(items, settings, query_ids, queries, max_similarity, pool)
-    recall_stats = read_json(recall_statistics)
-    dropped: list[dict] = []
-    for d in recall_stats.get("guard_drops", []):
-        dropped.append({**d, "stage": "recall"})
-    for d in recall_stats.get("max_similarity_drops", {}).get("recorded", []):
-        dropped.append(
-            {
-                "sample_id": d["sample_id"],
-                "stage": "recall",
-                "benchmark_id": d["query_id"],
-                "reason": "max_similarity",
-                "score": d["similarity"],
-            }
-        )
-
-    # Recalled samples, checked again: the benchmark or the guard settings may have changed since recall.
-    positions, _, repeated = _read_recalled(recall_files, pool)
-    records = pool.fetch(positions, progress=progress)
-    failed = guard.check(positions, records)
-    recalled = [p for p in positions if p not in failed]
-    for p in failed:
-        dropped.extend({"sample_id": records[p]["id"], "stage": "recalled_recheck", **d} for d in failed[p])
-    if not recalled:
-        raise ValueError(
-            f"no recalled samples in {len(recall_files)} recall files: lower recall.similarity_threshold or check the pool"
-        )
-    name, count = token_counter(tokenizer)
-    eval_set: list[tuple[int, dict, str]] = [(p, records[p], "recalled") for p in recalled]
-    texts = {records[p]["text"].strip() for p in recalled}
-
-    # The mix: medical pool samples that were not recalled.
-    target_mix = mix_size(len(recalled), random_mix_ratio)
-    recalled_set = set(positions)
-    universe = np.flatnonzero(~pool.duplicate)
-    mix_universe = universe[~np.isin(universe, np.fromiter(recalled_set, dtype=np.int64, count=len(recalled_set)))]
-    mix: list[tuple[int, dict, str]] = []
-
-    def mix_reject(p, rec):
-        if not rec["medical"]:
-            return "not_medical"
-        if rec["text"].strip() in texts:
-            return "duplicate_text"
-        return None
-
-    def mix_take(p, rec):
-        mix.append((p, rec, "random_mix"))
-        texts.add(rec["text"].strip())
-
-    mix_info = _draw(
-        "random_mix",
-        mix_universe,
-        np.random.default_rng([seed, _MIX]),
-        pool,
-        guard,
-        mix_reject,
-        lambda: len(mix) >= target_mix,
-        lambda: target_mix - len(mix),
-        mix_take,
-        dropped,
-        progress,
+    """The two-arm case in one call (eval_driven from one recall, random matching it): the three
+    phases the DAG runs as separate jobs (:func:`build_arm`, :func:`build_random`,
+    :func:`summarize`), with the per-arm files beside ``statistics_path``. Returns the summary
+    statistics with the eval-driven arm's selection details (``recalled``, ``random_mix``,
+    ``actual_mix_ratio``) and the random draw (``random``) at the top level."""
+    _check_format(fmt, random_match)
+    mix_size(0, random_mix_ratio)
+    ctx = Context(benchmark_files, benchmark_vectors, pool_vectors, pool_shards, leak_guard, max_similarity)
+    side = os.path.dirname(os.fspath(statistics_path))
+    files = {a: (os.path.join(side, f"{a}.stats.json"), os.path.join(side, f"{a}.drops.json")) for a in ARMS2}
+    common = dict(fmt=fmt, tokenizer=tokenizer, seed=seed, progress=progress)
+    ev = build_arm(
+        ctx,
+        name="eval_driven",
+        selection_files=recall_files,
+        selection_statistics=recall_statistics,
+        out_path=eval_driven_path,
+        statistics_path=files["eval_driven"][0],
+        drops_path=files["eval_driven"][1],
+        random_mix_ratio=random_mix_ratio,
+        **common,
     )
-    if len(mix) < target_mix:
-        log.warning("random mix: only %d of %d medical, non-recalled, leak-free samples exist", len(mix), target_mix)
-    eval_set += mix
-    eval_tokens = sum(count(rec) for _, rec, _ in eval_set)
-
-    # The random arm: uniform over the whole pool, same guard, same size (samples or tokens).
-    rand: list[tuple[int, dict, str]] = []
-    rand_texts: set[str] = set()
-    rand_tokens = 0
-
-    def rand_take(p, rec):
-        nonlocal rand_tokens
-        rand.append((p, rec, "random"))
-        rand_texts.add(rec["text"].strip())
-        rand_tokens += count(rec)
-
-    if random_match == "samples":
-        done, remaining = (lambda: len(rand) >= len(eval_set)), (lambda: len(eval_set) - len(rand))
-    else:
-        mean = max(1.0, eval_tokens / len(eval_set))
-        done, remaining = (lambda: rand_tokens >= eval_tokens), (lambda: int((eval_tokens - rand_tokens) / mean) + 1)
-    rand_info = _draw(
-        "random",
-        universe,
-        np.random.default_rng([seed, _RANDOM]),
-        pool,
-        guard,
-        lambda p, rec: "duplicate_text" if rec["text"].strip() in rand_texts else None,
-        done,
-        remaining,
-        rand_take,
-        dropped,
-        progress,
+    rnd = build_random(
+        ctx,
+        name="random",
+        match_statistics=files["eval_driven"][0],
+        out_path=random_path,
+        statistics_path=files["random"][0],
+        drops_path=files["random"][1],
+        random_match=random_match,
+        **common,
     )
-    if not done():
-        raise ValueError(
-            f"the pool has too few leak-free samples for a random arm matching {len(eval_set)} samples / {eval_tokens} {name}"
-        )
-
-    convert = to_sharegpt if fmt == "sharegpt" else to_alpaca
-    arms = {}
-    for arm, rows, stream, path in (
-        ("eval_driven", eval_set, _SHUFFLE_EVAL, eval_driven_path),
-        ("random", rand, _SHUFFLE_RANDOM, random_path),
-    ):
-        order = np.random.default_rng([seed, stream]).permutation(len(rows))
-        write_jsonl(path, (convert(rows[i][1], rows[i][2]) for i in order))
-        arms[arm] = {
-            "samples": len(rows),
-            "tokens": sum(count(r) for _, r, _ in rows),
-            "medical": sum(1 for _, r, _ in rows if r["medical"]),
-            "origins": dict(Counter(o for _, _, o in rows)),
-        }
-
-    final = {p: rec for p, rec, _ in eval_set + rand}
-    report = contamination_report(
-        items, final, pool, query_ids, queries, dropped, ngram_n, longest_seed_n, list(recall_splits), list(eval_splits)
+    stats = summarize(
+        ctx,
+        arms={"eval_driven": (eval_driven_path, *files["eval_driven"]), "random": (random_path, *files["random"])},
+        statistics_path=statistics_path,
+        contamination_path=contamination_path,
+        review_path=review_path,
+        longest_seed_n=longest_seed_n,
+        recall_splits=recall_splits,
+        eval_splits=eval_splits,
+        seed=seed,
+        progress=progress,
     )
-    write_json(contamination_path, report)
-    if review_path is not None:
-        write_review(review_path, dropped, benchmark_files, pool, seed)
-    stats = {
+    return {
+        **stats,
         "format": fmt,
-        "seed": seed,
-        "random_mix_ratio": random_mix_ratio,
         "random_match": random_match,
-        "token_count": name,
-        "recalled": {
-            "read": len(positions) + repeated,
-            "repeated_ids": repeated,
-            "dropped_by_guard": len(failed),
-            "kept": len(recalled),
-        },
-        "random_mix": {"target": target_mix, "drawn": len(mix), "shortfall": target_mix - len(mix), **mix_info},
-        "random": rand_info,
-        "arms": arms,
-        "actual_mix_ratio": round(len(mix) / len(eval_set), 6),
-        "equal_sizes": arms["eval_driven"]["samples"] == arms["random"]["samples"],
-        "contamination": {
-            "items": report["items"],
-            "items_with_drops": report["items_with_drops"],
-            "drops_by_reason": dict(sorted(Counter(d["reason"] for d in dropped).items())),
-            "max_longest_shared_chars": report["max_longest_shared_chars"],
-            "max_cosine": report["max_cosine"],
-        },
-        "seconds": round(time.monotonic() - t0, 2),
+        "recalled": ev["recalled"],
+        "random_mix": ev["random_mix"],
+        "actual_mix_ratio": ev["actual_mix_ratio"],
+        "random": rnd["random"],
     }
-    write_json(statistics_path, stats)
-    log.info(
-        "sft: eval_driven %d (%d recalled + %d random mix), random %d; %s %d vs %d",
-        len(eval_set),
-        len(recalled),
-        len(mix),
-        len(rand),
-        name,
-        arms["eval_driven"]["tokens"],
-        arms["random"]["tokens"],
-    )
-    return stats

@@ -95,3 +95,27 @@ class EmbedResult:
             "requests": self.requests,
             "retries": self.retries,
         }
+
+
+def load_queries(vector_paths: list, items: list) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """``(query ids, subject index per query, float32 matrix)`` of the benchmark question vectors.
+
+    Refuses ids absent from the benchmark records (stale vectors) and mismatched dimensions.
+    """
+    known = {it.id for it in items}
+    ids, subj, mats = [], [], []
+    for s, path in enumerate(vector_paths):
+        qids, mat = load_vectors(path, mmap=False)
+        for line, qid in enumerate(qids, start=1):
+            if qid not in known:
+                raise InputError(
+                    ids_path(path), line, "id", f"question {qid!r} is not in the benchmark records: vectors are stale"
+                )
+        if mats and mat.shape[1] != mats[0].shape[1]:
+            raise InputError(
+                path, None, None, f"dimension {mat.shape[1]} differs from {mats[0].shape[1]} of {vector_paths[0]}"
+            )
+        ids += qids
+        subj += [s] * len(qids)
+        mats.append(np.asarray(mat, dtype=np.float32))
+    return ids, np.array(subj, dtype=np.int64), np.concatenate(mats) if mats else np.zeros((0, 0), np.float32)

@@ -1,0 +1,324 @@
+"""DSIR (Xie et al. 2023, "Data Selection for Language Models via Importance Resampling") with
+hashed n-gram features, on the CPU, with no embedding job.
+
+A text is NFKC-normalised and case-folded, then cut into tokens: a run of ASCII letters and digits
+is one token, every other letter or digit (a CJK character) is a token of its own, everything else
+separates. Its features are the counts of its 1..n-grams of tokens hashed into ``buckets``. Two
+bag-of-n-grams models are fitted: the target (the benchmark's recall questions, with
+``laplace`` pseudo-counts) and the raw pool. A sample's log importance weight is
+``sum_j count_j * (log(p_target_j + 1e-8) - log(p_raw_j + 1e-8))``; resampling without replacement
+is Gumbel top-k on those log weights (``gumbel: false`` takes the plain top-k). The definitions
+follow the paper's released implementation (data-selection), with characters standing in for
+words where a language writes none.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import unicodedata
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+from . import leak
+from .guard import REASONS as GUARD_REASONS
+from .guard import ContentGuard, guard_settings
+from .io import atomic_write, write_json, write_jsonl
+from .poolindex import PoolIndex, iter_records
+from .records import read_records
+
+log = logging.getLogger(__name__)
+
+EPS = 1e-8
+_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+_PRIME = np.uint64(0x100000001B3)
+_WORD_CAP = 32  # characters of an ASCII word that enter its hash
+_POW = np.array([pow(0x100000001B3, k, 1 << 64) for k in range(_WORD_CAP)], dtype=np.uint64)
+
+
+def _alnum_table() -> np.ndarray:
+    table = np.zeros(0x10000, dtype=bool)
+    for cp in range(0x10000):
+        table[cp] = chr(cp).isalnum()
+    return table
+
+
+_ALNUM = _alnum_table()
+
+
+@dataclass(frozen=True)
+class DsirSettings:
+    ngrams: int = 2  # 2: unigrams and bigrams (the paper's default)
+    buckets: int = 65536
+    laplace: float = 0.0  # pseudo-count added to every target bucket
+    gumbel: bool = True
+    min_tokens: int = 0  # shorter samples are never selected (the paper's min_example_length)
+
+    def __post_init__(self):
+        if not 1 <= self.ngrams <= 5:
+            raise ValueError(f"dsir ngrams must be 1..5, got {self.ngrams}")
+        if self.buckets < 2:
+            raise ValueError(f"dsir buckets must be >= 2, got {self.buckets}")
+        if self.laplace < 0 or self.min_tokens < 0:
+            raise ValueError("dsir laplace and min_tokens must be >= 0")
+
+
+def normalise(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).casefold()
+
+
+def tokens(text: str) -> list[str]:
+    """The tokens of one text (reference implementation of what :func:`hashed_grams` hashes)."""
+    out, word = [], ""
+    for ch in normalise(text):
+        if ch.isascii() and ch.isalnum():
+            word += ch
+            continue
+        if word:
+            out.append(word)
+            word = ""
+        if ch.isalnum():
+            out.append(ch)
+    if word:
+        out.append(word)
+    return out
+
+
+def _mix(h: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser: spreads token hashes over the buckets."""
+    h = h.astype(np.uint64, copy=True)
+    with np.errstate(over="ignore"):
+        h ^= h >> np.uint64(30)
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(27)
+        h *= np.uint64(0x94D049BB133111EB)
+        h ^= h >> np.uint64(31)
+    return h
+
+
+def hashed_grams(texts: list[str], settings: DsirSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(bucket, text index, tokens per text)`` of every 1..n-gram of every text, vectorised.
+
+    A token's hash is a polynomial hash of its characters (its first 32 for long ASCII words); an
+    n-gram's combines its tokens' hashes in order, then the splitmix64 finaliser picks a bucket.
+    """
+    n_texts = len(texts)
+    if not n_texts:
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.zeros(0, np.int64)
+    joined = "\x00".join(normalise(t) for t in texts)
+    cp = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
+    doc = np.cumsum(cp == 0)  # text index of each character (separators belong to the next)
+    word = np.where(cp < 0x10000, _ALNUM[np.minimum(cp, 0xFFFF)], True)
+    ascii_word = word & (cp < 128)
+    prev_ascii = np.concatenate([[False], ascii_word[:-1]])
+    start = word & ~(ascii_word & prev_ascii)  # a token starts here
+    keep = np.flatnonzero(word)
+    tok_of = np.cumsum(start)[keep] - 1  # token index of each kept character
+    n_tok = int(tok_of[-1]) + 1 if len(keep) else 0
+    tok_start = np.flatnonzero(start)
+    pos_in_tok = keep - tok_start[tok_of]
+    with np.errstate(over="ignore"):
+        term = cp[keep].astype(np.uint64) * _POW[np.minimum(pos_in_tok, _WORD_CAP - 1)]
+        term[pos_in_tok >= _WORD_CAP] = np.uint64(0)
+        if n_tok:
+            firsts = np.flatnonzero(np.concatenate([[True], tok_of[1:] != tok_of[:-1]]))
+            tok_hash = np.add.reduceat(term, firsts)
+        else:
+            tok_hash = np.empty(0, np.uint64)
+    tok_doc = doc[tok_start].astype(np.int64)
+    per_text = np.bincount(tok_doc, minlength=n_texts).astype(np.int64)
+    buckets, owners = [], []
+    h = tok_hash.copy()
+    for n in range(1, settings.ngrams + 1):
+        if n > 1:
+            # n-gram hash: the (n-1)-gram hash at i combined with token i+n-1, within one text
+            if len(h) <= 1:
+                break
+            with np.errstate(over="ignore"):
+                h = (h[:-1] * _PRIME + _mix(tok_hash[n - 1 :])) & _M64
+        docs = tok_doc[: len(h)]
+        same = docs == tok_doc[n - 1 : n - 1 + len(h)]
+        buckets.append((_mix(h[same]) % np.uint64(settings.buckets)).astype(np.int64))
+        owners.append(docs[same])
+    return np.concatenate(buckets), np.concatenate(owners), per_text
+
+
+def counts(texts: list[str], settings: DsirSettings) -> np.ndarray:
+    """Hashed n-gram counts of ``texts`` together (the bag-of-n-grams model before normalising)."""
+    b, _, _ = hashed_grams(texts, settings)
+    return np.bincount(b, minlength=settings.buckets).astype(np.float64)
+
+
+def log_ratio(target_counts: np.ndarray, raw_counts: np.ndarray, laplace: float = 0.0) -> np.ndarray:
+    """``log(p_target + 1e-8) - log(p_raw + 1e-8)`` per bucket (the paper's importance estimator)."""
+    t = target_counts + laplace
+    if t.sum() <= 0 or raw_counts.sum() <= 0:
+        raise ValueError("the target or the raw pool has no n-gram: nothing to weigh")
+    return np.log(t / t.sum() + EPS) - np.log(raw_counts / raw_counts.sum() + EPS)
+
+
+def log_weights(texts: list[str], diff: np.ndarray, settings: DsirSettings) -> tuple[np.ndarray, np.ndarray]:
+    """``(log importance weight, tokens)`` of each text: the dot product of its counts with ``diff``."""
+    b, owner, per_text = hashed_grams(texts, settings)
+    return np.bincount(owner, weights=diff[b], minlength=len(texts)), per_text
+
+
+def gumbel_keys(logw: np.ndarray, seed: int, gumbel: bool = True) -> np.ndarray:
+    """Sort keys: log weight plus standard Gumbel noise (top-k of the keys samples k without
+    replacement with probabilities proportional to the weights), or the log weights themselves."""
+    if not gumbel:
+        return logw.astype(np.float64, copy=True)
+    return logw + np.random.default_rng(seed).gumbel(size=len(logw))
+
+
+def _shard_texts(paths, chunk: int = 20000):
+    """``(texts)`` of the pool shards in position order, a chunk at a time."""
+    buf: list[str] = []
+    for path in paths:
+        for _, rec in iter_records(path):
+            buf.append(rec["text"])
+            if len(buf) >= chunk:
+                yield buf
+                buf = []
+    if buf:
+        yield buf
+
+
+def target_texts(benchmark_files, recall_splits: list[str], query_text: str) -> list[str]:
+    from .embed import question_text
+
+    wanted = set(recall_splits)
+    return [question_text(rec, query_text) for _, _, rec in read_records(benchmark_files) if rec["split"] in wanted]
+
+
+def dsir_job(
+    *,
+    benchmark_files: list[str | os.PathLike],
+    pool_shards: list[str | os.PathLike],
+    selected_path: str | os.PathLike,
+    statistics_path: str | os.PathLike,
+    histogram_path: str | os.PathLike,
+    budget: int,
+    recall_splits: list[str],
+    query_text: str = "question",
+    settings: dict | None = None,
+    leak_guard: dict | None = None,
+    seed: int = 42,
+    progress: bool = True,
+) -> dict:
+    """Fit both models, weigh every pool sample, keep ``budget`` samples in Gumbel top-k order that
+    pass the contamination guard and exact-text dedup. Writes the selection (``similarity`` is the
+    log importance weight), statistics and a histogram; returns the statistics."""
+    t0 = time.monotonic()
+    s = DsirSettings(**(settings or {}))
+    if budget < 1:
+        raise ValueError(f"dsir needs a budget >= 1, got {budget}")
+    items = leak.load_benchmark_items(benchmark_files)
+    guard = ContentGuard(items, guard_settings(leak_guard))
+    target = target_texts(benchmark_files, recall_splits, query_text)
+    if not target:
+        raise ValueError(f"no benchmark question in the recall splits {recall_splits}: DSIR has no target")
+    pool = PoolIndex.from_shards(pool_shards)
+    raw = np.zeros(s.buckets, dtype=np.float64)
+    for texts in tqdm(_shard_texts(pool_shards), desc="dsir: raw n-grams", unit="chunk", disable=not progress):
+        raw += counts(texts, s)
+    diff = log_ratio(counts(target, s), raw, s.laplace)
+    logw = np.empty(pool.size, dtype=np.float64)
+    n_tok = np.empty(pool.size, dtype=np.int64)
+    lo = 0
+    for texts in tqdm(_shard_texts(pool_shards), desc="dsir: weights", unit="chunk", disable=not progress):
+        logw[lo : lo + len(texts)], n_tok[lo : lo + len(texts)] = log_weights(texts, diff, s)
+        lo += len(texts)
+    eligible = ~pool.duplicate & (n_tok >= s.min_tokens)
+    keys = gumbel_keys(logw, seed, s.gumbel)
+    order = np.flatnonzero(eligible)
+    order = order[np.lexsort((order, -keys[order]))]
+    kept, drops, guard_drops, texts_seen = [], dict.fromkeys((*GUARD_REASONS, "duplicate_text"), 0), [], set()
+    ptr = 0
+    while len(kept) < budget and ptr < len(order):
+        chunk = order[ptr : ptr + max(256, int(1.5 * (budget - len(kept))))].tolist()
+        ptr += len(chunk)
+        records = pool.fetch(chunk)
+        for p in chunk:
+            if len(kept) >= budget:
+                break
+            rec = records[p]
+            hits = guard.check(leak.sample_segments(rec))
+            if hits:
+                drops[hits[0].reason] += 1
+                guard_drops.extend({"sample_id": rec["id"], **h.record(items)} for h in hits)
+                continue
+            text = rec["text"].strip()
+            if text in texts_seen:
+                drops["duplicate_text"] += 1
+                continue
+            texts_seen.add(text)
+            kept.append((p, rec))
+    if len(kept) < budget:
+        log.warning("dsir: kept %d of the budget of %d samples (the pool ran out)", len(kept), budget)
+    rows = [
+        {
+            "id": rec["id"],
+            "source": rec["source"],
+            "subject": None,
+            "query_id": None,
+            "similarity": round(float(logw[p]), 6),
+            "key": round(float(keys[p]), 6),
+            "rank": rank,
+        }
+        for rank, (p, rec) in enumerate(kept, start=1)
+    ]
+    write_jsonl(selected_path, rows)
+    chosen = np.array([p for p, _ in kept], dtype=np.int64)
+    stats = {
+        "strategy": "dsir",
+        "settings": {**asdict(s), "budget": budget, "seed": seed, "query_text": query_text},
+        "target": {"texts": len(target), "ngrams": int(counts(target, s).sum())},
+        "pool": {"samples": pool.size, "repeated_ids": pool.n_duplicates, "files": len(pool.files)},
+        "overall": {
+            "candidates_seen": int(pool.size - pool.n_duplicates),
+            "too_short": int((~pool.duplicate & (n_tok < s.min_tokens)).sum()),
+            "dropped_guard": {k: drops[k] for k in GUARD_REASONS},
+            "dropped_duplicate_text": drops["duplicate_text"],
+            "kept": len(kept),
+            "budget_shortfall": budget - len(kept),
+            "log_weight_selected": _summary(logw[chosen]),
+            "log_weight_pool": _summary(logw[eligible]),
+        },
+        "guard_drops": guard_drops,
+        "seconds": round(time.monotonic() - t0, 2),
+    }
+    write_json(statistics_path, stats)
+    _plot(histogram_path, logw[eligible], logw[chosen])
+    log.info("dsir: kept %d of %d pool samples in %.1f s", len(kept), pool.size, stats["seconds"])
+    return stats
+
+
+def _summary(v: np.ndarray) -> dict:
+    if not len(v):
+        return {"n": 0}
+    p = np.percentile(v, [5, 50, 95])
+    return {"n": int(len(v)), "mean": float(v.mean()), "p5": float(p[0]), "median": float(p[1]), "p95": float(p[2])}
+
+
+def _plot(path, pool_w: np.ndarray, chosen_w: np.ndarray) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    bins = np.histogram_bin_edges(pool_w if len(pool_w) else [0.0, 1.0], bins=50)
+    ax.hist(pool_w, bins=bins, color="#BBBBBB", label=f"pool (n={len(pool_w)})", density=True)
+    if len(chosen_w):
+        ax.hist(chosen_w, bins=bins, color="#4C72B0", alpha=0.7, label=f"selected (n={len(chosen_w)})", density=True)
+    ax.set_xlabel("log importance weight (target vs pool n-gram model)")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_write(path, "wb", encoding=None) as fh:
+        fig.savefig(fh, format="png", dpi=110)
+    plt.close(fig)
