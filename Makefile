@@ -9,7 +9,7 @@ PYTHON ?= $(VENV)/bin/python
 PIP = $(PYTHON) -m pip
 CORES ?= all
 
-.PHONY: install demo demo-negative demo-positive report test test-fast lint dag clean-demo
+.PHONY: install demo demo-negative demo-positive demo-arms report test test-fast lint dag clean-demo
 
 # The venv is only created when PYTHON is the venv's own interpreter.
 $(VENV)/bin/python:
@@ -32,6 +32,10 @@ demo-negative:
 demo-positive:
 	mkdir -p results/positive && cp config.yaml results/positive/config.yaml
 	$(PYTHON) -m snakemake --cores $(CORES) --directory results/positive --configfile config.yaml demo/positive/config.yaml --show-failed-logs
+
+# The demo with four arms (demo/arms.yaml): cosine, RDS+, DSIR and random, compared head to head.
+demo-arms: install
+	$(PYTHON) -m snakemake --cores $(CORES) --configfile demo/config.yaml demo/arms.yaml --show-failed-logs
 
 # Snakemake's own report of the demo run: results, plots and statistics with captions, the DAG,
 # runtimes (open results/report.zip's report.html)

@@ -18,7 +18,7 @@ wildcard_constraints:
     subject="|".join(SUBJECTS),
     source="|".join(SOURCES),
     shard=r"shard-\d{5}",
-    arm="|".join(ARMS),
+    arm=one_of(ARMS),
     seed=r"\d+",
     model="|".join(["base"] + [r"[a-z_]+-seed\d+"]),
     bench="|".join(TRANSFER) or "none",

@@ -8,6 +8,7 @@ from snakemake.exceptions import WorkflowError
 
 # The checkout's own package, whichever evalsel another checkout installed.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+from evalsel.arms import guard_uses_vectors, resolve as resolve_arms
 from evalsel.config import ConfigError, check as check_config
 
 # The schema (one short line per failing key) and every cross-key rule, before any job runs.
@@ -28,7 +29,15 @@ SCRIPTS = "workflow/scripts"
 SUBJECTS = list(config["benchmark"]["subjects"])
 SOURCES = {s["name"]: s for s in config["pool"]["sources"]}
 TRANSFER = {b["name"]: b for b in config["transfer"]}
-ARMS = list(config["arms"]) + (["dpo"] if config["dpo"]["enabled"] else [])
+# The configured arms with their effective settings (evalsel.arms), in order.
+ARM = resolve_arms(config)
+RECALL_ARMS = [a for a, s in ARM.items() if s.recalls]
+DSIR_ARMS = [a for a, s in ARM.items() if s.strategy == "dsir"]
+SELECT_ARMS = [a for a, s in ARM.items() if s.selects]
+RANDOM_ARMS = [a for a, s in ARM.items() if not s.selects]
+ARMS = list(ARM) + (["dpo"] if config["dpo"]["enabled"] else [])
+# With a cosine arm the pool is embedded, and every arm's guard adds max_similarity on those vectors.
+GUARD_VECTORS = guard_uses_vectors(config)
 SEEDS = [int(s) for s in config["train"]["seeds"]]
 TRAINED = [f"{arm}-seed{seed}" for arm in ARMS for seed in SEEDS]
 MODELS = ["base"] + TRAINED
@@ -46,12 +55,46 @@ def pool_shards(source):
         return json.load(fh)["shards"]
 
 
-def all_pool_vectors(wildcards=None):
-    return [
-        f"results/vectors/pool/{src}/{shard}.npy"
-        for src in SOURCES
-        for shard in pool_shards(src)
-    ]
+def one_of(names):
+    """A wildcard constraint matching exactly these names (nothing when there are none)."""
+    return "|".join(names) if names else "(?!)"
+
+
+def vector_root(arm=None):
+    """Where an arm's vectors live: RDS+ vectors for an rds arm, else the embedding's."""
+    return "results/vectors/rds" if arm and ARM[arm].strategy == "rds" else "results/vectors"
+
+
+def all_pool_vectors(wildcards=None, root="results/vectors"):
+    return [f"{root}/pool/{src}/{shard}.npy" for src in SOURCES for shard in pool_shards(src)]
+
+
+def arm_pool_vectors(wildcards):
+    return all_pool_vectors(root=vector_root(wildcards.arm))
+
+
+def arm_query_vectors(wildcards):
+    return [f"{vector_root(wildcards.arm)}/benchmark/{s}.npy" for s in SUBJECTS]
+
+
+def guard_pool_vectors(wildcards=None):
+    """The embedding's pool vectors for the guard's max_similarity (none without a cosine arm)."""
+    return all_pool_vectors() if GUARD_VECTORS else []
+
+
+def guard_query_vectors():
+    return [f"results/vectors/benchmark/{s}.npy" for s in SUBJECTS] if GUARD_VECTORS else []
+
+
+def selection_files(arm):
+    """The selection job's output an SFT arm is built from."""
+    if ARM[arm].strategy == "dsir":
+        return [f"results/select/{arm}/selected.jsonl"]
+    return [f"results/select/{arm}/{s}.jsonl" for s in SUBJECTS]
+
+
+def sft_arm_files(arm):
+    return [f"results/sft/{arm}.jsonl", f"results/sft/{arm}.stats.json", f"results/sft/{arm}.drops.json"]
 
 
 def all_pool_shards(wildcards=None):
@@ -72,6 +115,15 @@ def base_model_path():
 def base_model_input():
     """Input list that makes training/eval depend on the tiny model when the demo builds it."""
     return ["results/models/tiny_lm"] if config["demo"]["build_tiny_lm"] else []
+
+
+def rds_model():
+    """The model whose hidden states make the RDS+ vectors: rds.model, else the base model."""
+    return config["rds"]["model"] or base_model_path()
+
+
+def rds_model_input():
+    return [] if config["rds"]["model"] else base_model_input()
 
 
 def embedder_model():

@@ -23,10 +23,12 @@ EMBED_PARAMS = {
 EMBED_INPUT = embedder_input() if EMBED_ST else []
 EMBED_CODE = pkg(
     "embed.py",
+    "texts.py",
     "vectors.py",
     "records.py",
+    "precision.py",
+    "gpu.py",
     *(["embed_zhipuai.py"] if EMBED_ZHIPU else []),
-    *(["gpu.py"] if EMBED_ST else []),
 )
 # a GPU only for the local model on CUDA, held by evalsel.gpu.claim ("auto" claims one: on a
 # CPU-only box set device: cpu)
@@ -109,3 +111,77 @@ rule pool_embed:
         **EMBED_PARAMS,
     script:
         "../workflow/scripts/pool_embed.py"
+
+
+# RDS+ (evalsel.embed_rds): the base model's position-weighted mean hidden states, for rds arms.
+# Only these settings are params: an arm's budget or selection settings re-embed nothing.
+RDS = config["rds"]
+RDS_PARAMS = {
+    "model": rds_model(),
+    "device": RDS["device"],
+    "batch_size": RDS["batch_size"],
+    "max_tokens": RDS["max_tokens"],
+    "dtype": RDS["dtype"],
+}
+RDS_CODE = pkg(
+    "embed_rds.py",
+    "texts.py",
+    "vectors.py",
+    "records.py",
+    "poolindex.py",
+    "precision.py",
+    "gpu.py",
+)
+RDS_GPU = 0 if RDS["device"] == "cpu" else 1
+
+
+rule rds_benchmark_embed:
+    input:
+        benchmark="results/benchmark/{subject}.jsonl",
+        model=rds_model_input(),
+        code=RDS_CODE,
+    output:
+        npy="results/vectors/rds/benchmark/{subject}.npy",
+        ids="results/vectors/rds/benchmark/{subject}.ids.txt",
+    log:
+        "logs/rds_benchmark_embed/{subject}.log",
+    benchmark:
+        "benchmarks/rds_benchmark_embed/{subject}.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: 4
+    resources:
+        mem_mb=16000,
+        gpu=RDS_GPU,
+    params:
+        **RDS_PARAMS,
+        recall_splits=list(config["benchmark"]["recall_splits"]),
+        query_text=config["benchmark"]["query_text"],
+    script:
+        "../workflow/scripts/rds_benchmark_embed.py"
+
+
+rule rds_pool_embed:
+    input:
+        shard="results/pool/{source}/{shard}.jsonl",
+        model=rds_model_input(),
+        code=RDS_CODE,
+    output:
+        npy="results/vectors/rds/pool/{source}/{shard}.npy",
+        ids="results/vectors/rds/pool/{source}/{shard}.ids.txt",
+        stats="results/vectors/rds/pool/{source}/{shard}.stats.json",
+    log:
+        "logs/rds_pool_embed/{source}/{shard}.log",
+    benchmark:
+        "benchmarks/rds_pool_embed/{source}/{shard}.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: 4
+    resources:
+        mem_mb=16000,
+        runtime=240,
+        gpu=RDS_GPU,
+    params:
+        **RDS_PARAMS,
+    script:
+        "../workflow/scripts/rds_pool_embed.py"

@@ -1,17 +1,18 @@
-# Comparison report of base, random and eval-driven models (and the DPO arm when enabled).
+# Comparison report of the base model and every arm (and the DPO arm when enabled).
 
 
 rule report:
     input:
         evals=expand("results/eval/{model}.json", model=MODELS),
-        recall_statistics="results/recall/recall_statistics.json",
+        selection_statistics=[f"results/select/{a}/statistics.json" for a in SELECT_ARMS],
+        overlap="results/sft/overlap.json",
         contamination="results/sft/contamination.json",
         sft_statistics="results/sft/sft_statistics.json",
         transfer_evals=[
             f"results/transfer/{b}/eval/{m}.json" for b in TRANSFER for m in MODELS
         ],
         transfer_contamination=[
-            f"results/transfer/{b}/contamination.json" for b in TRANSFER
+            f"results/transfer/{b}/contamination/{a}.json" for b in TRANSFER for a in ARM
         ],
         code=pkg("report.py", "stats.py"),
     output:
@@ -47,6 +48,8 @@ rule report:
         bootstrap_samples=config["report"]["bootstrap_samples"],
         seed=config["seed"],
         arms=ARMS,
+        select_arms=SELECT_ARMS,
+        arm_specs={a: {"strategy": s.strategy, "match": s.match} for a, s in ARM.items()},
         seeds=SEEDS,
         transfer={b: [str(s) for s in spec["splits"]] for b, spec in TRANSFER.items()},
     script:

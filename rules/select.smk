@@ -1,36 +1,61 @@
-# Selection: recall pool samples for the benchmark questions, then build the two SFT arms.
+# Selection, one job per arm (config `arms`, evalsel.arms): recall over vectors (cosine and rds
+# arms) or DSIR over hashed n-grams, then each arm's SFT set, the random arms sized like the arm
+# they match, and the summaries over all arms (contamination report, statistics, overlap).
 
-# The contamination guard's settings (evalsel.guard), one dict for recall and sft_build.
+# The contamination guard's settings (evalsel.guard), one dict for every selection and SFT job.
 GUARD_SETTINGS = {
     k: v for k, v in config["leak_guard"].items() if k != "longest_seed_n"
 }
+# max_similarity of the guard in the embedding's space (None without a cosine arm).
+GUARD_MAX_SIMILARITY = config["recall"]["max_similarity"] if GUARD_VECTORS else None
+SFT_CODE = pkg(
+    "records.py",
+    "vectors.py",
+    "leak.py",
+    "guard.py",
+    "poolindex.py",
+    "sft.py",
+)
 
 
 rule recall:
     input:
         code=pkg(
-            "records.py", "vectors.py", "leak.py", "guard.py", "recall.py", "gpu.py"
+            "records.py",
+            "vectors.py",
+            "leak.py",
+            "guard.py",
+            "poolindex.py",
+            "kernels.py",
+            "recall.py",
+            "gpu.py",
         ),
-        queries=expand("results/vectors/benchmark/{subject}.npy", subject=SUBJECTS),
+        queries=arm_query_vectors,
         benchmark=expand("results/benchmark/{subject}.jsonl", subject=SUBJECTS),
-        pool_vectors=all_pool_vectors,
+        pool_vectors=arm_pool_vectors,
         pool_shards=all_pool_shards,
     output:
-        recalled=expand("results/recall/{subject}.jsonl", subject=SUBJECTS),
+        recalled=expand(
+            "results/select/{{arm}}/{subject}.jsonl", subject=SUBJECTS
+        ),
         statistics=report(
-            "results/recall/recall_statistics.json",
+            "results/select/{arm}/statistics.json",
             caption="../report/recall_statistics.rst",
             category="2. Selection",
+            subcategory="{arm}",
         ),
         histogram=report(
-            "results/recall/similarity_hist.png",
+            "results/select/{arm}/similarity_hist.png",
             caption="../report/similarity_hist.rst",
             category="2. Selection",
+            subcategory="{arm}",
         ),
     log:
-        "logs/recall/recall.log",
+        "logs/recall/{arm}.log",
     benchmark:
-        "benchmarks/recall/recall.tsv"
+        "benchmarks/recall/{arm}.tsv"
+    wildcard_constraints:
+        arm=one_of(RECALL_ARMS),
     conda:
         "../envs/select.yaml"
     threads: 4
@@ -42,14 +67,8 @@ rule recall:
         gpu=0 if config["recall"]["backend"] == "numpy" else 1,
     params:
         subjects=SUBJECTS,
-        strategy=config["recall"]["strategy"],
-        top_k=config["recall"]["top_k"],
-        similarity_threshold=config["recall"]["similarity_threshold"],
-        max_similarity=config["recall"]["max_similarity"],
-        topk_mean_m=config["recall"]["topk_mean_m"],
-        budget=config["recall"]["budget"],
-        per_subject_quota=config["recall"]["per_subject_quota"],
-        near_duplicate_threshold=config["recall"]["near_duplicate_threshold"],
+        # the arm's effective recall settings (evalsel.arms: config recall + the arm's overrides)
+        settings=lambda wc: ARM[wc.arm].recall,
         block_size=config["recall"]["block_size"],
         backend=config["recall"]["backend"],
         leak_guard=GUARD_SETTINGS,
@@ -57,26 +76,137 @@ rule recall:
         "../workflow/scripts/recall.py"
 
 
-rule sft_build:
+rule dsir_select:
     input:
         code=pkg(
             "records.py",
-            "vectors.py",
             "leak.py",
             "guard.py",
-            "recall.py",
-            "sft.py",
-            "gpu.py",
+            "vectors.py",
+            "poolindex.py",
+            "texts.py",
+            "ngrams.py",
+            "dsir.py",
         ),
-        recalled=expand("results/recall/{subject}.jsonl", subject=SUBJECTS),
-        recall_statistics="results/recall/recall_statistics.json",
-        queries=expand("results/vectors/benchmark/{subject}.npy", subject=SUBJECTS),
         benchmark=expand("results/benchmark/{subject}.jsonl", subject=SUBJECTS),
-        pool_vectors=all_pool_vectors,
         pool_shards=all_pool_shards,
     output:
-        eval_driven="results/sft/eval_driven.jsonl",
-        random="results/sft/random.jsonl",
+        selected="results/select/{arm}/selected.jsonl",
+        statistics=report(
+            "results/select/{arm}/statistics.json",
+            caption="../report/dsir_statistics.rst",
+            category="2. Selection",
+            subcategory="{arm}",
+        ),
+        histogram=report(
+            "results/select/{arm}/similarity_hist.png",
+            caption="../report/dsir_hist.rst",
+            category="2. Selection",
+            subcategory="{arm}",
+        ),
+    log:
+        "logs/dsir_select/{arm}.log",
+    benchmark:
+        "benchmarks/dsir_select/{arm}.tsv"
+    wildcard_constraints:
+        arm=one_of(DSIR_ARMS),
+    conda:
+        "../envs/select.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    params:
+        budget=lambda wc: ARM[wc.arm].budget,
+        settings=lambda wc: ARM[wc.arm].dsir,
+        recall_splits=list(config["benchmark"]["recall_splits"]),
+        query_text=config["benchmark"]["query_text"],
+        leak_guard=GUARD_SETTINGS,
+        seed=config["seed"],
+    script:
+        "../workflow/scripts/dsir_select.py"
+
+
+rule sft_build:
+    input:
+        code=SFT_CODE,
+        selected=lambda wc: selection_files(wc.arm),
+        selection_statistics="results/select/{arm}/statistics.json",
+        queries=guard_query_vectors(),
+        benchmark=expand("results/benchmark/{subject}.jsonl", subject=SUBJECTS),
+        pool_vectors=guard_pool_vectors,
+        pool_shards=all_pool_shards,
+    output:
+        sft="results/sft/{arm}.jsonl",
+        statistics="results/sft/{arm}.stats.json",
+        drops="results/sft/{arm}.drops.json",
+    log:
+        "logs/sft_build/{arm}.log",
+    benchmark:
+        "benchmarks/sft_build/{arm}.tsv"
+    wildcard_constraints:
+        arm=one_of(SELECT_ARMS),
+    conda:
+        "../envs/select.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    params:
+        format=config["sft"]["format"],
+        random_mix_ratio=lambda wc: ARM[wc.arm].mix_ratio,
+        tokenizer=config["sft"]["tokenizer"],
+        seed=config["seed"],
+        leak_guard=GUARD_SETTINGS,
+        max_similarity=GUARD_MAX_SIMILARITY,
+    script:
+        "../workflow/scripts/sft_build.py"
+
+
+rule sft_random:
+    input:
+        code=SFT_CODE,
+        match=lambda wc: f"results/sft/{ARM[wc.arm].match}.stats.json",
+        queries=guard_query_vectors(),
+        benchmark=expand("results/benchmark/{subject}.jsonl", subject=SUBJECTS),
+        pool_vectors=guard_pool_vectors,
+        pool_shards=all_pool_shards,
+    output:
+        sft="results/sft/{arm}.jsonl",
+        statistics="results/sft/{arm}.stats.json",
+        drops="results/sft/{arm}.drops.json",
+    log:
+        "logs/sft_random/{arm}.log",
+    benchmark:
+        "benchmarks/sft_random/{arm}.tsv"
+    wildcard_constraints:
+        arm=one_of(RANDOM_ARMS),
+    conda:
+        "../envs/select.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    params:
+        format=config["sft"]["format"],
+        random_match=config["sft"]["random_match"],
+        tokenizer=config["sft"]["tokenizer"],
+        seed=config["seed"],
+        leak_guard=GUARD_SETTINGS,
+        max_similarity=GUARD_MAX_SIMILARITY,
+    script:
+        "../workflow/scripts/sft_random.py"
+
+
+rule sft_summary:
+    input:
+        code=SFT_CODE,
+        arms=[f for arm in ARM for f in sft_arm_files(arm)],
+        queries=guard_query_vectors(),
+        benchmark=expand("results/benchmark/{subject}.jsonl", subject=SUBJECTS),
+        pool_vectors=guard_pool_vectors,
+        pool_shards=all_pool_shards,
+    output:
         statistics=report(
             "results/sft/sft_statistics.json",
             caption="../report/sft_statistics.rst",
@@ -93,25 +223,52 @@ rule sft_build:
             category="2. Selection",
         ),
     log:
-        "logs/sft_build/sft_build.log",
+        "logs/sft_summary/sft_summary.log",
     benchmark:
-        "benchmarks/sft_build/sft_build.tsv"
+        "benchmarks/sft_summary/sft_summary.tsv"
     conda:
         "../envs/select.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=8000,
         runtime=60,
     params:
-        format=config["sft"]["format"],
-        random_mix_ratio=config["sft"]["random_mix_ratio"],
-        random_match=config["sft"]["random_match"],
-        tokenizer=config["sft"]["tokenizer"],
+        arms=list(ARM),
         seed=config["seed"],
         leak_guard=GUARD_SETTINGS,
+        max_similarity=GUARD_MAX_SIMILARITY,
         longest_seed_n=config["leak_guard"]["longest_seed_n"],
-        max_similarity=config["recall"]["max_similarity"],
         recall_splits=list(config["benchmark"]["recall_splits"]),
         eval_splits=list(config["benchmark"]["eval_splits"]),
     script:
-        "../workflow/scripts/sft_build.py"
+        "../workflow/scripts/sft_summary.py"
+
+
+rule arms_overlap:
+    input:
+        code=pkg("records.py", "texts.py", "ngrams.py", "overlap.py"),
+        sft=[f"results/sft/{arm}.jsonl" for arm in ARM],
+        benchmark=expand("results/benchmark/{subject}.jsonl", subject=SUBJECTS),
+    output:
+        json="results/sft/overlap.json",
+        png=report(
+            "results/sft/overlap.png",
+            caption="../report/overlap.rst",
+            category="2. Selection",
+        ),
+    log:
+        "logs/arms_overlap/arms_overlap.log",
+    benchmark:
+        "benchmarks/arms_overlap/arms_overlap.tsv"
+    conda:
+        "../envs/select.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        arms=list(ARM),
+        recall_splits=list(config["benchmark"]["recall_splits"]),
+        query_text=config["benchmark"]["query_text"],
+    script:
+        "../workflow/scripts/arms_overlap.py"

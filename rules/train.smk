@@ -4,7 +4,7 @@
 TRAIN = config["train"]
 EVAL = config["eval"]
 # The dpo arm has its own rule (dpo_train); this SFT rule trains the configured SFT arms only.
-SFT_ARMS = [a for a in config["arms"] if a != "dpo"]
+SFT_ARMS = list(ARM)
 # GPUs are declared only when a job uses them: a torchrun job is ONE job holding all its GPUs.
 TRAIN_GPU = {"gpu": int(TRAIN["gpus"])} if int(TRAIN["gpus"]) > 0 else {}
 EVAL_GPU = {"gpu": int(EVAL["gpus"])} if int(EVAL["gpus"]) > 0 else {}
@@ -151,7 +151,7 @@ rule dpo_train:
         # DPO continues the eval-driven SFT adapter of the same seed (without that arm: from the base)
         sft_adapter=lambda wildcards: (
             f"results/train/eval_driven/seed{wildcards.seed}/adapter"
-            if "eval_driven" in config["arms"]
+            if "eval_driven" in ARM
             else []
         ),
         base=base_model_input(),

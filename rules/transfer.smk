@@ -1,7 +1,8 @@
 # Transfer benchmarks (config `transfer`): scored besides the recall benchmark, never recall
-# queries. Per benchmark: fetch each subject, guard the finished SFT sets against it (items a
-# training sample matches are left out of scoring for every model), evaluate base and each arm.
-# Adding one schedules only these jobs and the report: nothing is re-selected or retrained.
+# queries. Per benchmark: fetch each subject, guard each arm's finished SFT set against it, evaluate
+# base and each arm on every item; the report leaves the items any arm's set matches out of the
+# comparisons, for every model alike. Adding a benchmark schedules only these jobs and the report;
+# adding an arm, only that arm's guard and evaluation here.
 
 
 rule transfer_fetch:
@@ -44,15 +45,15 @@ rule transfer_fetch:
 
 rule transfer_guard:
     input:
-        sft=expand("results/sft/{arm}.jsonl", arm=SFT_ARMS),
+        sft="results/sft/{arm}.jsonl",
         benchmark=lambda wc: transfer_files(wc.bench),
         code=pkg("transfer.py", "chat.py", "leak.py", "guard.py", "records.py"),
     output:
-        "results/transfer/{bench}/contamination.json",
+        "results/transfer/{bench}/contamination/{arm}.json",
     log:
-        "logs/transfer_guard/{bench}.log",
+        "logs/transfer_guard/{bench}/{arm}.log",
     benchmark:
-        "benchmarks/transfer_guard/{bench}.tsv"
+        "benchmarks/transfer_guard/{bench}/{arm}.tsv"
     conda:
         "../envs/select.yaml"
     resources:
@@ -67,7 +68,6 @@ rule transfer_guard:
 rule transfer_evaluate:
     input:
         benchmark=lambda wc: transfer_files(wc.bench),
-        contamination="results/transfer/{bench}/contamination.json",
         base=base_model_input(),
         adapter=lambda wc: model_adapter(wc.model),
         code=pkg(

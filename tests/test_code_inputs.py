@@ -62,10 +62,11 @@ def _rules() -> dict[str, tuple[str, str]]:
 
 def _listed(expr: str) -> set[str]:
     """The file names a rule's `code=` expression lists, every optional module included."""
-    embed = (REPO / "rules" / "embed.smk").read_text(encoding="utf-8")
     ns = {"pkg": lambda *m: [*sorted(ALWAYS), *m], "PKG": Path(""), "str": str, "EMBED_ZHIPU": True, "EMBED_ST": True}
-    code = re.search(r"EMBED_CODE = (pkg\(.*?\n\))", embed, re.S).group(1)
-    ns["EMBED_CODE"] = eval(code, ns)  # noqa: S307 (our own rules file)
+    for smk in sorted((REPO / "rules").glob("*.smk")):  # the shared lists: EMBED_CODE, SFT_CODE, ...
+        text = smk.read_text(encoding="utf-8")
+        for name, code in re.findall(r"^([A-Z_]+_CODE) = (pkg\(.*?\n\))", text, re.S | re.M):
+            ns[name] = eval(code, ns)  # noqa: S307 (our own rules file)
     return {Path(p).name for p in eval(expr, ns)}  # noqa: S307
 
 

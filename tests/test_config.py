@@ -51,7 +51,13 @@ def test_duplicate_source_names_are_refused_naming_both(default_config):
     [
         (lambda c: c["recall"].update(similarity_threshold=0.96), "must be below recall.max_similarity"),
         (lambda c: c["recall"].update(strategy="train_topk_mean", budget=None), "needs recall.budget"),
-        (lambda c: (c.update(arms=["eval_driven"]), c["merge"].update(arms=["random"])), "merge.arms names 'random'"),
+        (
+            lambda c: (
+                c.update(arms=[{"name": "eval_driven", "strategy": "cosine"}]),
+                c["merge"].update(arms=["random"]),
+            ),
+            "merge.arms names 'random'",
+        ),
         (lambda c: c["dpo"].update(enabled=True, preferences=None), "dpo.preferences"),
         (lambda c: c["embedding"].update(backend="zhipuai"), "ZHIPUAI_API_KEY is unset"),
         (lambda c: c["train"].update(method="qlora", deepspeed="zero3"), "use qlora with deepspeed null or zero2"),

@@ -74,13 +74,13 @@ def test_vectors_are_normalised_and_compact(demo_run):
 
 def test_recall_and_sft_sets(demo_run):
     work, _ = demo_run
-    stats = json.loads((work / "results/recall/recall_statistics.json").read_text(encoding="utf-8"))
+    stats = json.loads((work / "results/select/eval_driven/statistics.json").read_text(encoding="utf-8"))
     assert stats
     thr = DEMO["recall"]["similarity_threshold"]
     top = DEMO["recall"]["max_similarity"]
     recalled = set()
     for subject in SUBJECTS:
-        for r in _jsonl(work / f"results/recall/{subject}.jsonl"):
+        for r in _jsonl(work / f"results/select/eval_driven/{subject}.jsonl"):
             assert thr - 1e-6 <= r["similarity"] <= top + 1e-6
             assert r["id"] not in recalled, "a sample recalled twice across questions/subjects"
             recalled.add(r["id"])
@@ -96,7 +96,7 @@ def test_recall_and_sft_sets(demo_run):
         assert roles[0] == "human" and "gpt" in roles
     contamination = json.loads((work / "results/sft/contamination.json").read_text(encoding="utf-8"))
     assert contamination
-    assert (work / "results/recall/similarity_hist.png").stat().st_size > 1000
+    assert (work / "results/select/eval_driven/similarity_hist.png").stat().st_size > 1000
 
 
 def test_training_evaluation_report(demo_run):
@@ -139,9 +139,11 @@ def test_training_evaluation_report(demo_run):
     t = report["transfer"]["demo_nursing"]
     assert t["n_questions"]["overall"] == 16 and t["design"]["held_out"]
     assert {c["name"] for c in t["comparisons"]} == {"eval_driven vs base", "random vs base", "eval_driven vs random"}
-    guard = json.loads((work / "results/transfer/demo_nursing/contamination.json").read_text(encoding="utf-8"))
-    assert guard["items"] == 16 and guard["checked"] > 200
-    recall = json.loads((work / "results/recall/recall_statistics.json").read_text(encoding="utf-8"))
+    for arm in ("eval_driven", "random"):
+        guard = json.loads((work / f"results/transfer/demo_nursing/contamination/{arm}.json").read_text("utf-8"))
+        assert guard["items"] == 16 and guard["checked"] > 100
+    assert set(t["excluded"]["by_arm"]) == {"eval_driven", "random"}
+    recall = json.loads((work / "results/select/eval_driven/statistics.json").read_text(encoding="utf-8"))
     assert recall["benchmark_items_guarded"] == 42  # the targeted benchmark's fetched items; nursing is not a query
     assert (work / "results/report/compare.png").stat().st_size > 1000
     merged = work / "results/merged/eval_driven-seed42"
@@ -236,8 +238,9 @@ def test_snakemake_report_holds_the_results(demo_run):
         "compare.md",
         "compare.png",
         "similarity_hist.png",
-        "recall_statistics.json",
+        "statistics.json",
         "sft_statistics.json",
+        "overlap.png",
         "contamination.json",
         "contamination_review.md",
     ):

@@ -15,11 +15,11 @@ from evalsel.embed import (
     embed_settings,
     embed_texts,
     load_st_model,
-    read_benchmark_queries,
     token_lengths,
     truncate_to_tokens,
 )
 from evalsel.io import InputError
+from evalsel.texts import read_benchmark_queries
 from evalsel.vectors import load_vectors
 
 MIXED = [
@@ -241,7 +241,7 @@ def test_local_model_prompts_follow_the_role(tiny_embedder_dir, tmp_path):
 
 
 def test_length_batches_bound_padding_and_size():
-    from evalsel.embed import length_batches
+    from evalsel.texts import length_batches
 
     lengths = np.array([256, 250, 200, 120, 40, 40, 39, 30, 30, 30, 30, 12])
     batches = length_batches(lengths, batch_size=4)

@@ -131,9 +131,9 @@ def merged(base: dict, over: dict) -> dict:
 # eval_driven model, the report, and the `all` target.
 # the demo scores one transfer benchmark besides the targeted one
 AFTER_TRAIN = Counter(train=2, evaluate=2, transfer_evaluate=2, merge=1, report=1, all=1)
-# new SFT sets are guarded against the transfer benchmark again, and its left-out items may change
-# for every model, base included
-AFTER_SFT = AFTER_TRAIN + Counter(transfer_guard=1, transfer_evaluate=1)
+# new SFT sets: both arms' sets (the random arm matches the eval-driven one's size), their
+# guard against the transfer benchmark, and the summaries over every arm
+AFTER_SFT = AFTER_TRAIN + Counter(sft_random=1, transfer_guard=2, sft_summary=1, arms_overlap=1)
 AFTER_RECALL = Counter(recall=1, sft_build=1) + AFTER_SFT
 
 

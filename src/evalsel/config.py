@@ -11,6 +11,8 @@ from pathlib import Path
 
 import yaml
 
+from .arms import problems as arm_problems
+
 
 class ConfigError(ValueError):
     """A config that cannot run: every problem found, one line each."""
@@ -116,15 +118,8 @@ def cross_key_problems(config: dict, environ: dict | None = None) -> list[str]:
             problems.append(f"transfer[{i}] ({b['name']}): source 'local' needs local.path")
         if b["source"] == "hf" and not b.get("hf_name"):
             problems.append(f"transfer[{i}] ({b['name']}): source 'hf' needs hf_name")
-    recall = config["recall"]
-    if recall["similarity_threshold"] >= recall["max_similarity"]:
-        problems.append(
-            f"recall.similarity_threshold ({recall['similarity_threshold']}) must be below "
-            f"recall.max_similarity ({recall['max_similarity']}): nothing could be recalled"
-        )
-    if recall["strategy"] == "train_topk_mean" and not recall.get("budget"):
-        problems.append("recall.strategy 'train_topk_mean' needs recall.budget (the number of samples to keep)")
-    arms = list(config["arms"])
+    problems += arm_problems(config)
+    arms = [a["name"] for a in config["arms"]]
     for arm in config["merge"]["arms"]:
         if arm not in arms and not (arm == "dpo" and config["dpo"]["enabled"]):
             problems.append(f"merge.arms names {arm!r}, which is not a trained arm (arms: {arms})")

@@ -1,10 +1,8 @@
 """DSIR (Xie et al. 2023, "Data Selection for Language Models via Importance Resampling") with
 hashed n-gram features, on the CPU, with no embedding job.
 
-A text is NFKC-normalised and case-folded, then cut into tokens: a run of ASCII letters and digits
-is one token, every other letter or digit (a CJK character) is a token of its own, everything else
-separates. Its features are the counts of its 1..n-grams of tokens hashed into ``buckets``. Two
-bag-of-n-grams models are fitted: the target (the benchmark's recall questions, with
+Features (evalsel.ngrams): the counts of a text's hashed 1..n-grams of tokens (an ASCII word or a
+single CJK character is a token). Two bag-of-n-grams models are fitted: the target (the benchmark's recall questions, with
 ``laplace`` pseudo-counts) and the raw pool. A sample's log importance weight is
 ``sum_j count_j * (log(p_target_j + 1e-8) - log(p_raw_j + 1e-8))``; resampling without replacement
 is Gumbel top-k on those log weights (``gumbel: false`` takes the plain top-k). The definitions
@@ -17,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-import unicodedata
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -27,26 +24,14 @@ from . import leak
 from .guard import REASONS as GUARD_REASONS
 from .guard import ContentGuard, guard_settings
 from .io import atomic_write, write_json, write_jsonl
+from .ngrams import counts, hashed_grams
 from .poolindex import PoolIndex, iter_records
 from .records import read_records
+from .texts import question_text
 
 log = logging.getLogger(__name__)
 
 EPS = 1e-8
-_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
-_PRIME = np.uint64(0x100000001B3)
-_WORD_CAP = 32  # characters of an ASCII word that enter its hash
-_POW = np.array([pow(0x100000001B3, k, 1 << 64) for k in range(_WORD_CAP)], dtype=np.uint64)
-
-
-def _alnum_table() -> np.ndarray:
-    table = np.zeros(0x10000, dtype=bool)
-    for cp in range(0x10000):
-        table[cp] = chr(cp).isalnum()
-    return table
-
-
-_ALNUM = _alnum_table()
 
 
 @dataclass(frozen=True)
@@ -66,92 +51,6 @@ class DsirSettings:
             raise ValueError("dsir laplace and min_tokens must be >= 0")
 
 
-def normalise(text: str) -> str:
-    return unicodedata.normalize("NFKC", text).casefold()
-
-
-def tokens(text: str) -> list[str]:
-    """The tokens of one text (reference implementation of what :func:`hashed_grams` hashes)."""
-    out, word = [], ""
-    for ch in normalise(text):
-        if ch.isascii() and ch.isalnum():
-            word += ch
-            continue
-        if word:
-            out.append(word)
-            word = ""
-        if ch.isalnum():
-            out.append(ch)
-    if word:
-        out.append(word)
-    return out
-
-
-def _mix(h: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser: spreads token hashes over the buckets."""
-    h = h.astype(np.uint64, copy=True)
-    with np.errstate(over="ignore"):
-        h ^= h >> np.uint64(30)
-        h *= np.uint64(0xBF58476D1CE4E5B9)
-        h ^= h >> np.uint64(27)
-        h *= np.uint64(0x94D049BB133111EB)
-        h ^= h >> np.uint64(31)
-    return h
-
-
-def hashed_grams(texts: list[str], settings: DsirSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(bucket, text index, tokens per text)`` of every 1..n-gram of every text, vectorised.
-
-    A token's hash is a polynomial hash of its characters (its first 32 for long ASCII words); an
-    n-gram's combines its tokens' hashes in order, then the splitmix64 finaliser picks a bucket.
-    """
-    n_texts = len(texts)
-    if not n_texts:
-        return np.empty(0, np.int64), np.empty(0, np.int64), np.zeros(0, np.int64)
-    joined = "\x00".join(normalise(t) for t in texts)
-    cp = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
-    doc = np.cumsum(cp == 0)  # text index of each character (separators belong to the next)
-    word = np.where(cp < 0x10000, _ALNUM[np.minimum(cp, 0xFFFF)], True)
-    ascii_word = word & (cp < 128)
-    prev_ascii = np.concatenate([[False], ascii_word[:-1]])
-    start = word & ~(ascii_word & prev_ascii)  # a token starts here
-    keep = np.flatnonzero(word)
-    tok_of = np.cumsum(start)[keep] - 1  # token index of each kept character
-    n_tok = int(tok_of[-1]) + 1 if len(keep) else 0
-    tok_start = np.flatnonzero(start)
-    pos_in_tok = keep - tok_start[tok_of]
-    with np.errstate(over="ignore"):
-        term = cp[keep].astype(np.uint64) * _POW[np.minimum(pos_in_tok, _WORD_CAP - 1)]
-        term[pos_in_tok >= _WORD_CAP] = np.uint64(0)
-        if n_tok:
-            firsts = np.flatnonzero(np.concatenate([[True], tok_of[1:] != tok_of[:-1]]))
-            tok_hash = np.add.reduceat(term, firsts)
-        else:
-            tok_hash = np.empty(0, np.uint64)
-    tok_doc = doc[tok_start].astype(np.int64)
-    per_text = np.bincount(tok_doc, minlength=n_texts).astype(np.int64)
-    buckets, owners = [], []
-    h = tok_hash.copy()
-    for n in range(1, settings.ngrams + 1):
-        if n > 1:
-            # n-gram hash: the (n-1)-gram hash at i combined with token i+n-1, within one text
-            if len(h) <= 1:
-                break
-            with np.errstate(over="ignore"):
-                h = (h[:-1] * _PRIME + _mix(tok_hash[n - 1 :])) & _M64
-        docs = tok_doc[: len(h)]
-        same = docs == tok_doc[n - 1 : n - 1 + len(h)]
-        buckets.append((_mix(h[same]) % np.uint64(settings.buckets)).astype(np.int64))
-        owners.append(docs[same])
-    return np.concatenate(buckets), np.concatenate(owners), per_text
-
-
-def counts(texts: list[str], settings: DsirSettings) -> np.ndarray:
-    """Hashed n-gram counts of ``texts`` together (the bag-of-n-grams model before normalising)."""
-    b, _, _ = hashed_grams(texts, settings)
-    return np.bincount(b, minlength=settings.buckets).astype(np.float64)
-
-
 def log_ratio(target_counts: np.ndarray, raw_counts: np.ndarray, laplace: float = 0.0) -> np.ndarray:
     """``log(p_target + 1e-8) - log(p_raw + 1e-8)`` per bucket (the paper's importance estimator)."""
     t = target_counts + laplace
@@ -162,7 +61,7 @@ def log_ratio(target_counts: np.ndarray, raw_counts: np.ndarray, laplace: float 
 
 def log_weights(texts: list[str], diff: np.ndarray, settings: DsirSettings) -> tuple[np.ndarray, np.ndarray]:
     """``(log importance weight, tokens)`` of each text: the dot product of its counts with ``diff``."""
-    b, owner, per_text = hashed_grams(texts, settings)
+    b, owner, per_text = hashed_grams(texts, settings.ngrams, settings.buckets)
     return np.bincount(owner, weights=diff[b], minlength=len(texts)), per_text
 
 
@@ -188,8 +87,7 @@ def _shard_texts(paths, chunk: int = 20000):
 
 
 def target_texts(benchmark_files, recall_splits: list[str], query_text: str) -> list[str]:
-    from .embed import question_text
-
+    """The texts of the target distribution: the recall-split questions, as the embedders see them."""
     wanted = set(recall_splits)
     return [question_text(rec, query_text) for _, _, rec in read_records(benchmark_files) if rec["split"] in wanted]
 
@@ -224,8 +122,8 @@ def dsir_job(
     pool = PoolIndex.from_shards(pool_shards)
     raw = np.zeros(s.buckets, dtype=np.float64)
     for texts in tqdm(_shard_texts(pool_shards), desc="dsir: raw n-grams", unit="chunk", disable=not progress):
-        raw += counts(texts, s)
-    diff = log_ratio(counts(target, s), raw, s.laplace)
+        raw += counts(texts, s.ngrams, s.buckets)
+    diff = log_ratio(counts(target, s.ngrams, s.buckets), raw, s.laplace)
     logw = np.empty(pool.size, dtype=np.float64)
     n_tok = np.empty(pool.size, dtype=np.int64)
     lo = 0
@@ -276,7 +174,7 @@ def dsir_job(
     stats = {
         "strategy": "dsir",
         "settings": {**asdict(s), "budget": budget, "seed": seed, "query_text": query_text},
-        "target": {"texts": len(target), "ngrams": int(counts(target, s).sum())},
+        "target": {"texts": len(target), "ngrams": int(counts(target, s.ngrams, s.buckets).sum())},
         "pool": {"samples": pool.size, "repeated_ids": pool.n_duplicates, "files": len(pool.files)},
         "overall": {
             "candidates_seen": int(pool.size - pool.n_duplicates),

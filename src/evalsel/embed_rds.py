@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from .embed import length_batches, read_benchmark_queries, resolve_device
 from .io import write_json
 from .poolindex import iter_records
+from .precision import resolve_device
+from .texts import length_batches, read_benchmark_queries
 from .vectors import EmbedResult, save_vectors
 
 log = logging.getLogger(__name__)

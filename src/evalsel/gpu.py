@@ -234,3 +234,13 @@ def claim(
             os.environ[CLAIMED_ENV] = claimed_before
         for _, fd in held:
             os.close(fd)  # closing the only descriptor drops the flock
+
+
+def device_claim(device: str | None, gpus: int):
+    """Context holding the job's GPU (evalsel.gpu.claim) for "auto"/"cuda"; a no-op for "cpu",
+    for a pinned "cuda:N" (the user chose the device) and for backends without a device (None)."""
+    import contextlib
+
+    if not gpus or device not in ("auto", "cuda"):
+        return contextlib.nullcontext([])
+    return claim(int(gpus))

@@ -54,3 +54,14 @@ def inference_dtype(device: str, what: str = "inference"):
     if not str(device).startswith("cuda"):
         return torch_dtype("fp32")
     return torch_dtype(resolve("bf16", cuda=True, what=what))
+
+
+def resolve_device(device: str = "auto") -> str:
+    """Return the torch device for ``device`` ("auto" picks CUDA when present). Refuses CUDA when absent."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"embedding.device is {device!r} but no CUDA device is visible; use 'auto' or 'cpu'")
+    return device

@@ -199,6 +199,36 @@ def _compare(
     return out
 
 
+def _arm_specs(arms: Sequence[str], specs: dict[str, dict] | None) -> dict[str, dict]:
+    """Each arm's strategy (and, for a random arm, the arm it matches); without ``specs`` the
+    two-arm convention: random matches eval_driven, every other arm is a selection."""
+    out = {}
+    for arm in arms:
+        if specs and arm in specs:
+            out[arm] = {"strategy": specs[arm]["strategy"], "match": specs[arm].get("match")}
+        elif arm == "random":
+            out[arm] = {"strategy": "random", "match": "eval_driven" if "eval_driven" in arms else None}
+        else:
+            out[arm] = {"strategy": "dpo" if arm == "dpo" else "selection", "match": None}
+    return out
+
+
+def comparison_pairs(arms: Sequence[str], specs: dict[str, dict]) -> list[tuple[str, str]]:
+    """``(b, a)`` pairs compared, "b vs a": every arm vs base; every selection arm vs each random arm
+    sized like it; the selection arms with each other (later vs earlier in the configured order);
+    dpo vs eval_driven."""
+    selecting = [a for a in arms if specs[a]["strategy"] not in ("random", "dpo")]
+    pairs = [(arm, "base") for arm in arms]
+    for arm in arms:
+        m = specs[arm]["match"]
+        if specs[arm]["strategy"] == "random" and m in arms:
+            pairs.append((m, arm))
+    pairs += [(b, a) for i, a in enumerate(selecting) for b in selecting[i + 1 :]]
+    if "dpo" in arms and "eval_driven" in arms:
+        pairs.append(("dpo", "eval_driven"))
+    return pairs
+
+
 def build_comparison(
     eval_paths: Sequence[str | os.PathLike],
     arms: Sequence[str],
@@ -208,10 +238,13 @@ def build_comparison(
     seed: int = 0,
     recall_splits: Sequence[str] = (),
     eval_splits: Sequence[str] = (),
-    recall_statistics: str | os.PathLike | None = None,
+    selection_statistics: dict[str, str | os.PathLike] | None = None,
     contamination: str | os.PathLike | None = None,
     sft_statistics: str | os.PathLike | None = None,
     transfer: dict | None = None,
+    arm_specs: dict[str, dict] | None = None,
+    overlap: str | os.PathLike | None = None,
+    exclude_ids: Sequence[str] = (),
 ) -> dict:
     """Compute every number of the report; returns the ``compare.json`` object.
 
@@ -236,6 +269,14 @@ def build_comparison(
         parse_model(name)
     evals = {name: load_eval(p) for name, p in paths.items()}
     ids, subjects, correct = align_evals(evals, paths)
+    if exclude_ids:  # items a training sample matches (transfer benchmarks): out for every model alike
+        drop = set(exclude_ids)
+        keep = np.array([i not in drop for i in ids], dtype=bool)
+        if not keep.any():
+            raise ValueError("every question is left out as contaminated: nothing to compare")
+        ids = [i for i, k in zip(ids, keep) if k]
+        subjects = [s for s, k in zip(subjects, keep) if k]
+        correct = {m: c[keep] for m, c in correct.items()}
     scopes = _scopes(subjects)
     log.info(
         "comparing %d models on %d questions (%s)",
@@ -277,11 +318,8 @@ def build_comparison(
             }
         arm_summary[arm] = {"seeds": seeds, "scopes": rows}
 
-    pairs = [(arm, "base") for arm in arms]
-    if "eval_driven" in arms and "random" in arms:
-        pairs.append(("eval_driven", "random"))
-    if "dpo" in arms and "eval_driven" in arms:
-        pairs.append(("dpo", "eval_driven"))
+    specs = _arm_specs(arms, arm_specs)
+    pairs = comparison_pairs(arms, specs)
 
     comparisons = []
     for i, (b, a) in enumerate(pairs):
@@ -293,7 +331,6 @@ def build_comparison(
         subj_names = [sc for sc, _ in scopes if sc != OVERALL]
         for sc, p in zip(subj_names, holm([rows[sc]["p_value"] for sc in subj_names])):
             rows[sc]["p_holm"] = p
-        rows[OVERALL]["p_holm"] = None
         per_seed = []
         if len(seeds) > 1:
             for s in seeds:
@@ -311,13 +348,19 @@ def build_comparison(
                     }
                 )
         comparisons.append({"name": f"{b} vs {a}", "a": a, "b": b, "scopes": rows, "per_seed": per_seed})
+    # The family: every comparison of the report. Overall verdicts use Holm over it.
+    family = holm([c["scopes"][OVERALL]["p_value"] for c in comparisons])
+    for c, p in zip(comparisons, family):
+        r = c["scopes"][OVERALL]
+        r["p_holm"] = p
+        r["verdict"] = verdict(r["diff"], p, alpha)
 
-    overlap = sorted(set(recall_splits) & set(eval_splits))
+    shared_splits = sorted(set(recall_splits) & set(eval_splits))
     design = {
         "recall_splits": list(recall_splits),
         "eval_splits": list(eval_splits),
-        "overlap": overlap,
-        "held_out": not overlap,
+        "overlap": shared_splits,
+        "held_out": not shared_splits,
         "mode": evals["base"]["mode"],
         "few_shot": evals["base"]["few_shot"],
         "splits": evals["base"]["splits"],
@@ -338,24 +381,42 @@ def build_comparison(
         "comparisons": comparisons,
         "contamination": _summary(contamination),
         "contamination_by_subject": contamination_by_subject(contamination),
-        "recall_statistics": _summary(recall_statistics),
+        "arm_specs": specs,
+        "family_size": len(comparisons),
+        "selection_statistics": {a: _summary(p) for a, p in (selection_statistics or {}).items()},
+        "overlap": read_json(overlap) if overlap else None,
         "sft_statistics": _summary(sft_statistics),
         "transfer": {
-            name: _transfer(name, spec, arms, seeds, alpha, bootstrap_samples, seed)
+            name: _transfer(name, spec, arms, seeds, alpha, bootstrap_samples, seed, arm_specs)
             for name, spec in (transfer or {}).items()
         },
     }
 
 
-def _transfer(name: str, spec: dict, arms, seeds, alpha, bootstrap_samples, seed) -> dict:
-    """One transfer benchmark: the comparison of its eval files (held out by construction)."""
+def _transfer(name: str, spec: dict, arms, seeds, alpha, bootstrap_samples, seed, arm_specs=None) -> dict:
+    """One transfer benchmark: the comparison of its eval files (held out by construction), without
+    the items any arm's training set matches (``spec["contamination"]``: one guard file per arm)."""
+    files = spec.get("contamination") or []
+    files = [files] if isinstance(files, (str, os.PathLike)) else list(files)
+    contaminated, items, by_arm = set(), None, {}
+    for path in files:
+        rep = read_json(path)
+        items = rep["items"]
+        by_arm[Path(path).stem] = rep["contaminated_items"]
+        contaminated |= set(rep["contaminated"])
     sub = build_comparison(
-        spec["evals"], arms, seeds, alpha, bootstrap_samples, seed, recall_splits=(), eval_splits=spec.get("splits", ())
+        spec["evals"],
+        arms,
+        seeds,
+        alpha,
+        bootstrap_samples,
+        seed,
+        recall_splits=(),
+        eval_splits=spec.get("splits", ()),
+        arm_specs=arm_specs,
+        exclude_ids=sorted(contaminated),
     )
-    excluded = {}
-    if spec.get("contamination") and Path(spec["contamination"]).is_file():
-        rep = read_json(spec["contamination"])
-        excluded = {"items": rep["items"], "left_out": rep["contaminated_items"]}
+    excluded = {"items": items, "left_out": len(contaminated), "by_arm": by_arm} if files else {}
     keep = ("n_questions", "models", "arm_summary", "comparisons", "design")
     return {"name": name, **{k: sub[k] for k in keep}, "excluded": excluded}
 
@@ -482,14 +543,15 @@ def render_markdown(rep: dict) -> str:
     else:
         L.append("- **Held out**: no evaluated split was used for recall.")
     L.append(f"- Scoring: {d['mode']}, {d['few_shot']}-shot; base model: {d.get('base_model') or 'n/a'}.")
-    L.append(f"- Arms: {', '.join(arms)}; training seeds: {', '.join(map(str, seeds))}.")
+    L.append(f"- Arms: {', '.join(_arm_label(a, rep) for a in arms)}; training seeds: {', '.join(map(str, seeds))}.")
     L.append("- Questions: " + ", ".join(f"{s} {n}" for s, n in rep["n_questions"].items()) + ".")
     L.append(
         f"- Intervals: {conf}% Wilson (accuracy), {conf}% paired percentile bootstrap over questions "
         f"({rep['bootstrap_samples']} resamples, seed {rep['bootstrap_seed']}) for differences. "
         f"Tests: two-sided exact McNemar"
         + (" (one seed) / exact sign-flip on seed-mean correctness (several seeds)" if len(seeds) > 1 else "")
-        + f", significance level {rep['alpha']}."
+        + f", significance level {rep['alpha']}. Overall verdicts are Holm-corrected over the "
+        f"{rep.get('family_size', len(rep['comparisons']))} comparisons of this report (the raw p is shown beside)."
     )
     L.append("")
 
@@ -498,7 +560,8 @@ def render_markdown(rep: dict) -> str:
         parts = []
         for sc in scopes:
             r = comp["scopes"][sc]
-            parts.append(f"{sc} {_pts(r['diff'])} pts, p {_p(r['p_value'])}: {r['verdict']}")
+            holm_note = f" (Holm {_p(r['p_holm'])})" if sc == OVERALL and r.get("p_holm") is not None else ""
+            parts.append(f"{sc} {_pts(r['diff'])} pts, p {_p(r['p_value'])}{holm_note}: {r['verdict']}")
         line = f"- **{comp['b']} vs {comp['a']}**: " + "; ".join(parts) + "."
         if comp["scopes"][OVERALL]["discordant_rate"] == 0:
             line += " The two gave the same answer to every question."
@@ -568,6 +631,7 @@ def render_markdown(rep: dict) -> str:
                     )
             L.append("")
 
+    L += _render_overlap(rep)
     L += ["## What these sample sizes can detect", ""]
     k = rep["min_significant_count"]
     L.append(
@@ -621,7 +685,8 @@ def render_markdown(rep: dict) -> str:
             L.append(f"| {sc} | " + " | ".join(cells) + " |")
         L.append("")
     L += _md_block("Contamination check (results/sft/contamination.json)", rep["contamination"])
-    L += _md_block("Recall (results/recall/recall_statistics.json)", rep["recall_statistics"])
+    for arm, summary in (rep.get("selection_statistics") or {}).items():
+        L += _md_block(f"Selection of {arm} (results/select/{arm}/statistics.json)", summary)
     L += _md_block("SFT sets (results/sft/sft_statistics.json)", rep["sft_statistics"])
 
     L += ["## How to read this", ""]
@@ -629,8 +694,9 @@ def render_markdown(rep: dict) -> str:
         '- A verdict of *significant gain* means the paired test rejected "no difference" at the stated level; '
         "the interval says how large the gain plausibly is. *No detectable difference* does not mean the models are "
         "equal: read the interval and the detectable-difference table.",
-        "- Per-subject p-values are also given Holm-adjusted over the subjects of one comparison; the overall row "
-        "is the primary test.",
+        "- p (Holm): on a subject row, adjusted over the subjects of one comparison; on the overall row, adjusted "
+        "over every comparison of the report (the family), and the overall verdict uses it: adding arms adds "
+        "comparisons and raises the bar for each.",
         "- Models are evaluated once on a fixed question set: the intervals cover question sampling "
         + (
             "and, through the seed mean, training seeds."
@@ -642,12 +708,54 @@ def render_markdown(rep: dict) -> str:
     return "\n".join(L)
 
 
+def _arm_label(arm: str, rep: dict) -> str:
+    spec = (rep.get("arm_specs") or {}).get(arm)
+    if not spec:
+        return arm
+    if spec["strategy"] == "random" and spec.get("match"):
+        return f"{arm} (random, sized like {spec['match']})"
+    return f"{arm} ({spec['strategy']})"
+
+
+def _render_overlap(rep: dict) -> list[str]:
+    """The arms side by side: sizes, Jaccard overlap of their SFT sets, similarity to the benchmark."""
+    ov = rep.get("overlap")
+    if not ov:
+        return []
+    arms = ov["arms"]
+    L = ["## The arms' training sets side by side", ""]
+    L.append(
+        "Jaccard overlap of the SFT sets' sample ids (shared samples in brackets), and each set's similarity to "
+        f"the benchmark in one space no arm selected in: {ov['space']} (plot: results/sft/overlap.png)."
+    )
+    L.append("")
+    L.append("| arm | samples | median similarity | " + " | ".join(arms) + " |")
+    L.append("|---|---:|---:|" + "---:|" * len(arms))
+    for a in arms:
+        cells = [f"{ov['jaccard'][a][b]:.2f} ({ov['intersection'][a][b]})" for b in arms]
+        med = ov["similarity"][a].get("median")
+        L.append(
+            f"| {_arm_label(a, rep)} | {ov['sizes'][a]} | {'n/a' if med is None else f'{med:.3f}'} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    sizes = set(ov["sizes"].values())
+    if len(sizes) > 1:
+        L.append("")
+        L.append(
+            "The arms differ in size: a difference between two selection arms mixes the strategy with the amount "
+            "of data. Give them the same budget for a head-to-head comparison."
+        )
+    L.append("")
+    return L
+
+
 def _render_transfer(rep: dict, conf: int) -> list[str]:
     """The transfer section: each benchmark that played no part in selection, overall and per subject."""
     L = ["## Transfer to benchmarks that played no part in selection", ""]
     L.append(
-        "Their questions were never recall queries. The contamination guard checked both SFT sets against "
-        "them; an item a training sample matches is left out of scoring for every model alike."
+        "Their questions were never recall queries. The contamination guard checked every arm's SFT set against "
+        "them; an item a training sample of any arm matches is left out of the comparisons for every model alike."
     )
     L.append("")
     for name, t in rep["transfer"].items():

@@ -24,8 +24,8 @@ def scan_sft_files(sft_paths: list, benchmark_files: list, settings: GuardSettin
     """The guard run over finished SFT files against a benchmark that did not take part in their
     selection (a transfer benchmark): ``{"items", "checked", "contaminated": {item id: [drops]}}``.
 
-    The evaluation leaves every contaminated item out, for every model alike, so that the paired
-    comparisons stay paired and no score rests on an answer that was in the training data.
+    The report leaves every item any arm's set matches out, for every model alike, so that the
+    paired comparisons stay paired and no score rests on an answer that was in the training data.
     """
     items = load_benchmark_items(benchmark_files)
     guard = ContentGuard(items, settings)
@@ -52,7 +52,7 @@ def run_transfer_guard(sft_paths: list, benchmark_files: list, out_path, leak_gu
     report = scan_sft_files(sft_paths, benchmark_files, guard_settings(leak_guard))
     write_json(out_path, report)
     log.info(
-        "%d of %d items matched by a training sample (left out of scoring)",
+        "%d of %d items matched by a training sample (left out of the report's comparisons)",
         report["contaminated_items"],
         report["items"],
     )

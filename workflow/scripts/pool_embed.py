@@ -4,10 +4,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # works without pip install (conda envs)
-from evalsel.embed import embed_pool_shard, embed_settings, gpu_claim
+from evalsel.embed import embed_pool_shard, embed_settings
+from evalsel.gpu import device_claim
 from evalsel.io import job_logging
 
-with job_logging(snakemake), gpu_claim(snakemake.params.device, snakemake.resources.gpu):
+with job_logging(snakemake), device_claim(snakemake.params.device, snakemake.resources.gpu):
     embed_pool_shard(
         snakemake.input.shard,
         out_npy=snakemake.output.npy,

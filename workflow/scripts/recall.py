@@ -1,4 +1,4 @@
-"""Snakemake script of rule `recall`: top-k pool samples per benchmark question, filtered, with statistics."""
+"""Snakemake script of rule `recall`: one arm's pool samples per benchmark question (cosine or RDS+ vectors)."""
 
 import sys
 from pathlib import Path
@@ -17,16 +17,9 @@ with job_logging(snakemake):
         recall_outputs=list(snakemake.output.recalled),
         statistics_path=snakemake.output.statistics,
         histogram_path=snakemake.output.histogram,
-        strategy=snakemake.params.strategy,
-        top_k=snakemake.params.top_k,
-        similarity_threshold=snakemake.params.similarity_threshold,
-        max_similarity=snakemake.params.max_similarity,
-        topk_mean_m=snakemake.params.topk_mean_m,
-        budget=snakemake.params.budget,
-        per_subject_quota=snakemake.params.per_subject_quota,
-        near_duplicate_threshold=snakemake.params.near_duplicate_threshold,
         block_size=snakemake.params.block_size,
         leak_guard=dict(snakemake.params.leak_guard),
         backend=snakemake.params.backend,
         gpus=snakemake.resources.gpu,
+        **dict(snakemake.params.settings),
     )

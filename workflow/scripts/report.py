@@ -1,4 +1,4 @@
-"""Snakemake script of rule `report`: the comparison of base, random and eval-driven models."""
+"""Snakemake script of rule `report`: the comparison of the base model and every arm."""
 
 import sys
 from pathlib import Path
@@ -20,14 +20,16 @@ with job_logging(snakemake):
         seed=snakemake.params.seed,
         recall_splits=list(snakemake.params.recall_splits),
         eval_splits=list(snakemake.params.eval_splits),
-        recall_statistics=snakemake.input.recall_statistics,
+        selection_statistics=dict(zip(snakemake.params.select_arms, snakemake.input.selection_statistics)),
+        arm_specs=dict(snakemake.params.arm_specs),
+        overlap=snakemake.input.overlap,
         contamination=snakemake.input.contamination,
         sft_statistics=snakemake.input.sft_statistics,
         transfer={
             bench: {
                 "splits": splits,
                 "evals": [p for p in snakemake.input.transfer_evals if f"/transfer/{bench}/" in p],
-                "contamination": next(p for p in snakemake.input.transfer_contamination if f"/transfer/{bench}/" in p),
+                "contamination": [p for p in snakemake.input.transfer_contamination if f"/transfer/{bench}/" in p],
             }
             for bench, splits in snakemake.params.transfer.items()
         },

@@ -1,4 +1,4 @@
-"""Snakemake script of rule `transfer_guard`: the SFT sets checked against a transfer benchmark."""
+"""Snakemake script of rule `transfer_guard`: one arm's SFT set checked against a transfer benchmark."""
 
 import sys
 from pathlib import Path
@@ -9,7 +9,7 @@ from evalsel.transfer import run_transfer_guard
 
 with job_logging(snakemake):
     run_transfer_guard(
-        list(snakemake.input.sft),
+        [snakemake.input.sft],
         list(snakemake.input.benchmark),
         snakemake.output[0],
         leak_guard=dict(snakemake.params.leak_guard),
