@@ -137,7 +137,7 @@ def plot_overlap(path, out: dict, sims: dict[str, np.ndarray]) -> None:
     ax1.set_title("Jaccard overlap (shared samples)")
     # top to bottom in the heatmap's order
     data = [sims[a] if len(sims[a]) else np.zeros(1) for a in reversed(arms)]
-    ax2.boxplot(data, vert=False, showfliers=False)
+    ax2.boxplot(data, orientation="horizontal", showfliers=False)
     ax2.set_yticks(range(1, k + 1), [f"{a} (n={len(sims[a])})" for a in reversed(arms)])
     ax2.set_xlabel("highest n-gram cosine of the prompt with a recall question")
     ax2.set_title("Similarity to the benchmark")
