@@ -121,3 +121,69 @@ def test_a_config_without_its_sections_says_so(tmp_path):
 def test_missing_config_message():
     with pytest.raises(ConfigError, match="config.yaml was not found in the working directory"):
         check({}, SCHEMA, cwd=Path("/nowhere"))
+
+
+ARMS_OK = [
+    {"name": "eval_driven", "strategy": "cosine"},
+    {"name": "rds", "strategy": "rds", "budget": 100},
+    {"name": "dsir", "strategy": "dsir", "budget": 100, "dsir": {"buckets": 4096}},
+    {"name": "random", "strategy": "random", "match": "eval_driven"},
+]
+
+
+def test_four_arms_resolve_with_their_settings(default_config):
+    from evalsel.arms import resolve
+
+    cfg = copy.deepcopy(default_config)
+    cfg["arms"] = copy.deepcopy(ARMS_OK)
+    cfg["arms"][0]["recall"] = {"top_k": 5}
+    check(cfg, SCHEMA, environ={})
+    arms = resolve(cfg)
+    assert list(arms) == ["eval_driven", "rds", "dsir", "random"]
+    assert arms["eval_driven"].recall["top_k"] == 5 and arms["eval_driven"].recall["strategy"] == "per_query_topk"
+    # RDS+: round-robin over subjects on the arm's budget, no threshold or max_similarity in its space
+    assert arms["rds"].recall["strategy"] == "round_robin_max" and arms["rds"].recall["budget"] == 100
+    assert arms["rds"].recall["max_similarity"] is None
+    # the schema fills the DSIR defaults the arm did not set
+    assert arms["dsir"].dsir == {"ngrams": 2, "buckets": 4096, "laplace": 0.0, "gumbel": True, "min_tokens": 0}
+    assert arms["random"].match == "eval_driven" and arms["dsir"].mix_ratio == cfg["sft"]["random_mix_ratio"]
+    # the demo's own four-arm config passes too
+    demo = yaml.safe_load((REPO / "demo" / "config.yaml").read_text(encoding="utf-8"))
+    four = yaml.safe_load((REPO / "demo" / "arms.yaml").read_text(encoding="utf-8"))
+    merged = _merge(_merge(copy.deepcopy(default_config), demo), four)
+    check(merged, SCHEMA, environ={})
+    assert [a["strategy"] for a in merged["arms"]] == ["cosine", "rds", "dsir", "random"]
+
+
+@pytest.mark.parametrize(
+    "arms, expected",
+    [
+        ([{"name": "random", "strategy": "random"}], "no arm selects"),
+        ([{"name": "a", "strategy": "cosine"}, {"name": "r", "strategy": "random"}], "needs 'match'"),
+        (
+            [{"name": "a", "strategy": "cosine"}, {"name": "r", "strategy": "random", "match": "nope"}],
+            "match 'nope' is not a selecting arm",
+        ),
+        ([{"name": "d", "strategy": "dsir"}], "strategy 'dsir' needs a budget"),
+        ([{"name": "r", "strategy": "rds"}], "strategy 'rds' needs a budget"),
+        ([{"name": "a", "strategy": "cosine", "dsir": {"ngrams": 1}}], "'dsir' does not apply to strategy 'cosine'"),
+        ([{"name": "a", "strategy": "cosine"}, {"name": "a", "strategy": "dsir", "budget": 5}], "more than once"),
+        (
+            [{"name": "a", "strategy": "cosine", "recall": {"strategy": "train_topk_mean"}}],
+            "needs recall.budget",
+        ),
+    ],
+)
+def test_contradictory_arms_are_refused(default_config, arms, expected):
+    cfg = copy.deepcopy(default_config)
+    cfg["arms"] = arms
+    cfg["merge"]["arms"] = []
+    problems = _problems(cfg)
+    assert len(problems) == 1 and expected in problems[0], problems
+
+
+def test_arm_names_are_checked_by_the_schema(default_config):
+    cfg = copy.deepcopy(default_config)
+    cfg["arms"] = [{"name": "base", "strategy": "cosine"}, {"name": "Bad-1", "strategy": "cosine"}]
+    problems = schema_problems(cfg, SCHEMA)
+    assert len(problems) == 2 and all(p.startswith("arms[") for p in problems), problems

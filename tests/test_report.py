@@ -243,3 +243,77 @@ def test_refuses_mismatched_inputs(tmp_path, one_seed):
         build_comparison([paths[0], str(other / "random-seed1.json")], arms=["random"], seeds=[1])
     with pytest.raises(ValueError):
         parse_model("eval_driven")
+
+
+def test_arms_are_compared_with_base_random_and_each_other_holm_over_the_family(one_seed, tmp_path):
+    """Four arms: each vs base, each selection arm vs the random arm sized like it, the selection
+    arms with each other; the overall verdicts use Holm over all of these comparisons, so a gain
+    that would pass alone (p 0.031) does not pass among eight."""
+    # weak: base plus 6 right answers on physician (exact McNemar 6/0: p 0.03125)
+    weak = {"basic_medicine": list(BASE["basic_medicine"]), "physician": [1] * 14 + [0] * 6}
+    paths = one_seed + [_write(tmp_path, "dsir-seed1", weak), _write(tmp_path, "rds-seed1", ED)]
+    specs = {
+        "eval_driven": {"strategy": "cosine"},
+        "rds": {"strategy": "rds"},
+        "dsir": {"strategy": "dsir"},
+        "random": {"strategy": "random", "match": "eval_driven"},
+    }
+    rep = build_comparison(
+        paths, arms=list(specs), seeds=[1], bootstrap_samples=500, arm_specs=specs, recall_splits=["test"]
+    )
+    names = [c["name"] for c in rep["comparisons"]]
+    assert names == [
+        "eval_driven vs base",
+        "rds vs base",
+        "dsir vs base",
+        "random vs base",
+        "eval_driven vs random",
+        "rds vs eval_driven",
+        "dsir vs eval_driven",
+        "dsir vs rds",
+    ]
+    assert rep["family_size"] == 8
+    raw = [c["scopes"]["overall"]["p_value"] for c in rep["comparisons"]]
+    from evalsel.report import holm
+
+    assert [c["scopes"]["overall"]["p_holm"] for c in rep["comparisons"]] == pytest.approx(holm(raw))
+    d = _comp(rep, "dsir vs base")["scopes"]["overall"]
+    assert d["p_value"] == pytest.approx(mcnemar_exact(6, 0)) and d["p_value"] < 0.05
+    assert d["p_holm"] > 0.05 and d["verdict"] == "no detectable difference"
+    assert _comp(rep, "rds vs base")["scopes"]["overall"]["verdict"] == "significant gain"
+    same = _comp(rep, "rds vs eval_driven")["scopes"]["overall"]
+    assert same["diff"] == 0 and same["discordant_rate"] == 0
+    md_path = tmp_path / "c.md"
+    write_report(
+        paths,
+        md_path,
+        tmp_path / "c.json",
+        tmp_path / "c.png",
+        arms=list(specs),
+        seeds=[1],
+        bootstrap_samples=500,
+        arm_specs=specs,
+    )
+    md = md_path.read_text(encoding="utf-8")
+    assert "random (random, sized like eval_driven)" in md and "Holm-corrected over the 8 comparisons" in md
+
+
+def test_transfer_leaves_out_what_any_arm_matched(one_seed, tmp_path):
+    """Per-arm guard files: the union of their items is left out for every model."""
+    g1 = tmp_path / "contamination/eval_driven.json"
+    g2 = tmp_path / "contamination/random.json"
+    g1.parent.mkdir()
+    g1.write_text(json.dumps({"items": 30, "contaminated_items": 1, "contaminated": {"physician/val/8": []}}))
+    g2.write_text(json.dumps({"items": 30, "contaminated_items": 1, "contaminated": {"basic_medicine/val/9": []}}))
+    rep = build_comparison(
+        one_seed,
+        arms=["eval_driven", "random"],
+        seeds=[1],
+        bootstrap_samples=500,
+        transfer={"other": {"evals": one_seed, "splits": ["val"], "contamination": [str(g1), str(g2)]}},
+    )
+    t = rep["transfer"]["other"]
+    assert t["n_questions"]["overall"] == 28
+    assert t["excluded"] == {"items": 30, "left_out": 2, "by_arm": {"eval_driven": 1, "random": 1}}
+    # physician/val/8: eval_driven right, base wrong -> one gain fewer than on all 30
+    assert _comp(t, "eval_driven vs base")["scopes"]["overall"]["b_right_a_wrong"] == 12

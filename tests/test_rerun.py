@@ -230,7 +230,7 @@ def test_new_pool_source_embeds_only_its_shards(demo_workdir, demo_shape):
         after = dry_run(demo_workdir, override, name="new_source")
         embedded = {(wc["source"], wc["shard"]) for rule, wc in after if rule == "pool_embed"}
         assert embedded == {("extra", s) for s in new_shards}
-        assert rules(after) == Counter(pool_embed=2, tiny_lm_build=1, evaluate=1) + AFTER_RECALL
+        assert rules(after) == Counter(pool_embed=2, tiny_lm_build=1, evaluate=1, transfer_evaluate=1) + AFTER_RECALL
         assert models(after) == ARM_MODELS | {"base"}
     finally:  # leave the shared demo run as it was
         snakemake(demo_workdir, "--cleanup-metadata", "results/pool/extra", "--configfile", DEMO_CONFIG)
@@ -252,7 +252,7 @@ def test_new_transfer_benchmark_schedules_only_its_own_jobs(demo_workdir, demo_s
         }
     ]
     jobs = dry_run(demo_workdir, {"transfer": transfer}, name="new_transfer")
-    assert rules(jobs) == Counter(transfer_fetch=1, transfer_guard=1, transfer_evaluate=3, report=1, all=1)
+    assert rules(jobs) == Counter(transfer_fetch=1, transfer_guard=2, transfer_evaluate=3, report=1, all=1)
     assert {wc["bench"] for rule, wc in jobs if rule.startswith("transfer_")} == {"demo_nursing_again"}
 
 
@@ -267,4 +267,56 @@ def test_editing_package_code_reruns_its_rule(demo_workdir):
     finally:
         module.write_bytes(original)
         os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert dry_run(demo_workdir) == []
+
+
+DEMO_ARMS = [
+    {"name": "eval_driven", "strategy": "cosine"},
+    {"name": "random", "strategy": "random", "match": "eval_driven"},
+]
+# What any new arm brings besides its selection: its SFT set, model, evaluations, its guard against
+# the transfer benchmark, and the summaries over every arm (no other arm is touched)
+NEW_ARM = Counter(
+    sft_build=1, train=1, evaluate=1, transfer_guard=1, transfer_evaluate=1, sft_summary=1, arms_overlap=1, report=1
+) + Counter(all=1)
+
+
+def _only(jobs, arm):
+    """Every job with an arm or model wildcard names ``arm``."""
+    names = {wc.get("arm") or wc.get("model", "").split("-seed")[0] for _, wc in jobs} - {""}
+    return names == {arm}
+
+
+def test_adding_a_dsir_arm_schedules_only_its_own_jobs(demo_workdir):
+    arms = DEMO_ARMS + [{"name": "dsir", "strategy": "dsir", "budget": 50}]
+    jobs = dry_run(demo_workdir, {"arms": arms}, name="dsir_arm")
+    assert rules(jobs) == Counter(dsir_select=1) + NEW_ARM  # no embedding job at all
+    assert _only(jobs, "dsir")
+
+
+def test_an_rds_arm_embeds_once_and_a_new_budget_only_reselects(demo_workdir, demo_shape):
+    """RDS+ vectors: one job per subject and pool shard, with the demo's base model; once they
+    exist, another budget re-runs the selection and what follows, never the embedding."""
+    rds = {"name": "rds", "strategy": "rds", "budget": 40}
+    override = {"arms": DEMO_ARMS + [rds], "rds": {"device": "cpu"}}
+    jobs = dry_run(demo_workdir, override, name="rds_arm")
+    embeds = Counter(rds_benchmark_embed=demo_shape["subjects"], rds_pool_embed=demo_shape["shards"])
+    assert rules(jobs) == embeds + Counter(recall=1) + NEW_ARM
+    assert _only(jobs, "rds")
+    try:
+        snakemake(
+            demo_workdir,
+            "results/select/rds/statistics.json",
+            "--cores",
+            "2",
+            "--configfile",
+            DEMO_CONFIG,
+            "rds_arm.yaml",
+        )
+        override["arms"][-1] = {**rds, "budget": 30}
+        jobs = dry_run(demo_workdir, override, name="rds_arm")
+        assert rules(jobs) == Counter(recall=1) + NEW_ARM
+    finally:  # leave the shared demo run as it was
+        shutil.rmtree(demo_workdir / "results/vectors/rds", ignore_errors=True)
+        shutil.rmtree(demo_workdir / "results/select/rds", ignore_errors=True)
     assert dry_run(demo_workdir) == []

@@ -90,7 +90,7 @@ def problems(config: dict) -> list[str]:
     arms = resolve(config)
     selecting = [a.name for a in arms.values() if a.selects]
     if not selecting:
-        out.append("arms: no arm selects (every arm is random): add a cosine, rds or dsir arm")
+        return ["arms: no arm selects (every arm is random): add a cosine, rds or dsir arm"]
     for a in arms.values():
         spec = next(s for s in config["arms"] if s["name"] == a.name)
         where = f"arms.{a.name}"
