@@ -52,6 +52,7 @@ lint:
 	$(PYTHON) -m ruff check src tests workflow perf demo
 	$(PYTHON) -m ruff format --check src tests workflow perf demo
 	$(PYTHON) -m snakemake --lint --configfile demo/config.yaml
+	$(PYTHON) -m snakemake --lint --configfile demo/config.yaml demo/arms.yaml
 	$(PYTHON) -m snakefmt --check Snakefile rules/
 
 dag:

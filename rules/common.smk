@@ -62,11 +62,19 @@ def one_of(names):
 
 def vector_root(arm=None):
     """Where an arm's vectors live: RDS+ vectors for an rds arm, else the embedding's."""
-    return "results/vectors/rds" if arm and ARM[arm].strategy == "rds" else "results/vectors"
+    return (
+        "results/vectors/rds"
+        if arm and ARM[arm].strategy == "rds"
+        else "results/vectors"
+    )
 
 
 def all_pool_vectors(wildcards=None, root="results/vectors"):
-    return [f"{root}/pool/{src}/{shard}.npy" for src in SOURCES for shard in pool_shards(src)]
+    return [
+        f"{root}/pool/{src}/{shard}.npy"
+        for src in SOURCES
+        for shard in pool_shards(src)
+    ]
 
 
 def arm_pool_vectors(wildcards):
@@ -83,7 +91,11 @@ def guard_pool_vectors(wildcards=None):
 
 
 def guard_query_vectors():
-    return [f"results/vectors/benchmark/{s}.npy" for s in SUBJECTS] if GUARD_VECTORS else []
+    return (
+        [f"results/vectors/benchmark/{s}.npy" for s in SUBJECTS]
+        if GUARD_VECTORS
+        else []
+    )
 
 
 def selection_files(arm):
@@ -94,7 +106,11 @@ def selection_files(arm):
 
 
 def sft_arm_files(arm):
-    return [f"results/sft/{arm}.jsonl", f"results/sft/{arm}.stats.json", f"results/sft/{arm}.drops.json"]
+    return [
+        f"results/sft/{arm}.jsonl",
+        f"results/sft/{arm}.stats.json",
+        f"results/sft/{arm}.drops.json",
+    ]
 
 
 def all_pool_shards(wildcards=None):
@@ -118,7 +134,8 @@ def base_model_input():
 
 
 def rds_model():
-    """The model whose hidden states make the RDS+ vectors: rds.model, else the base model."""
+    """The model whose hidden states make the RDS+ vectors: rds.model, else the base model (a path
+    when the demo builds it)."""
     return config["rds"]["model"] or base_model_path()
 
 

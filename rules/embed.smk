@@ -117,7 +117,8 @@ rule pool_embed:
 # Only these settings are params: an arm's budget or selection settings re-embed nothing.
 RDS = config["rds"]
 RDS_PARAMS = {
-    "model": rds_model(),
+    # a hub name or path; None when the model is a file input of the DAG (the demo's tiny LM)
+    "model": None if rds_model_input() else rds_model(),
     "device": RDS["device"],
     "batch_size": RDS["batch_size"],
     "max_tokens": RDS["max_tokens"],

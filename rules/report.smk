@@ -4,7 +4,9 @@
 rule report:
     input:
         evals=expand("results/eval/{model}.json", model=MODELS),
-        selection_statistics=[f"results/select/{a}/statistics.json" for a in SELECT_ARMS],
+        selection_statistics=[
+            f"results/select/{a}/statistics.json" for a in SELECT_ARMS
+        ],
         overlap="results/sft/overlap.json",
         contamination="results/sft/contamination.json",
         sft_statistics="results/sft/sft_statistics.json",
@@ -12,7 +14,9 @@ rule report:
             f"results/transfer/{b}/eval/{m}.json" for b in TRANSFER for m in MODELS
         ],
         transfer_contamination=[
-            f"results/transfer/{b}/contamination/{a}.json" for b in TRANSFER for a in ARM
+            f"results/transfer/{b}/contamination/{a}.json"
+            for b in TRANSFER
+            for a in ARM
         ],
         code=pkg("report.py", "stats.py"),
     output:
@@ -49,7 +53,9 @@ rule report:
         seed=config["seed"],
         arms=ARMS,
         select_arms=SELECT_ARMS,
-        arm_specs={a: {"strategy": s.strategy, "match": s.match} for a, s in ARM.items()},
+        arm_specs={
+            a: {"strategy": s.strategy, "match": s.match} for a, s in ARM.items()
+        },
         seeds=SEEDS,
         transfer={b: [str(s) for s in spec["splits"]] for b, spec in TRANSFER.items()},
     script:

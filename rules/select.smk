@@ -35,9 +35,7 @@ rule recall:
         pool_vectors=arm_pool_vectors,
         pool_shards=all_pool_shards,
     output:
-        recalled=expand(
-            "results/select/{{arm}}/{subject}.jsonl", subject=SUBJECTS
-        ),
+        recalled=expand("results/select/{{arm}}/{subject}.jsonl", subject=SUBJECTS),
         statistics=report(
             "results/select/{arm}/statistics.json",
             caption="../report/recall_statistics.rst",

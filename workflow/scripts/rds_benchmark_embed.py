@@ -10,6 +10,7 @@ from evalsel.io import job_logging
 
 with job_logging(snakemake), device_claim(snakemake.params.device, snakemake.resources.gpu):
     params = dict(snakemake.params.items())
+    params["model"] = params["model"] or snakemake.input.model[0]  # the DAG's own model (demo)
     embed_benchmark_rds(
         snakemake.input.benchmark,
         out_npy=snakemake.output.npy,

@@ -13,5 +13,8 @@ with job_logging(snakemake), device_claim(snakemake.params.device, snakemake.res
         snakemake.input.shard,
         out_npy=snakemake.output.npy,
         stats_path=snakemake.output.stats,
-        settings=RdsSettings(threads=snakemake.threads, **dict(snakemake.params.items())),
+        settings=RdsSettings(
+            threads=snakemake.threads,
+            **{**dict(snakemake.params.items()), "model": snakemake.params.model or snakemake.input.model[0]},
+        ),
     )
