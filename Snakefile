@@ -30,6 +30,7 @@ include: "rules/select.smk"
 include: "rules/train.smk"
 include: "rules/transfer.smk"
 include: "rules/report.smk"
+include: "rules/crosscheck.smk"
 
 
 rule all:

@@ -172,6 +172,8 @@ def final_targets():
         "results/report/compare.png",
         "results/sft/contamination.json",
     ]
+    if config["crosscheck"]["lm_eval"]:
+        targets += [f"results/crosscheck/{m}.json" for m in MODELS]
     targets += [
         f"results/merged/{arm}-seed{seed}"
         for arm in config["merge"]["arms"]

@@ -211,6 +211,20 @@ def write_model_dir(
     return out
 
 
+def tiny_model_dir(root: str | Path, seed: int = 0) -> Path:
+    """A random-initialised Qwen2 of the real architecture, shrunk (hidden 64, 2 layers, the real
+    vocabulary), with the real Qwen2.5-Instruct tokenizer: ``<root>/model``."""
+    cfg = {
+        **QWEN25_0_5B,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 512,
+    }
+    return write_model_dir(Path(root) / "model", cfg, build_tokenizer(Path(root) / "tokenizer"), layers=2, seed=seed)
+
+
 if __name__ == "__main__":  # python tests/qwen25.py OUT: write the tokenizer directory
     import sys
 

@@ -246,3 +246,23 @@ def test_snakemake_report_holds_the_results(demo_run):
     ):
         assert expected in names, (expected, names)
     assert names.count("curves.png") == 2  # eval_driven and random
+
+
+def test_lm_eval_crosscheck_agrees_on_every_demo_model(demo_run):
+    """The optional crosscheck rule: lm-evaluation-harness scores the demo's base model and both
+    arms on the exported prompts and chooses as the evaluator on every question."""
+    pytest.importorskip("lm_eval")
+    work, _ = demo_run
+    (work / "crosscheck.yaml").write_text("crosscheck:\n  lm_eval: true\n", encoding="utf-8")
+    targets = [f"results/crosscheck/{m}.json" for m in ("base", "eval_driven-seed42", "random-seed42")]
+    try:
+        proc = run_snakemake(
+            work, *targets, "--cores", "2", "--configfile", "demo/config.yaml", "crosscheck.yaml", timeout=900
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:]
+        for t in targets:
+            out = json.loads((work / t).read_text(encoding="utf-8"))
+            assert out["agree"] and out["questions"] == 42, out["disagreements"]
+            assert out["accuracy_lm_eval"] == out["accuracy_evalsel"]
+    finally:
+        (work / "crosscheck.yaml").unlink()

@@ -211,33 +211,10 @@ def test_position_weighted_mean_by_hand():
 
 @pytest.fixture(scope="module")
 def tiny_qwen(tmp_path_factory):
-    """A random-initialised Qwen2 of the real architecture (hidden 64, 2 layers) and the real
-    Qwen2.5-Instruct tokenizer, saved as a model directory."""
     pytest.importorskip("transformers")
-    import shutil
+    from qwen25 import tiny_model_dir
 
-    import torch
-    from qwen25 import build_tokenizer
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    root = tmp_path_factory.mktemp("tiny_qwen")
-    tok_dir = build_tokenizer(root / "tokenizer")
-    out = root / "model"
-    cfg = Qwen2Config(
-        vocab_size=151936,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(0)
-    Qwen2ForCausalLM(cfg).save_pretrained(out)
-    for f in tok_dir.iterdir():
-        shutil.copy(f, out / f.name)
-    return out
+    return tiny_model_dir(tmp_path_factory.mktemp("tiny_qwen"))
 
 
 def test_rds_vectors_are_the_pooled_last_hidden_states(tiny_qwen):

@@ -136,6 +136,10 @@ def cross_key_problems(config: dict, environ: dict | None = None) -> list[str]:
             "cannot be partitioned by this workflow's loader); use qlora with deepspeed null or "
             "zero2, or lora/full with zero3"
         )
+    if config.get("crosscheck", {}).get("lm_eval") and config["eval"]["mode"] != "logprob":
+        problems.append(
+            f"crosscheck.lm_eval compares letter scoring: it needs eval.mode 'logprob', not {config['eval']['mode']!r}"
+        )
     few_shot = config["eval"]["few_shot"]
     if few_shot and "dev" in [str(s) for s in config["benchmark"]["eval_splits"]]:
         problems.append(

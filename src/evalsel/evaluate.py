@@ -328,7 +328,6 @@ def evaluate(
     gpus: int = 0,
     threads: int | None = None,
     repetition_penalty: float = 1.0,
-    exclude_ids: list[str] | None = None,
 ) -> dict:
     """Score every question of ``eval_splits`` and write the eval JSON (see docs/ARCHITECTURE.md).
 
@@ -341,13 +340,6 @@ def evaluate(
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     questions, shots = load_questions(benchmark_paths, eval_splits, few_shot)
-    excluded = sorted(set(exclude_ids or ()) & {q["id"] for q in questions})
-    if excluded:  # contaminated items of a transfer benchmark: left out for every model alike
-        left_out = set(excluded)
-        questions = [q for q in questions if q["id"] not in left_out]
-        log.info("%d questions left out (a training sample matches them)", len(excluded))
-        if not questions:
-            raise InputError(None, None, "split", "every question is excluded as contaminated")
     log.info("%d questions (%s), %d-shot, mode %s", len(questions), ",".join(eval_splits), few_shot, mode)
     started = time.monotonic()
     from evalsel.gpu import claim
@@ -419,7 +411,6 @@ def evaluate(
         "mode": mode,
         "splits": list(eval_splits),
         "few_shot": few_shot,
-        "excluded": excluded,
         "subjects": subjects,
         "overall": summarise(rows),
         "unparsed": sum(1 for r in rows if r["pred"] is None),

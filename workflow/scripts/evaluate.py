@@ -5,15 +5,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # works without pip install (conda envs)
 from evalsel.evaluate import evaluate
-from evalsel.io import job_logging, read_json
+from evalsel.io import job_logging
 
 p = snakemake.params
 base = list(snakemake.input.base)  # the tiny demo model when the DAG builds it
 base_model = base[0] if base else p.hub_base_model
 adapter = list(snakemake.input.adapter)
-# a transfer benchmark: the items a training sample matches are left out (for every model)
-contamination = snakemake.input.get("contamination")
-exclude = sorted(read_json(contamination)["contaminated"]) if contamination else []
 with job_logging(snakemake):
     evaluate(
         benchmark_paths=list(snakemake.input.benchmark),
@@ -29,5 +26,4 @@ with job_logging(snakemake):
         repetition_penalty=p.repetition_penalty,
         gpus=p.gpus,
         threads=snakemake.threads,
-        exclude_ids=exclude,
     )
