@@ -53,7 +53,13 @@ rule train:
         base=base_model_input(),
         deepspeed=[DEEPSPEED_CONFIG] if DEEPSPEED_CONFIG else [],
         code=pkg(
-            "chat.py", "train.py", "gpu.py", "precision.py", "models.py", "records.py"
+            "chat.py",
+            "train.py",
+            "lora.py",
+            "gpu.py",
+            "precision.py",
+            "models.py",
+            "records.py",
         ),
     output:
         adapter=directory("results/train/{arm}/seed{seed}/adapter"),
@@ -157,6 +163,7 @@ rule dpo_train:
         base=base_model_input(),
         code=pkg(
             "dpo.py",
+            "lora.py",
             "train.py",
             "gpu.py",
             "precision.py",

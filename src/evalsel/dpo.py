@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from evalsel.io import InputError, read_jsonl, write_json
+from evalsel.lora import check_at_least_one, lora_of
 from evalsel.precision import PRECISIONS
 
 log = logging.getLogger(__name__)
@@ -53,18 +54,12 @@ class DPOSettings:
             raise ValueError("dpo beta, learning_rate and epochs must be positive")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision {self.precision!r} is not one of {PRECISIONS}")
-        for name in ("per_device_batch_size", "gradient_accumulation_steps", "lora_r", "logging_steps", "save_steps"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        check_at_least_one(self, ("per_device_batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps"))
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be null or at least 1, got {self.max_steps}")
         if self.max_length < 16:
             raise ValueError(f"max_length must be at least 16, got {self.max_length}")
-        targets = self.lora_target_modules
-        if not (
-            targets == "all" or (isinstance(targets, list) and targets and all(isinstance(t, str) for t in targets))
-        ):
-            raise ValueError(f"lora_target_modules must be 'all' or a list of module names, got {targets!r}")
+        lora_of(self).validate()
 
 
 def load_preferences(path: str | os.PathLike) -> list[dict]:
@@ -158,7 +153,7 @@ def train_dpo(
     """
     import torch
     from datasets import Dataset
-    from peft import LoraConfig, PeftModel
+    from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
@@ -195,13 +190,7 @@ def train_dpo(
             model = PeftModel.from_pretrained(model, str(sft_adapter), is_trainable=True)
             reference = "the SFT adapter (frozen copy)"
         else:
-            peft_config = LoraConfig(
-                r=s.lora_r,
-                lora_alpha=s.lora_alpha,
-                lora_dropout=s.lora_dropout,
-                task_type="CAUSAL_LM",
-                target_modules="all-linear" if s.lora_target_modules == "all" else list(s.lora_target_modules),
-            )
+            peft_config = lora_of(s).peft_config()
             reference = "the base model"
         data = Dataset.from_list(to_conversational(records))
         args = DPOConfig(

@@ -521,14 +521,15 @@ def _md_block(title: str, summary: dict | None) -> list[str]:
     return lines + ["", "</details>", ""]
 
 
-def render_markdown(rep: dict) -> str:
-    """The human-readable report (``compare.md``) of a :func:`build_comparison` result."""
-    conf = int(round(100 * rep["confidence"]))
-    d = rep["design"]
-    scopes = list(rep["n_questions"])
-    arms = rep["arms"]
-    seeds = rep["seeds"]
-    L = ["# Eval-driven selection: comparison report", ""]
+def _context(rep: dict) -> tuple[int, dict, list[str], list[str], list[int]]:
+    """``(confidence in %, design, scopes, arms, seeds)`` of a report."""
+    return int(round(100 * rep["confidence"])), rep["design"], list(rep["n_questions"]), rep["arms"], rep["seeds"]
+
+
+def _render_design(rep: dict) -> list[str]:
+    """The design: splits, held-out flag, scoring, arms, intervals and tests."""
+    conf, d, _, arms, seeds = _context(rep)
+    L: list[str] = []
     L += ["## Design", ""]
     L.append(
         f"- Evaluated splits: **{', '.join(d['eval_splits']) or 'n/a'}**; recall queries from: "
@@ -554,7 +555,13 @@ def render_markdown(rep: dict) -> str:
         f"{rep.get('family_size', len(rep['comparisons']))} comparisons of this report (the raw p is shown beside)."
     )
     L.append("")
+    return L
 
+
+def _render_verdicts(rep: dict) -> list[str]:
+    """One line per comparison: difference, p and verdict per scope."""
+    scopes = list(rep["n_questions"])
+    L: list[str] = []
     L += ["## Verdicts" + (": gain on the targeted benchmark" if rep.get("transfer") else ""), ""]
     for comp in rep["comparisons"]:
         parts = []
@@ -567,9 +574,13 @@ def render_markdown(rep: dict) -> str:
             line += " The two gave the same answer to every question."
         L.append(line)
     L.append("")
+    return L
 
-    if rep.get("transfer"):
-        L += _render_transfer(rep, conf)
+
+def _render_accuracy(rep: dict) -> list[str]:
+    """Accuracy of base and each arm per scope, with intervals (seed means)."""
+    conf, _, scopes, arms, seeds = _context(rep)
+    L: list[str] = []
     L += [f"## Accuracy (%, {conf}% Wilson interval)", ""]
     cols = ["base"] + arms
     L.append("| scope | n | " + " | ".join(cols) + " |")
@@ -591,7 +602,13 @@ def render_markdown(rep: dict) -> str:
             "listed below."
         )
     L.append("")
+    return L
 
+
+def _render_comparisons(rep: dict) -> list[str]:
+    """Each paired comparison in full, and per seed when there are several."""
+    conf, _, scopes = _context(rep)[:3]
+    L: list[str] = []
     L += ["## Paired comparisons (same questions)", ""]
     for comp in rep["comparisons"]:
         L += [f"### {comp['b']} vs {comp['a']}", ""]
@@ -630,8 +647,13 @@ def render_markdown(rep: dict) -> str:
                         f"| {_p(r['p_value'])} | {r['verdict']} |"
                     )
             L.append("")
+    return L
 
-    L += _render_overlap(rep)
+
+def _render_detectable(rep: dict) -> list[str]:
+    """What the sample sizes can detect: the smallest significant difference, the 80%-power one."""
+    scopes = list(rep["n_questions"])
+    L: list[str] = []
     L += ["## What these sample sizes can detect", ""]
     k = rep["min_significant_count"]
     L.append(
@@ -666,7 +688,12 @@ def render_markdown(rep: dict) -> str:
                 cells.append(f"{mdd} ({_pct(r['discordant_rate'])}%)")
         L.append(f"| {sc} | {first['n']} | {mds} | " + " | ".join(cells) + " |")
     L.append("")
+    return L
 
+
+def _render_selection(rep: dict) -> list[str]:
+    """Selection and contamination: evaluated items against the final sets, the statistics files."""
+    L: list[str] = []
     L += ["## Selection and contamination", ""]
     by_subject = rep.get("contamination_by_subject")
     if by_subject:
@@ -688,7 +715,13 @@ def render_markdown(rep: dict) -> str:
     for arm, summary in (rep.get("selection_statistics") or {}).items():
         L += _md_block(f"Selection of {arm} (results/select/{arm}/statistics.json)", summary)
     L += _md_block("SFT sets (results/sft/sft_statistics.json)", rep["sft_statistics"])
+    return L
 
+
+def _render_howto(rep: dict) -> list[str]:
+    """How to read the verdicts and intervals."""
+    seeds = rep["seeds"]
+    L: list[str] = []
     L += ["## How to read this", ""]
     L += [
         '- A verdict of *significant gain* means the paired test rejected "no difference" at the stated level; '
@@ -705,6 +738,23 @@ def render_markdown(rep: dict) -> str:
         ),
         "",
     ]
+    return L
+
+
+def render_markdown(rep: dict) -> str:
+    """The human-readable report (``compare.md``) of a :func:`build_comparison` result: one
+    function per section."""
+    L = ["# Eval-driven selection: comparison report", ""]
+    L += _render_design(rep)
+    L += _render_verdicts(rep)
+    if rep.get("transfer"):
+        L += _render_transfer(rep, _context(rep)[0])
+    L += _render_accuracy(rep)
+    L += _render_comparisons(rep)
+    L += _render_overlap(rep)
+    L += _render_detectable(rep)
+    L += _render_selection(rep)
+    L += _render_howto(rep)
     return "\n".join(L)
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from evalsel.io import InputError, read_json, read_jsonl, write_json
+from evalsel.lora import check_at_least_one, lora_of
 from evalsel.models import set_threads
 from evalsel.precision import PRECISIONS
 
@@ -69,17 +70,15 @@ class TrainSettings:
             raise ValueError(f"precision {self.precision!r} is not one of {PRECISIONS}")
         if self.lr_scheduler not in SCHEDULERS:
             raise ValueError(f"lr_scheduler {self.lr_scheduler!r} is not one of {SCHEDULERS}")
-        for name in ("lora_r", "per_device_batch_size", "gradient_accumulation_steps", "save_steps", "logging_steps"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        check_at_least_one(self, ("per_device_batch_size", "gradient_accumulation_steps", "save_steps", "logging_steps"))
         if self.max_length < 16:
             raise ValueError(f"max_length must be at least 16, got {self.max_length}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be null or at least 1, got {self.max_steps}")
         if not self.epochs > 0 or not self.learning_rate > 0:
             raise ValueError("epochs and learning_rate must be positive")
-        if not 0 <= self.warmup_ratio < 1 or not 0 <= self.lora_dropout < 1:
-            raise ValueError("warmup_ratio and lora_dropout must be in [0, 1)")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be null or at least 1, got {self.threads}")
         if self.gpus < 0:
@@ -92,11 +91,7 @@ class TrainSettings:
                 "bnb_4bit_quant_storage and an unpartitioned loader); the working combinations are "
                 "qlora with no DeepSpeed or ZeRO-2, and lora/full with ZeRO-2 or ZeRO-3"
             )
-        targets = self.lora_target_modules
-        if not (
-            targets == "all" or (isinstance(targets, list) and targets and all(isinstance(t, str) for t in targets))
-        ):
-            raise ValueError(f"lora_target_modules must be 'all' or a list of module names, got {targets!r}")
+        lora_of(self).validate()
 
 
 # ---------------------------------------------------------------- model directories
@@ -392,19 +387,11 @@ def _load_model(base_model: str, s: TrainSettings, plan: dict, cuda: bool):
         model.config.use_cache = False
     if s.method == "full":
         return model
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from peft import get_peft_model, prepare_model_for_kbit_training
 
     if s.method == "qlora":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=s.gradient_checkpointing)
-    targets = "all-linear" if s.lora_target_modules == "all" else list(s.lora_target_modules)
-    lora = LoraConfig(
-        r=s.lora_r,
-        lora_alpha=s.lora_alpha,
-        lora_dropout=s.lora_dropout,
-        target_modules=targets,
-        task_type="CAUSAL_LM",
-    )
-    return get_peft_model(model, lora)
+    return get_peft_model(model, lora_of(s).peft_config())
 
 
 def _tokens_callback():
