@@ -54,7 +54,9 @@ class DPOSettings:
             raise ValueError("dpo beta, learning_rate and epochs must be positive")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision {self.precision!r} is not one of {PRECISIONS}")
-        check_at_least_one(self, ("per_device_batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps"))
+        check_at_least_one(
+            self, ("per_device_batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps")
+        )
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be null or at least 1, got {self.max_steps}")
         if self.max_length < 16:

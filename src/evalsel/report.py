@@ -229,6 +229,92 @@ def comparison_pairs(arms: Sequence[str], specs: dict[str, dict]) -> list[tuple[
     return pairs
 
 
+def _aligned(
+    eval_paths: Sequence[str | os.PathLike], arms: list[str], seeds: list[int], exclude_ids: Sequence[str]
+) -> tuple[dict, list[str], list[str], dict[str, np.ndarray]]:
+    """``(evals, question ids, subjects, {model: correctness})`` of every model on the same
+    questions, without ``exclude_ids``; refuses a missing base or arm/seed model."""
+    paths = {model_name(p): str(p) for p in eval_paths}
+    if "base" not in paths:
+        raise ValueError("no eval file for the base model (results/eval/base.json)")
+    for arm in arms:
+        for s in seeds:
+            if f"{arm}-seed{s}" not in paths:
+                raise ValueError(f"no eval file for {arm}-seed{s} among {sorted(paths)}")
+    for name in paths:
+        parse_model(name)
+    evals = {name: load_eval(p) for name, p in paths.items()}
+    ids, subjects, correct = align_evals(evals, paths)
+    if exclude_ids:  # items a training sample matches (transfer benchmarks): out for every model alike
+        drop = set(exclude_ids)
+        keep = np.array([i not in drop for i in ids], dtype=bool)
+        if not keep.any():
+            raise ValueError("every question is left out as contaminated: nothing to compare")
+        ids = [i for i, k in zip(ids, keep) if k]
+        subjects = [s for s, k in zip(subjects, keep) if k]
+        correct = {m: c[keep] for m, c in correct.items()}
+    return evals, ids, subjects, correct
+
+
+def _arm_summary(groups: dict, arms: list[str], seeds: list[int], scopes, alpha: float) -> dict:
+    """Per arm and scope: the seed-mean accuracy, its Wilson interval and each seed's."""
+    out = {}
+    for arm in arms:
+        rows = {}
+        for sc, m in scopes:
+            accs = [float(r[m].mean()) for r in groups[arm]]
+            n = int(m.sum())
+            mean = float(np.mean(accs))
+            # Wilson on the seed-mean proportion (the seed average is at least as precise as one run)
+            low, high = wilson_interval(mean * n, n, alpha)
+            rows[sc] = {
+                "n": n,
+                "accuracy": mean,
+                "sd_over_seeds": float(np.std(accs, ddof=1)) if len(accs) > 1 else None,
+                "ci_low": low,
+                "ci_high": high,
+                "per_seed": {str(s): a for s, a in zip(seeds, accs)},
+            }
+        out[arm] = {"seeds": seeds, "scopes": rows}
+    return out
+
+
+def _comparisons(pairs, groups, correct, scopes, seeds, alpha: float, n_boot: int, seed: int) -> list[dict]:
+    """Every paired comparison, Holm over the subjects of each, and over the family (every
+    comparison) on the overall scope, whose verdict uses it."""
+    comparisons = []
+    for i, (b, a) in enumerate(pairs):
+        rows = {}
+        for sc, m in scopes:
+            rows[sc] = _compare([r[m] for r in groups[a]], [r[m] for r in groups[b]], alpha, n_boot, seed + i)
+        subj_names = [sc for sc, _ in scopes if sc != OVERALL]
+        for sc, p in zip(subj_names, holm([rows[sc]["p_value"] for sc in subj_names])):
+            rows[sc]["p_holm"] = p
+        per_seed = []
+        if len(seeds) > 1:
+            for s in seeds:
+                a_name = "base" if a == "base" else f"{a}-seed{s}"
+                b_name = f"{b}-seed{s}"
+                per_seed.append(
+                    {
+                        "seed": s,
+                        "a": a_name,
+                        "b": b_name,
+                        "scopes": {
+                            sc: _compare([correct[a_name][m]], [correct[b_name][m]], alpha, n_boot, seed + i)
+                            for sc, m in scopes
+                        },
+                    }
+                )
+        comparisons.append({"name": f"{b} vs {a}", "a": a, "b": b, "scopes": rows, "per_seed": per_seed})
+    family = holm([c["scopes"][OVERALL]["p_value"] for c in comparisons])
+    for c, p in zip(comparisons, family):
+        r = c["scopes"][OVERALL]
+        r["p_holm"] = p
+        r["verdict"] = verdict(r["diff"], p, alpha)
+    return comparisons
+
+
 def build_comparison(
     eval_paths: Sequence[str | os.PathLike],
     arms: Sequence[str],
@@ -249,34 +335,16 @@ def build_comparison(
     """Compute every number of the report; returns the ``compare.json`` object.
 
     ``transfer`` maps each transfer benchmark's name to ``{"evals": [...], "splits": [...],
-    "contamination": path}``: each gets the same accuracy and paired tests, apart from the
-    targeted benchmark ("gain on the targeted benchmark" vs "transfer").
+    "contamination": [one guard file per arm]}``: each gets the same accuracy and paired tests,
+    apart from the targeted benchmark ("gain on the targeted benchmark" vs "transfer").
 
     Refuses (InputError) eval files that disagree on questions or settings, and (ValueError)
     a missing ``base`` or an arm/seed model named in ``arms``/``seeds`` without an eval file.
     """
     if not 0 < alpha < 0.5:
         raise ValueError(f"alpha must be in (0, 0.5), got {alpha}")
-    paths = {model_name(p): str(p) for p in eval_paths}
-    if "base" not in paths:
-        raise ValueError("no eval file for the base model (results/eval/base.json)")
     arms, seeds = [str(a) for a in arms], [int(s) for s in seeds]
-    for arm in arms:
-        for s in seeds:
-            if f"{arm}-seed{s}" not in paths:
-                raise ValueError(f"no eval file for {arm}-seed{s} among {sorted(paths)}")
-    for name in paths:
-        parse_model(name)
-    evals = {name: load_eval(p) for name, p in paths.items()}
-    ids, subjects, correct = align_evals(evals, paths)
-    if exclude_ids:  # items a training sample matches (transfer benchmarks): out for every model alike
-        drop = set(exclude_ids)
-        keep = np.array([i not in drop for i in ids], dtype=bool)
-        if not keep.any():
-            raise ValueError("every question is left out as contaminated: nothing to compare")
-        ids = [i for i, k in zip(ids, keep) if k]
-        subjects = [s for s, k in zip(subjects, keep) if k]
-        correct = {m: c[keep] for m, c in correct.items()}
+    evals, ids, subjects, correct = _aligned(eval_paths, arms, seeds, exclude_ids)
     scopes = _scopes(subjects)
     log.info(
         "comparing %d models on %d questions (%s)",
@@ -284,7 +352,6 @@ def build_comparison(
         len(ids),
         ", ".join(f"{s}: {int(m.sum())}" for s, m in scopes),
     )
-
     models = {}
     for name, corr in correct.items():
         arm, s = parse_model(name)
@@ -295,76 +362,22 @@ def build_comparison(
             "adapter": evals[name].get("adapter"),
             "scopes": {sc: _accuracy_row(int(corr[m].sum()), int(m.sum()), alpha) for sc, m in scopes},
         }
-
-    groups = {"base": [correct["base"]]}
-    for arm in arms:
-        groups[arm] = [correct[f"{arm}-seed{s}"] for s in seeds]
-    arm_summary = {}
-    for arm in arms:
-        rows = {}
-        for sc, m in scopes:
-            accs = [float(r[m].mean()) for r in groups[arm]]
-            n = int(m.sum())
-            mean = float(np.mean(accs))
-            # Wilson on the seed-mean proportion (the seed average is at least as precise as one run)
-            low, high = wilson_interval(mean * n, n, alpha)
-            rows[sc] = {
-                "n": n,
-                "accuracy": mean,
-                "sd_over_seeds": float(np.std(accs, ddof=1)) if len(accs) > 1 else None,
-                "ci_low": low,
-                "ci_high": high,
-                "per_seed": {str(s): a for s, a in zip(seeds, accs)},
-            }
-        arm_summary[arm] = {"seeds": seeds, "scopes": rows}
-
+    groups = {"base": [correct["base"]], **{arm: [correct[f"{arm}-seed{s}"] for s in seeds] for arm in arms}}
     specs = _arm_specs(arms, arm_specs)
-    pairs = comparison_pairs(arms, specs)
-
-    comparisons = []
-    for i, (b, a) in enumerate(pairs):
-        rows = {}
-        for sc, m in scopes:
-            rows[sc] = _compare(
-                [r[m] for r in groups[a]], [r[m] for r in groups[b]], alpha, bootstrap_samples, seed + i
-            )
-        subj_names = [sc for sc, _ in scopes if sc != OVERALL]
-        for sc, p in zip(subj_names, holm([rows[sc]["p_value"] for sc in subj_names])):
-            rows[sc]["p_holm"] = p
-        per_seed = []
-        if len(seeds) > 1:
-            for s in seeds:
-                a_name = "base" if a == "base" else f"{a}-seed{s}"
-                b_name = f"{b}-seed{s}"
-                per_seed.append(
-                    {
-                        "seed": s,
-                        "a": a_name,
-                        "b": b_name,
-                        "scopes": {
-                            sc: _compare([correct[a_name][m]], [correct[b_name][m]], alpha, bootstrap_samples, seed + i)
-                            for sc, m in scopes
-                        },
-                    }
-                )
-        comparisons.append({"name": f"{b} vs {a}", "a": a, "b": b, "scopes": rows, "per_seed": per_seed})
-    # The family: every comparison of the report. Overall verdicts use Holm over it.
-    family = holm([c["scopes"][OVERALL]["p_value"] for c in comparisons])
-    for c, p in zip(comparisons, family):
-        r = c["scopes"][OVERALL]
-        r["p_holm"] = p
-        r["verdict"] = verdict(r["diff"], p, alpha)
-
+    comparisons = _comparisons(
+        comparison_pairs(arms, specs), groups, correct, scopes, seeds, alpha, bootstrap_samples, seed
+    )
     shared_splits = sorted(set(recall_splits) & set(eval_splits))
+    base = evals["base"]
     design = {
         "recall_splits": list(recall_splits),
         "eval_splits": list(eval_splits),
         "overlap": shared_splits,
         "held_out": not shared_splits,
-        "mode": evals["base"]["mode"],
-        "few_shot": evals["base"]["few_shot"],
-        "splits": evals["base"]["splits"],
-        "base_model": evals["base"].get("base_model"),
+        "mode": base["mode"],
+        "few_shot": base["few_shot"],
+        "splits": base["splits"],
+        "base_model": base.get("base_model"),
     }
     return {
         "design": design,
@@ -377,7 +390,7 @@ def build_comparison(
         "seeds": seeds,
         "n_questions": {sc: int(m.sum()) for sc, m in scopes},
         "models": models,
-        "arm_summary": arm_summary,
+        "arm_summary": _arm_summary(groups, arms, seeds, scopes, alpha),
         "comparisons": comparisons,
         "contamination": _summary(contamination),
         "contamination_by_subject": contamination_by_subject(contamination),

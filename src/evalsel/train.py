@@ -70,7 +70,9 @@ class TrainSettings:
             raise ValueError(f"precision {self.precision!r} is not one of {PRECISIONS}")
         if self.lr_scheduler not in SCHEDULERS:
             raise ValueError(f"lr_scheduler {self.lr_scheduler!r} is not one of {SCHEDULERS}")
-        check_at_least_one(self, ("per_device_batch_size", "gradient_accumulation_steps", "save_steps", "logging_steps"))
+        check_at_least_one(
+            self, ("per_device_batch_size", "gradient_accumulation_steps", "save_steps", "logging_steps")
+        )
         if self.max_length < 16:
             raise ValueError(f"max_length must be at least 16, got {self.max_length}")
         if self.max_steps is not None and self.max_steps < 1:
