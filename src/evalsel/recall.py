@@ -164,6 +164,150 @@ def _walk(
     return kept
 
 
+# --------------------------------------------------------------------------- candidates per strategy
+
+
+@dataclass
+class _Scored:
+    """Each subject's candidates best first, the counts behind them, the pairs above max_similarity."""
+
+    lists: list[list[Candidate]]
+    stats: list[dict]
+    leak_pairs: list[tuple[int, int, float]]
+    leak_total: int
+
+
+def _sorted(lists: list[list[Candidate]]) -> list[list[Candidate]]:
+    return [sorted(lst, key=lambda c: (-c.score, c.position)) for lst in lists]
+
+
+def _per_query_topk(queries, qsub, S, pool, top_k, threshold, max_similarity, block_size, backend, progress) -> _Scored:
+    """Each question's top_k above the threshold; a sample recalled by several questions is credited
+    to its best match (then the lowest question)."""
+    res = search_topk(queries, pool, top_k, max_similarity, block_size, backend, progress)
+    finite = np.isfinite(res.scores)
+    passed = finite & (res.scores >= threshold)
+    qq, rr = np.nonzero(passed)
+    ss, gg = res.scores[qq, rr], res.index[qq, rr]
+    order = np.lexsort((qq, -ss, gg))
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = gg[order][1:] != gg[order][:-1]
+    dup_by_subject = np.bincount(qsub[qq[order[~first]]], minlength=S)
+    lists: list[list[Candidate]] = [[] for _ in range(S)]
+    for j in order[first]:
+        q = int(qq[j])
+        lists[qsub[q]].append(Candidate(float(ss[j]), int(gg[j]), q, int(qsub[q]), {"query_rank": int(rr[j]) + 1}))
+    lists = _sorted(lists)
+    stats = []
+    for s in range(S):
+        sq = qsub == s
+        stats.append(
+            {
+                "candidates_seen": int(sq.sum()) * res.scanned,
+                "dropped_max_similarity": int(res.leaks[sq].sum()),
+                "recalled": int(finite[sq].sum()),
+                "dropped_threshold": int((finite & ~passed)[sq].sum()),
+                "dropped_duplicate": int(dup_by_subject[s]),
+                "unique": len(lists[s]),
+            }
+        )
+    return _Scored(lists, stats, res.leak_pairs, int(res.leaks.sum()))
+
+
+def _round_robin_max(queries, qsub, S, pool, budget, threshold, max_similarity, block_size, progress) -> _Scored:
+    """RDS+: each subject ranks every sample by its best question of that subject; the walk takes
+    the subjects in turn. Headroom for the guard, dedup and samples another subject took first."""
+    keep = 2 * math.ceil(budget / S) + 64
+    sm = score_subject_max(queries, qsub, S, pool, keep, threshold, max_similarity, block_size, progress)
+    lists = _sorted(
+        [
+            [
+                Candidate(sc, g, q, s, {})
+                for sc, g, q in zip(sm.score[s].tolist(), sm.index[s].tolist(), sm.query[s].tolist())
+            ]
+            for s in range(S)
+        ]
+    )
+    stats = [
+        {
+            "candidates_seen": int(sm.scanned),
+            "dropped_max_similarity": int(sm.leaks),
+            "recalled": int(sm.scanned - sm.leaks),
+            "dropped_threshold": int(sm.below[s]),
+            "dropped_duplicate": 0,
+            "unique": len(lists[s]),
+        }
+        for s in range(S)
+    ]
+    return _Scored(lists, stats, sm.leak_pairs, int(sm.leaks))
+
+
+def _train_topk_mean(queries, qsub, S, pool, m, budget, threshold, max_similarity, block_size, progress) -> _Scored:
+    """Each sample scored by the mean of its m best question similarities, credited to the subject
+    of its best question; 2 x budget kept per subject (headroom for the guard and dedup)."""
+    ms = score_topk_mean(queries, qsub, S, pool, m, 2 * budget, threshold, max_similarity, block_size, progress)
+    lists = _sorted(
+        [
+            [
+                Candidate(sc, g, q, s, {"best_similarity": round(b, 6)})
+                for sc, g, q, b in zip(
+                    ms.score[s].tolist(), ms.index[s].tolist(), ms.query[s].tolist(), ms.best[s].tolist()
+                )
+            ]
+            for s in range(S)
+        ]
+    )
+    stats = [
+        {
+            "candidates_seen": int(ms.seen[s]),
+            "dropped_max_similarity": int(ms.leaks[s]),
+            "recalled": int(ms.passed[s] + ms.below[s]),
+            "dropped_threshold": int(ms.below[s]),
+            "dropped_duplicate": 0,
+            "unique": int(ms.passed[s]),
+        }
+        for s in range(S)
+    ]
+    return _Scored(lists, stats, ms.leak_pairs, int(ms.leaks.sum()))
+
+
+def _write_subjects(recall_outputs, subjects, kept, selector, qids, stats, drops) -> list[list[float]]:
+    """One file per subject of its kept samples (best first), and its selection-stage counts in
+    ``stats``; returns the similarities kept per subject (the histogram's)."""
+    per_subject: list[list[Candidate]] = [[] for _ in subjects]
+    for c in kept:
+        per_subject[c.subject].append(c)
+    hist_values = []
+    for s, out in enumerate(recall_outputs):
+        chosen = sorted(per_subject[s], key=lambda c: (-c.score, c.position))
+        rows = []
+        for rank, c in enumerate(chosen, start=1):
+            rec = selector.records[c.position]
+            rows.append(
+                {
+                    "id": rec["id"],
+                    "source": rec["source"],
+                    "subject": subjects[s],
+                    "query_id": qids[c.query],
+                    "similarity": round(c.score, 6),
+                    "rank": rank,
+                    **c.extra,
+                }
+            )
+        write_jsonl(out, rows)
+        st = stats[s]
+        # the contamination guard's drops by reason (max_similarity: above it with another question;
+        # with the query itself it is dropped_max_similarity, before the top-k)
+        st["dropped_guard"] = {k: drops[s][k] for k in GUARD_REASONS}
+        st["dropped_duplicate_text"] = drops[s]["duplicate_text"]
+        st["dropped_near_duplicate"] = drops[s]["near_duplicate"]
+        st["kept"] = len(chosen)
+        st["dropped_budget"] = st["unique"] - st["kept"] - sum(drops[s].values())  # selection-stage drops only
+        st["similarity"] = _sim_summary([c.score for c in chosen])
+        hist_values.append([c.score for c in chosen])
+    return hist_values
+
+
 def _sim_summary(values) -> dict:
     v = np.asarray(values, dtype=np.float64)
     if not len(v):
@@ -279,73 +423,22 @@ def recall_job(
     )
     stats = [{"questions": int((qsub == s).sum())} for s in range(S)]
     drops = [dict.fromkeys((*GUARD_REASONS, "duplicate_text", "near_duplicate"), 0) for _ in range(S)]
-    lists: list[list[Candidate]] = [[] for _ in range(S)]
 
     if strategy == "per_query_topk":
-        res = search_topk(queries, pool, top_k, max_similarity, block_size, backend, progress)
-        finite = np.isfinite(res.scores)
-        passed = finite & (res.scores >= similarity_threshold)
-        qq, rr = np.nonzero(passed)
-        ss, gg = res.scores[qq, rr], res.index[qq, rr]
-        # A sample recalled by several questions is credited to its best match (then lowest question).
-        order = np.lexsort((qq, -ss, gg))
-        first = np.ones(len(order), dtype=bool)
-        first[1:] = gg[order][1:] != gg[order][:-1]
-        dup_by_subject = np.bincount(qsub[qq[order[~first]]], minlength=S)
-        for s in range(S):
-            sq = qsub == s
-            stats[s].update(
-                candidates_seen=int(sq.sum()) * res.scanned,
-                dropped_max_similarity=int(res.leaks[sq].sum()),
-                recalled=int(finite[sq].sum()),
-                dropped_threshold=int((finite & ~passed)[sq].sum()),
-                dropped_duplicate=int(dup_by_subject[s]),
-            )
-        for j in order[first]:
-            q = int(qq[j])
-            lists[qsub[q]].append(Candidate(float(ss[j]), int(gg[j]), q, int(qsub[q]), {"query_rank": int(rr[j]) + 1}))
-        leak_pairs = res.leak_pairs
-        leak_total = int(res.leaks.sum())
-    elif strategy == "round_robin_max":
-        # Each subject ranks every sample by its best question of that subject; the walk takes the
-        # subjects in turn. Headroom for the guard, dedup and samples another subject took first.
-        keep = 2 * math.ceil(budget / S) + 64
-        sm = score_subject_max(queries, qsub, S, pool, keep, similarity_threshold, max_similarity, block_size, progress)
-        for s in range(S):
-            sq = qsub == s
-            stats[s].update(
-                candidates_seen=int(sm.scanned),
-                dropped_max_similarity=int(sm.leaks),
-                recalled=int(sm.scanned - sm.leaks),
-                dropped_threshold=int(sm.below[s]),
-                dropped_duplicate=0,
-            )
-            for sc, g, q in zip(sm.score[s].tolist(), sm.index[s].tolist(), sm.query[s].tolist()):
-                lists[s].append(Candidate(sc, g, q, s, {}))
-        leak_pairs = sm.leak_pairs
-        leak_total = int(sm.leaks)
-    else:
-        keep = 2 * budget  # headroom for samples the guard and dedup drop after scoring
-        ms = score_topk_mean(
-            queries, qsub, S, pool, topk_mean_m, keep, similarity_threshold, max_similarity, block_size, progress
+        scored = _per_query_topk(
+            queries, qsub, S, pool, top_k, similarity_threshold, max_similarity, block_size, backend, progress
         )
-        for s in range(S):
-            stats[s].update(
-                candidates_seen=int(ms.seen[s]),
-                dropped_max_similarity=int(ms.leaks[s]),
-                recalled=int(ms.passed[s] + ms.below[s]),
-                dropped_threshold=int(ms.below[s]),
-                dropped_duplicate=0,
-            )
-            for sc, g, q, b in zip(
-                ms.score[s].tolist(), ms.index[s].tolist(), ms.query[s].tolist(), ms.best[s].tolist()
-            ):
-                lists[s].append(Candidate(sc, g, q, s, {"best_similarity": round(b, 6)}))
-        leak_pairs = ms.leak_pairs
-        leak_total = int(ms.leaks.sum())
+    elif strategy == "round_robin_max":
+        scored = _round_robin_max(
+            queries, qsub, S, pool, budget, similarity_threshold, max_similarity, block_size, progress
+        )
+    else:
+        scored = _train_topk_mean(
+            queries, qsub, S, pool, topk_mean_m, budget, similarity_threshold, max_similarity, block_size, progress
+        )
+    lists, leak_pairs, leak_total = scored.lists, scored.leak_pairs, scored.leak_total
     for s in range(S):
-        lists[s].sort(key=lambda c: (-c.score, c.position))
-        stats[s]["unique"] = int(ms.passed[s]) if strategy == "train_topk_mean" else len(lists[s])
+        stats[s].update(scored.stats[s])
 
     selector = _Selector(pool, guard, near_duplicate_threshold, progress, queries, max_similarity)
     round_robin = strategy == "round_robin_max" or (per_subject_quota and budget is not None)
@@ -353,37 +446,7 @@ def recall_job(
     if budget is not None and len(kept) < budget:
         log.warning("recall: kept %d of the budget of %d samples (the candidates ran out)", len(kept), budget)
 
-    per_subject: list[list[Candidate]] = [[] for _ in range(S)]
-    for c in kept:
-        per_subject[c.subject].append(c)
-    hist_values = []
-    for s, out in enumerate(recall_outputs):
-        chosen = sorted(per_subject[s], key=lambda c: (-c.score, c.position))
-        rows = []
-        for rank, c in enumerate(chosen, start=1):
-            rec = selector.records[c.position]
-            rows.append(
-                {
-                    "id": rec["id"],
-                    "source": rec["source"],
-                    "subject": subjects[s],
-                    "query_id": qids[c.query],
-                    "similarity": round(c.score, 6),
-                    "rank": rank,
-                    **c.extra,
-                }
-            )
-        write_jsonl(out, rows)
-        st = stats[s]
-        # the contamination guard's drops by reason (max_similarity: above it with another question;
-        # with the query itself it is dropped_max_similarity, before the top-k)
-        st["dropped_guard"] = {k: drops[s][k] for k in GUARD_REASONS}
-        st["dropped_duplicate_text"] = drops[s]["duplicate_text"]
-        st["dropped_near_duplicate"] = drops[s]["near_duplicate"]
-        st["kept"] = len(chosen)
-        st["dropped_budget"] = st["unique"] - st["kept"] - sum(drops[s].values())  # selection-stage drops only
-        st["similarity"] = _sim_summary([c.score for c in chosen])
-        hist_values.append([c.score for c in chosen])
+    hist_values = _write_subjects(recall_outputs, subjects, kept, selector, qids, stats, drops)
     overall = {k: sum(st[k] for st in stats) for k in stats[0] if k not in ("similarity", "dropped_guard")}
     overall["dropped_guard"] = {k: sum(st["dropped_guard"][k] for st in stats) for k in GUARD_REASONS}
     overall["similarity"] = _sim_summary([c.score for c in kept])
