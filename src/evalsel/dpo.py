@@ -134,6 +134,58 @@ def _eval_row(metrics: dict) -> dict:
     return {k: float(metrics[f"eval_{k}"]) for k in keep if f"eval_{k}" in metrics}
 
 
+def _load_policy(base_model: str, sft_adapter, s: DPOSettings, precision: str):
+    """``(model, tokenizer, peft_config, reference)``: the SFT adapter trained further (its frozen
+    copy the reference), or the base model with a fresh LoRA (the base the reference)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    # fp16 mixed precision keeps fp32 master weights (the grad scaler refuses fp16 parameters)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    # the SFT job saves its tokenizer beside the adapter; fall back to the base model's
+    has_tok = sft_adapter is not None and (Path(sft_adapter) / "tokenizer_config.json").is_file()
+    tokenizer = AutoTokenizer.from_pretrained(str(sft_adapter) if has_tok else base_model)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype)
+    if sft_adapter is not None:
+        model = PeftModel.from_pretrained(model, str(sft_adapter), is_trainable=True)
+        return model, tokenizer, None, "the SFT adapter (frozen copy)"
+    return model, tokenizer, lora_of(s).peft_config(), "the base model"
+
+
+def _dpo_config(s: DPOSettings, checkpoint_dir, precision: str, cuda: bool):
+    """trl's DPOConfig of these settings."""
+    from trl import DPOConfig
+
+    return DPOConfig(
+        output_dir=str(checkpoint_dir),
+        beta=s.beta,
+        num_train_epochs=s.epochs,
+        max_steps=s.max_steps if s.max_steps else -1,
+        learning_rate=s.learning_rate,
+        per_device_train_batch_size=s.per_device_batch_size,
+        per_device_eval_batch_size=s.per_device_batch_size,
+        gradient_accumulation_steps=s.gradient_accumulation_steps,
+        max_length=s.max_length,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        gradient_checkpointing=s.gradient_checkpointing,
+        logging_steps=s.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=s.save_steps,
+        save_total_limit=2,
+        eval_strategy="no",
+        seed=s.seed,
+        data_seed=s.seed,
+        report_to="none",
+        dataloader_num_workers=0,
+        use_cpu=not cuda,
+    )
+
+
 def train_dpo(
     preferences_path: str | os.PathLike,
     base_model: str,
@@ -155,9 +207,7 @@ def train_dpo(
     """
     import torch
     from datasets import Dataset
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOTrainer
 
     from evalsel.gpu import claim
     from evalsel.io import atomic_dir
@@ -179,47 +229,9 @@ def train_dpo(
     with claim(s.gpus):
         cuda = torch.cuda.is_available()
         precision = resolve(s.precision, cuda=cuda, what="DPO")
-        # fp16 mixed precision keeps fp32 master weights (the grad scaler refuses fp16 parameters)
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-        # the SFT job saves its tokenizer beside the adapter; fall back to the base model's
-        has_tok = sft_adapter is not None and (Path(sft_adapter) / "tokenizer_config.json").is_file()
-        tokenizer = AutoTokenizer.from_pretrained(str(sft_adapter) if has_tok else base_model)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        model = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype)
-        peft_config = None
-        if sft_adapter is not None:
-            model = PeftModel.from_pretrained(model, str(sft_adapter), is_trainable=True)
-            reference = "the SFT adapter (frozen copy)"
-        else:
-            peft_config = lora_of(s).peft_config()
-            reference = "the base model"
+        model, tokenizer, peft_config, reference = _load_policy(base_model, sft_adapter, s, precision)
         data = Dataset.from_list(to_conversational(records))
-        args = DPOConfig(
-            output_dir=str(checkpoint_dir),
-            beta=s.beta,
-            num_train_epochs=s.epochs,
-            max_steps=s.max_steps if s.max_steps else -1,
-            learning_rate=s.learning_rate,
-            per_device_train_batch_size=s.per_device_batch_size,
-            per_device_eval_batch_size=s.per_device_batch_size,
-            gradient_accumulation_steps=s.gradient_accumulation_steps,
-            max_length=s.max_length,
-            bf16=precision == "bf16",
-            fp16=precision == "fp16",
-            gradient_checkpointing=s.gradient_checkpointing,
-            logging_steps=s.logging_steps,
-            logging_first_step=True,
-            save_strategy="steps",
-            save_steps=s.save_steps,
-            save_total_limit=2,
-            eval_strategy="no",
-            seed=s.seed,
-            data_seed=s.seed,
-            report_to="none",
-            dataloader_num_workers=0,
-            use_cpu=not cuda,
-        )
+        args = _dpo_config(s, checkpoint_dir, precision, cuda)
         trainer = DPOTrainer(
             model=model,
             args=args,
