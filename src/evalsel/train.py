@@ -414,28 +414,12 @@ def _tokens_callback():
     return TokenCounter()
 
 
-def run_job(job: dict, callbacks: list | None = None) -> None:
-    """One training process (alone, or one torchrun worker): tokenise, train, and on the main
-    process write the model directory, metrics and curves, then drop the checkpoints."""
-    import torch
-    from transformers import AutoTokenizer, Trainer, TrainingArguments, set_seed
+def _training_arguments(s: TrainSettings, checkpoint_dir: str, plan: dict, cuda: bool):
+    """transformers' TrainingArguments of these settings and this job's device plan."""
+    from transformers import TrainingArguments
 
-    s = TrainSettings(**job["settings"])
-    cuda = torch.cuda.is_available()
-    plan = _job_device_plan(s, cuda)
-    set_threads(s.threads, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
-    set_seed(s.seed)
-    tokenizer = AutoTokenizer.from_pretrained(job["base_model"])
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    examples, data_stats = build_dataset(tokenizer, load_sft(job["sft_path"]), s.max_length)
-    if not examples:
-        raise InputError(
-            job["sft_path"], None, None, f"no conversation has assistant tokens within max_length={s.max_length}"
-        )
-    log.info("training examples: %s", json.dumps(data_stats))
-    args = TrainingArguments(
-        output_dir=job["checkpoint_dir"],
+    return TrainingArguments(
+        output_dir=checkpoint_dir,
         per_device_train_batch_size=s.per_device_batch_size,
         gradient_accumulation_steps=s.gradient_accumulation_steps,
         num_train_epochs=s.epochs,
@@ -463,6 +447,48 @@ def run_job(job: dict, callbacks: list | None = None) -> None:
         use_cpu=not cuda,  # also what makes torchrun workers on CPU form one gloo process group
         ddp_find_unused_parameters=False,
     )
+
+
+def _save(trainer, tokenizer, out_dir: Path) -> bool:
+    """Every rank takes part in saving (ZeRO-3 gathers the weights) into a staging folder that
+    rank 0 renames to ``out_dir`` with the tokenizer; True on rank 0, which goes on to report."""
+    staging = out_dir.parent / f".{out_dir.name}.staging"
+    if trainer.is_world_process_zero():
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)  # peft writes adapter_config.json from every rank
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(staging))
+    trainer.accelerator.wait_for_everyone()
+    if not trainer.is_world_process_zero():
+        return False
+    tokenizer.save_pretrained(staging)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(staging, out_dir)
+    return True
+
+
+def run_job(job: dict, callbacks: list | None = None) -> None:
+    """One training process (alone, or one torchrun worker): tokenise, train, and on the main
+    process write the model directory, metrics and curves, then drop the checkpoints."""
+    import torch
+    from transformers import AutoTokenizer, Trainer, set_seed
+
+    s = TrainSettings(**job["settings"])
+    cuda = torch.cuda.is_available()
+    plan = _job_device_plan(s, cuda)
+    set_threads(s.threads, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    set_seed(s.seed)
+    tokenizer = AutoTokenizer.from_pretrained(job["base_model"])
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    examples, data_stats = build_dataset(tokenizer, load_sft(job["sft_path"]), s.max_length)
+    if not examples:
+        raise InputError(
+            job["sft_path"], None, None, f"no conversation has assistant tokens within max_length={s.max_length}"
+        )
+    log.info("training examples: %s", json.dumps(data_stats))
+    args = _training_arguments(s, job["checkpoint_dir"], plan, cuda)
     # the model is loaded after TrainingArguments: with a ZeRO-3 config they register it
     # (HfDeepSpeedConfig), so from_pretrained loads the weights partitioned across ranks
     model = _load_model(job["base_model"], s, plan, cuda)
@@ -483,22 +509,9 @@ def run_job(job: dict, callbacks: list | None = None) -> None:
         torch.cuda.reset_peak_memory_stats()
     result = trainer.train(resume_from_checkpoint=job["resume_from"])
 
-    # Every rank takes part in saving (ZeRO-3 gathers the weights); rank 0 renames and reports.
     out_dir = Path(job["out_dir"])
-    staging = out_dir.parent / f".{out_dir.name}.staging"
-    if trainer.is_world_process_zero():
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)  # peft writes adapter_config.json from every rank
-    trainer.accelerator.wait_for_everyone()
-    trainer.save_model(str(staging))
-    trainer.accelerator.wait_for_everyone()
-    if not trainer.is_world_process_zero():
+    if not _save(trainer, tokenizer, out_dir):
         return
-    tokenizer.save_pretrained(staging)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(staging, out_dir)
-
     runtime = float(result.metrics.get("train_runtime", 0.0))
     tokens = counter.end - counter.start  # this session's; counter.end is the whole run's
     final_step = int(trainer.state.global_step)
