@@ -92,6 +92,49 @@ def target_texts(benchmark_files, recall_splits: list[str], query_text: str) -> 
     return [question_text(rec, query_text) for _, _, rec in read_records(benchmark_files) if rec["split"] in wanted]
 
 
+def weigh_pool(pool_shards, size: int, target: list[str], s: DsirSettings, progress: bool = False):
+    """``(log importance weight, tokens)`` of every pool sample: the raw model fitted over the whole
+    pool in a first pass over the shards, the weights in a second (memory: one chunk of texts)."""
+    raw = np.zeros(s.buckets, dtype=np.float64)
+    for texts in tqdm(_shard_texts(pool_shards), desc="dsir: raw n-grams", unit="chunk", disable=not progress):
+        raw += counts(texts, s.ngrams, s.buckets)
+    diff = log_ratio(counts(target, s.ngrams, s.buckets), raw, s.laplace)
+    logw = np.empty(size, dtype=np.float64)
+    n_tok = np.empty(size, dtype=np.int64)
+    lo = 0
+    for texts in tqdm(_shard_texts(pool_shards), desc="dsir: weights", unit="chunk", disable=not progress):
+        logw[lo : lo + len(texts)], n_tok[lo : lo + len(texts)] = log_weights(texts, diff, s)
+        lo += len(texts)
+    return logw, n_tok
+
+
+def _take(order: np.ndarray, pool: PoolIndex, guard: ContentGuard, items, budget: int):
+    """Walk ``order`` keeping samples that pass the guard and exact-text dedup, up to ``budget``;
+    records are read in chunks sized to what is still missing."""
+    kept, drops, guard_drops, texts_seen = [], dict.fromkeys((*GUARD_REASONS, "duplicate_text"), 0), [], set()
+    ptr = 0
+    while len(kept) < budget and ptr < len(order):
+        chunk = order[ptr : ptr + max(256, int(1.5 * (budget - len(kept))))].tolist()
+        ptr += len(chunk)
+        records = pool.fetch(chunk)
+        for p in chunk:
+            if len(kept) >= budget:
+                break
+            rec = records[p]
+            hits = guard.check(leak.sample_segments(rec))
+            if hits:
+                drops[hits[0].reason] += 1
+                guard_drops.extend({"sample_id": rec["id"], **h.record(items)} for h in hits)
+                continue
+            text = rec["text"].strip()
+            if text in texts_seen:
+                drops["duplicate_text"] += 1
+                continue
+            texts_seen.add(text)
+            kept.append((p, rec))
+    return kept, drops, guard_drops
+
+
 def dsir_job(
     *,
     benchmark_files: list[str | os.PathLike],
@@ -120,41 +163,12 @@ def dsir_job(
     if not target:
         raise ValueError(f"no benchmark question in the recall splits {recall_splits}: DSIR has no target")
     pool = PoolIndex.from_shards(pool_shards)
-    raw = np.zeros(s.buckets, dtype=np.float64)
-    for texts in tqdm(_shard_texts(pool_shards), desc="dsir: raw n-grams", unit="chunk", disable=not progress):
-        raw += counts(texts, s.ngrams, s.buckets)
-    diff = log_ratio(counts(target, s.ngrams, s.buckets), raw, s.laplace)
-    logw = np.empty(pool.size, dtype=np.float64)
-    n_tok = np.empty(pool.size, dtype=np.int64)
-    lo = 0
-    for texts in tqdm(_shard_texts(pool_shards), desc="dsir: weights", unit="chunk", disable=not progress):
-        logw[lo : lo + len(texts)], n_tok[lo : lo + len(texts)] = log_weights(texts, diff, s)
-        lo += len(texts)
+    logw, n_tok = weigh_pool(pool_shards, pool.size, target, s, progress)
     eligible = ~pool.duplicate & (n_tok >= s.min_tokens)
     keys = gumbel_keys(logw, seed, s.gumbel)
     order = np.flatnonzero(eligible)
     order = order[np.lexsort((order, -keys[order]))]
-    kept, drops, guard_drops, texts_seen = [], dict.fromkeys((*GUARD_REASONS, "duplicate_text"), 0), [], set()
-    ptr = 0
-    while len(kept) < budget and ptr < len(order):
-        chunk = order[ptr : ptr + max(256, int(1.5 * (budget - len(kept))))].tolist()
-        ptr += len(chunk)
-        records = pool.fetch(chunk)
-        for p in chunk:
-            if len(kept) >= budget:
-                break
-            rec = records[p]
-            hits = guard.check(leak.sample_segments(rec))
-            if hits:
-                drops[hits[0].reason] += 1
-                guard_drops.extend({"sample_id": rec["id"], **h.record(items)} for h in hits)
-                continue
-            text = rec["text"].strip()
-            if text in texts_seen:
-                drops["duplicate_text"] += 1
-                continue
-            texts_seen.add(text)
-            kept.append((p, rec))
+    kept, drops, guard_drops = _take(order, pool, guard, items, budget)
     if len(kept) < budget:
         log.warning("dsir: kept %d of the budget of %d samples (the pool ran out)", len(kept), budget)
     rows = [
