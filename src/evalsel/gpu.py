@@ -126,6 +126,45 @@ def _try_lock_all(candidates: list[str], n: int, lock_dir: Path) -> list[tuple[s
     return []
 
 
+def _assigned_ids(owner: str, visible: str, n: int) -> list[str]:
+    """The devices SLURM (or a claiming parent) gave this job; refuses fewer than ``n``."""
+    ids = [d.strip() for d in visible.split(",") if d.strip()]
+    if len(ids) < n:
+        hint = (
+            ": the job was probably split into one task per GPU; request the GPUs for a single "
+            "task (resources gpu=N without tasks, or gres=gpu:N), see the README's 'Running on a cluster'"
+            if owner == "SLURM"
+            else ""
+        )
+        raise RuntimeError(
+            f"this job needs {n} GPUs but {owner} gave it {len(ids)} (CUDA_VISIBLE_DEVICES={visible}){hint}"
+        )
+    log.info("GPUs assigned by %s: %s", owner, ",".join(ids))
+    return ids
+
+
+def _wait_for_locks(candidates: list[str], n: int, lock_dir: Path, timeout: float | None) -> list[tuple[str, int]]:
+    """Lock ``n`` of ``candidates``, polling until ``timeout`` seconds (``$EVALSEL_GPU_TIMEOUT_S``)."""
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    if timeout is None:
+        timeout = float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S))
+    deadline = time.monotonic() + timeout
+    waited = False
+    while True:
+        held = _try_lock_all(candidates, n, lock_dir)
+        if held:
+            return held
+        if time.monotonic() >= deadline:
+            raise TimeoutError(
+                f"no {n} free GPUs among {','.join(candidates)} after {timeout:.0f}s "
+                f"(locks in {lock_dir}; lower --resources gpu= or wait for other jobs)"
+            )
+        if not waited:
+            log.info("all GPUs busy; waiting up to %.0fs for %d of %s", timeout, n, ",".join(candidates))
+            waited = True
+        time.sleep(_POLL_S)
+
+
 @contextlib.contextmanager
 def claim(
     n: int,
@@ -163,19 +202,7 @@ def claim(
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     owner = _already_assigned()
     if owner:
-        ids = [d.strip() for d in visible.split(",") if d.strip()]
-        if len(ids) < n:
-            hint = (
-                ": the job was probably split into one task per GPU; request the GPUs for a single "
-                "task (resources gpu=N without tasks, or gres=gpu:N), see the README's 'Running on a cluster'"
-                if owner == "SLURM"
-                else ""
-            )
-            raise RuntimeError(
-                f"this job needs {n} GPUs but {owner} gave it {len(ids)} (CUDA_VISIBLE_DEVICES={visible}){hint}"
-            )
-        log.info("GPUs assigned by %s: %s", owner, ",".join(ids))
-        yield ids
+        yield _assigned_ids(owner, visible, n)
         return
 
     if visible is not None:
@@ -194,25 +221,7 @@ def claim(
         raise RuntimeError("CUDA is already initialised in this process: claim GPUs before touching torch.cuda")
 
     lock_dir = Path(lock_dir) if lock_dir is not None else default_lock_dir()
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    if timeout is None:
-        timeout = float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S))
-    deadline = time.monotonic() + timeout
-    waited = False
-    while True:
-        held = _try_lock_all(candidates, n, lock_dir)
-        if held:
-            break
-        if time.monotonic() >= deadline:
-            raise TimeoutError(
-                f"no {n} free GPUs among {','.join(candidates)} after {timeout:.0f}s "
-                f"(locks in {lock_dir}; lower --resources gpu= or wait for other jobs)"
-            )
-        if not waited:
-            log.info("all GPUs busy; waiting up to %.0fs for %d of %s", timeout, n, ",".join(candidates))
-            waited = True
-        time.sleep(_POLL_S)
-
+    held = _wait_for_locks(candidates, n, lock_dir, timeout)
     ids = [dev for dev, _ in held]
     for _dev, fd in held:
         # The holder's pid in the lock file tells a person who holds which device.
