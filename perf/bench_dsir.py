@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "perf"))
 
+import bench_pool  # noqa: E402
 from bench_pool import CHARS, generate  # noqa: E402
 
 CHILD = {
@@ -65,19 +64,7 @@ print(len(texts) / (time.monotonic() - t1))
 
 
 def run_child(name: str, *args: str) -> tuple[float, float, str]:
-    """(seconds, peak RSS in MB, stdout's last line) of one step in a fresh interpreter."""
-    code = (
-        f"import os, resource, sys, time\nsys.path.insert(0, {str(REPO / 'src')!r})\nt0 = time.monotonic()\n"
-        + CHILD[name]
-        + "\nprint('SECONDS', time.monotonic() - t0)\n"
-        + "print('RSS_MB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=dict(os.environ))
-    if proc.returncode:
-        raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
-    out = dict(line.split(" ", 1) for line in proc.stdout.splitlines() if line.startswith(("SECONDS", "RSS_MB")))
-    result = [line for line in proc.stdout.splitlines() if not line.startswith(("SECONDS", "RSS_MB"))][-1]
-    return float(out["SECONDS"]), float(out["RSS_MB"]), result
+    return bench_pool.run_child(name, *args, children=CHILD)
 
 
 def inputs(work: Path, pool_dir: Path, n_items: int = 1000, dim: int = 384, budget: int = 20000) -> Path:

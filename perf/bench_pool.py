@@ -87,11 +87,12 @@ print(sum(a["samples"] for a in st["arms"].values()))
 }
 
 
-def run_child(name: str, *args: str) -> tuple[float, float, str]:
-    """(seconds, peak RSS in MB, stdout's last line) of one step in a fresh interpreter."""
+def run_child(name: str, *args: str, children: dict | None = None) -> tuple[float, float, str]:
+    """(seconds, peak RSS in MB, stdout's last line) of one step (``children[name]``, by default
+    this script's) in a fresh interpreter."""
     code = (
-        f"import resource, sys, time\nsys.path.insert(0, {str(REPO / 'src')!r})\nt0 = time.monotonic()\n"
-        + CHILD[name]
+        f"import os, resource, sys, time\nsys.path.insert(0, {str(REPO / 'src')!r})\nt0 = time.monotonic()\n"
+        + (children or CHILD)[name]
         + "\nprint('SECONDS', time.monotonic() - t0)\n"
         + "print('RSS_MB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
     )

@@ -216,6 +216,34 @@ def search_topk(
     return TopK(s, i, leaks.counts, leaks.pairs, pool.size - pool.n_duplicates)
 
 
+def _leak_columns(S: np.ndarray, dup: np.ndarray, max_sim: float, start: int, leaks: _Leaks) -> np.ndarray:
+    """Pool columns of a score block above ``max_sim`` with some question (repeated ids aside):
+    probable copies, never candidates; their pairs are recorded in ``leaks``."""
+    hot = S > max_sim
+    leak_col = hot.any(axis=0) & ~dup
+    if leak_col.any():
+        r, c = np.nonzero(hot[:, leak_col])
+        cols = np.flatnonzero(leak_col)[c]
+        leaks.add(r, cols + start, S[r, cols])
+    return leak_col
+
+
+def _keep_best(run: tuple, scores: np.ndarray, cols: np.ndarray, start: int, keep: int, extra: list) -> tuple:
+    """The running best ``keep`` entries by (-score, position), with a block's candidate columns
+    ``cols`` merged in. ``run`` is (scores, positions, *per-entry arrays); ``extra`` holds the
+    candidates' per-entry arrays, aligned with ``cols``."""
+    rs, ri, *rx = run
+    if len(rs) >= keep:  # only scores beating the current keep-th can enter
+        better = scores[cols] > rs[-1]
+        cols, extra = cols[better], [e[better] for e in extra]
+    if not len(cols):
+        return run
+    cs = np.concatenate([rs, scores[cols].astype(np.float32)])
+    ci = np.concatenate([ri, cols + start])
+    order = np.lexsort((ci, -cs))[:keep]
+    return (cs[order], ci[order], *[np.concatenate([r, e])[order] for r, e in zip(rx, extra)])
+
+
 @dataclass
 class MeanScores:
     """train_topk_mean candidates per subject, best first, and the counts behind them."""
@@ -267,12 +295,7 @@ def score_topk_mean(
         best_q = S.argmax(axis=0)
         best = S[best_q, np.arange(S.shape[1])]
         subj = query_subject[best_q]
-        hot = S > max_sim
-        leak_col = hot.any(axis=0) & ~dup
-        if leak_col.any():
-            r, c = np.nonzero(hot[:, leak_col])
-            cols = np.flatnonzero(leak_col)[c]
-            leaks.add(r, cols + start, S[r, cols])
+        leak_col = _leak_columns(S, dup, max_sim, start, leaks)
         score = np.partition(S, Q - m, axis=0)[Q - m :].mean(axis=0) if m < Q else S.mean(axis=0)
         valid = ~dup
         seen += np.bincount(subj[valid], minlength=n_subjects)
@@ -283,20 +306,7 @@ def score_topk_mean(
         passed += np.bincount(subj[good], minlength=n_subjects)
         for s in range(n_subjects):
             cols = np.flatnonzero(good & (subj == s))
-            rs, ri, rq, rb = run[s]
-            if len(rs) >= keep:  # only scores beating the current keep-th can enter
-                cols = cols[score[cols] > rs[-1]]
-            if not len(cols):
-                continue
-            cs = np.concatenate([rs, score[cols].astype(np.float32)])
-            ci = np.concatenate([ri, cols + start])
-            order = np.lexsort((ci, -cs))[:keep]
-            run[s] = (
-                cs[order],
-                ci[order],
-                np.concatenate([rq, best_q[cols]])[order],
-                np.concatenate([rb, best[cols]])[order],
-            )
+            run[s] = _keep_best(run[s], score, cols, start, keep, [best_q[cols], best[cols]])
     return MeanScores(
         [r[0] for r in run],
         [r[1] for r in run],
@@ -356,13 +366,8 @@ def score_subject_max(
         pool.blocks(block_size), total=_n_blocks(pool, block_size), desc="score", unit="block", disable=not progress
     ):
         S = queries @ np.asarray(raw, dtype=np.float32).T
-        hot = S > max_sim
-        leak_col = hot.any(axis=0) & ~dup
-        if leak_col.any():
-            r, c = np.nonzero(hot[:, leak_col])
-            cols = np.flatnonzero(leak_col)[c]
-            leaks.add(r, cols + start, S[r, cols])
-            n_leaks += int(leak_col.sum())
+        leak_col = _leak_columns(S, dup, max_sim, start, leaks)
+        n_leaks += int(leak_col.sum())
         ok = ~dup & ~leak_col
         for s, qr in enumerate(rows):
             if not len(qr):
@@ -373,15 +378,7 @@ def score_subject_max(
             good = ok & (best >= threshold)
             below[s] += int((ok & ~good).sum())
             cols = np.flatnonzero(good)
-            rs, ri, rq = run[s]
-            if len(rs) >= keep:  # only scores beating the current keep-th can enter
-                cols = cols[best[cols] > rs[-1]]
-            if not len(cols):
-                continue
-            cs = np.concatenate([rs, best[cols].astype(np.float32)])
-            ci = np.concatenate([ri, cols + start])
-            order = np.lexsort((ci, -cs))[:keep]
-            run[s] = (cs[order], ci[order], np.concatenate([rq, qr[arg[cols]]])[order])
+            run[s] = _keep_best(run[s], best, cols, start, keep, [qr[arg[cols]]])
     return SubjectMax(
         [r[0] for r in run],
         [r[1] for r in run],

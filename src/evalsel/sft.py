@@ -322,6 +322,19 @@ class Context:
         self.settings = guard_settings(leak_guard)
         self.guard = Guard(self.items, self.settings, self.query_ids, self.queries, max_similarity, self.pool)
 
+    @classmethod
+    def of_job(cls, inputs, params) -> Context:
+        """The context of an SFT rule's job: its ``benchmark``, ``queries``, ``pool_vectors`` and
+        ``pool_shards`` inputs, its ``leak_guard`` and ``max_similarity`` params."""
+        return cls(
+            list(inputs.benchmark),
+            list(inputs.queries),
+            list(inputs.pool_vectors),
+            list(inputs.pool_shards),
+            dict(params.leak_guard),
+            params.max_similarity,
+        )
+
 
 def _selection_drops(selection_statistics) -> list[dict]:
     """The drops the selection job recorded (guard and max_similarity), as stage "recall"."""

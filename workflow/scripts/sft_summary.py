@@ -8,14 +8,7 @@ from evalsel.io import job_logging
 from evalsel.sft import Context, summarize
 
 with job_logging(snakemake):
-    ctx = Context(
-        list(snakemake.input.benchmark),
-        list(snakemake.input.queries),
-        list(snakemake.input.pool_vectors),
-        list(snakemake.input.pool_shards),
-        dict(snakemake.params.leak_guard),
-        snakemake.params.max_similarity,
-    )
+    ctx = Context.of_job(snakemake.input, snakemake.params)
     files = list(snakemake.input.arms)
     summarize(
         ctx,
