@@ -58,7 +58,9 @@ def setup(tmp_path_factory):
 
     torch.manual_seed(1)
     lm = AutoModelForCausalLM.from_pretrained(model)
-    peft = get_peft_model(lm, LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft = get_peft_model(
+        lm, LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    )
     adapter = root / "adapter"
     peft.save_pretrained(adapter)
     return root, model, bench, adapter

@@ -329,4 +329,6 @@ def test_transfer_guard_lists_items_a_training_sample_matches(tmp_path):
     assert drop["arm"] == "eval_driven" and drop["sample_id"] == "s2" and drop["reason"] != "max_similarity"
     assert json.loads(out.read_text())["contaminated_items"] == 1
     questions, _ = load_questions([bench], ["val"])
-    assert len(questions) == 2  # every item is scored: the report leaves matched ones out (build_comparison(exclude_ids=...))
+    assert (
+        len(questions) == 2
+    )  # every item is scored: the report leaves matched ones out (build_comparison(exclude_ids=...))
