@@ -266,3 +266,51 @@ def test_lm_eval_crosscheck_agrees_on_every_demo_model(demo_run):
             assert out["accuracy_lm_eval"] == out["accuracy_evalsel"]
     finally:
         (work / "crosscheck.yaml").unlink()
+
+
+def test_the_demo_with_four_arms_runs_only_the_new_arms_and_reports_them_all(demo_run, tmp_path):
+    """demo/arms.yaml (cosine, RDS+, DSIR, random) in a copy of the finished demo: the cosine and
+    random arms are reused, the new arms' jobs and the summaries run, and the report compares all."""
+    import re
+    import shutil
+    from collections import Counter
+
+    work, _ = demo_run
+    arms = tmp_path / "arms"
+    shutil.copytree(work, arms, symlinks=True)  # results and Snakemake's metadata, times kept
+    proc = run_snakemake(arms, "--cores", "2", "--configfile", "demo/config.yaml", "demo/arms.yaml")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    table = proc.stdout[proc.stdout.index("Job stats:") :].splitlines()[3:]
+    ran = Counter()
+    for line in table:
+        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if not m or m.group(1) == "total":
+            break
+        ran[m.group(1)] = int(m.group(2))
+    shards = len(list((arms / "results/vectors/pool").rglob("*.npy")))
+    assert ran == Counter(
+        rds_benchmark_embed=3,
+        rds_pool_embed=shards,
+        recall=1,
+        dsir_select=1,
+        sft_build=2,
+        train=2,
+        evaluate=2,
+        transfer_guard=2,
+        transfer_evaluate=2,
+        sft_summary=1,
+        arms_overlap=1,
+        report=1,
+        all=1,
+    ), proc.stdout[-3000:]
+    rep = json.loads((arms / "results/report/compare.json").read_text(encoding="utf-8"))
+    assert rep["arms"] == ["eval_driven", "rds", "dsir", "random"] and rep["family_size"] == 8
+    assert {c["name"] for c in rep["comparisons"]} >= {"rds vs eval_driven", "dsir vs rds", "eval_driven vs random"}
+    sizes = rep["overlap"]["sizes"]
+    assert set(sizes) == {"eval_driven", "rds", "dsir", "random"} and len(set(sizes.values())) == 1
+    md = (arms / "results/report/compare.md").read_text(encoding="utf-8")
+    assert "## The arms' training sets side by side" in md and "dsir (dsir)" in md
+    assert (arms / "results/sft/overlap.png").stat().st_size > 1000
+    for arm in ("rds", "dsir"):
+        sel = json.loads((arms / f"results/select/{arm}/statistics.json").read_text(encoding="utf-8"))
+        assert sel["overall"]["kept"] == 98
