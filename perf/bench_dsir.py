@@ -22,7 +22,6 @@ import argparse
 import json
 import shutil
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,7 +29,7 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "perf"))
 
 import bench_pool  # noqa: E402
-from bench_pool import CHARS, generate  # noqa: E402
+from bench_pool import CHARS  # noqa: E402
 
 CHILD = {
     "pool_prepare": """
@@ -143,12 +142,7 @@ def main(argv=None) -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/evalsel_bench_dsir"))
     ap.add_argument("--keep", action="store_true", help="keep the generated files")
     ns = ap.parse_args(argv)
-    ns.work.mkdir(parents=True, exist_ok=True)
-    src = ns.work / f"pool_{ns.n}.jsonl"
-    if not src.exists():
-        t0 = time.monotonic()
-        size = generate(src, ns.n)
-        print(f"generated {ns.n:,} records ({size / 1e9:.2f} GB) in {time.monotonic() - t0:.0f} s")
+    src = bench_pool.generated(ns.work, ns.n)
     if not (ns.work / "pool" / "manifest.json").exists():
         t, _, got = run_child("pool_prepare", str(src), str(ns.work / "pool"))
         print(f"pool_prepare: {int(got):,} records in {t:.0f} s")

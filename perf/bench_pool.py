@@ -63,6 +63,17 @@ def generate(path: Path, n: int, seed: int = 0) -> int:
     return size
 
 
+def generated(work: Path, n: int) -> Path:
+    """The generated pool of ``n`` records in ``work`` (written once, kept across runs with --keep)."""
+    work.mkdir(parents=True, exist_ok=True)
+    src = work / f"pool_{n}.jsonl"
+    if not src.exists():
+        t0 = time.monotonic()
+        size = generate(src, n)
+        print(f"generated {n:,} records ({size / 1e9:.2f} GB) in {time.monotonic() - t0:.0f} s: {src}")
+    return src
+
+
 CHILD = {
     "datasets": """
 import datasets, sys
@@ -175,12 +186,7 @@ def main(argv=None) -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/evalsel_bench_pool"))
     ap.add_argument("--keep", action="store_true", help="keep the generated files")
     ns = ap.parse_args(argv)
-    ns.work.mkdir(parents=True, exist_ok=True)
-    src = ns.work / f"pool_{ns.n}.jsonl"
-    if not src.exists():
-        t0 = time.monotonic()
-        size = generate(src, ns.n)
-        print(f"generated {ns.n:,} records ({size / 1e9:.2f} GB) in {time.monotonic() - t0:.0f} s: {src}")
+    src = generated(ns.work, ns.n)
     rows = []
     shutil.rmtree(ns.work / "hf_cache", ignore_errors=True)
     t, rss, got = run_child("datasets", str(src), str(ns.work / "hf_cache"))
