@@ -304,8 +304,8 @@ def test_the_demo_with_four_arms_runs_only_the_new_arms_and_reports_them_all(dem
         all=1,
     ), proc.stdout[-3000:]
     rep = json.loads((arms / "results/report/compare.json").read_text(encoding="utf-8"))
-    assert rep["arms"] == ["eval_driven", "rds", "dsir", "random"] and rep["family_size"] == 8
-    assert {c["name"] for c in rep["comparisons"]} >= {"rds vs eval_driven", "dsir vs rds", "eval_driven vs random"}
+    assert rep["arms"] == ["eval_driven", "rds", "dsir", "random"] and rep["family_size"] == 10
+    assert {c["name"] for c in rep["comparisons"]} >= {"rds vs eval_driven", "dsir vs rds", "dsir vs random"}
     sizes = rep["overlap"]["sizes"]
     assert set(sizes) == {"eval_driven", "rds", "dsir", "random"} and len(set(sizes.values())) == 1
     md = (arms / "results/report/compare.md").read_text(encoding="utf-8")

@@ -248,7 +248,7 @@ def test_refuses_mismatched_inputs(tmp_path, one_seed):
 def test_arms_are_compared_with_base_random_and_each_other_holm_over_the_family(one_seed, tmp_path):
     """Four arms: each vs base, each selection arm vs the random arm sized like it, the selection
     arms with each other; the overall verdicts use Holm over all of these comparisons, so a gain
-    that would pass alone (p 0.031) does not pass among eight."""
+    that would pass alone (p 0.031) does not pass among ten."""
     # weak: base plus 6 right answers on physician (exact McNemar 6/0: p 0.03125)
     weak = {"basic_medicine": list(BASE["basic_medicine"]), "physician": [1] * 14 + [0] * 6}
     paths = one_seed + [_write(tmp_path, "dsir-seed1", weak), _write(tmp_path, "rds-seed1", ED)]
@@ -268,11 +268,13 @@ def test_arms_are_compared_with_base_random_and_each_other_holm_over_the_family(
         "dsir vs base",
         "random vs base",
         "eval_driven vs random",
+        "rds vs random",
+        "dsir vs random",
         "rds vs eval_driven",
         "dsir vs eval_driven",
         "dsir vs rds",
     ]
-    assert rep["family_size"] == 8
+    assert rep["family_size"] == 10
     raw = [c["scopes"]["overall"]["p_value"] for c in rep["comparisons"]]
     from evalsel.report import holm
 
@@ -295,7 +297,7 @@ def test_arms_are_compared_with_base_random_and_each_other_holm_over_the_family(
         arm_specs=specs,
     )
     md = md_path.read_text(encoding="utf-8")
-    assert "random (random, sized like eval_driven)" in md and "Holm-corrected over the 8 comparisons" in md
+    assert "random (random, sized like eval_driven)" in md and "Holm-corrected over the 10 comparisons" in md
 
 
 def test_transfer_leaves_out_what_any_arm_matched(one_seed, tmp_path):

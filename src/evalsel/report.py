@@ -214,15 +214,15 @@ def _arm_specs(arms: Sequence[str], specs: dict[str, dict] | None) -> dict[str, 
 
 
 def comparison_pairs(arms: Sequence[str], specs: dict[str, dict]) -> list[tuple[str, str]]:
-    """``(b, a)`` pairs compared, "b vs a": every arm vs base; every selection arm vs each random arm
-    sized like it; the selection arms with each other (later vs earlier in the configured order);
-    dpo vs eval_driven."""
+    """``(b, a)`` pairs compared, "b vs a": every arm vs base; every selection arm vs every random
+    arm (the one sized like it first; the report warns when sizes differ); the selection arms with
+    each other (later vs earlier in the configured order); dpo vs eval_driven."""
     selecting = [a for a in arms if specs[a]["strategy"] not in ("random", "dpo")]
+    randoms = [a for a in arms if specs[a]["strategy"] == "random"]
     pairs = [(arm, "base") for arm in arms]
-    for arm in arms:
-        m = specs[arm]["match"]
-        if specs[arm]["strategy"] == "random" and m in arms:
-            pairs.append((m, arm))
+    for arm in selecting:
+        mine = sorted(randoms, key=lambda r: specs[r]["match"] != arm)  # its own random arm first
+        pairs += [(arm, r) for r in mine]
     pairs += [(b, a) for i, a in enumerate(selecting) for b in selecting[i + 1 :]]
     if "dpo" in arms and "eval_driven" in arms:
         pairs.append(("dpo", "eval_driven"))
