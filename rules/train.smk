@@ -20,6 +20,36 @@ LORA_TARGETS = (
     if TRAIN["lora_target_modules"] == "all"
     else [str(t) for t in TRAIN["lora_target_modules"]]
 )
+# Every train setting a training job reads (evalsel.train.TrainSettings' fields), one params entry
+# passed whole: the seed comes from the job's wildcard, the DeepSpeed JSON from its input.
+TRAIN_SETTINGS = {
+    **{k: v for k, v in TRAIN.items() if k not in ("base_model", "seeds", "deepspeed")},
+    "lora_target_modules": LORA_TARGETS,
+}
+# DPO (evalsel.dpo.DPOSettings): its own beta, epochs and learning rate, the rest from train.
+DPO_SETTINGS = {
+    **{k: config["dpo"][k] for k in ("beta", "epochs", "learning_rate")},
+    **{
+        k: TRAIN_SETTINGS[k]
+        for k in (
+            "max_steps",
+            "per_device_batch_size",
+            "gradient_accumulation_steps",
+            "max_length",
+            "precision",
+            "gradient_checkpointing",
+            "lora_r",
+            "lora_alpha",
+            "lora_dropout",
+            "lora_target_modules",
+            "logging_steps",
+            "save_steps",
+            "keep_checkpoints",
+        )
+    },
+    # DPO runs in one process: at most one GPU
+    "gpus": min(1, int(TRAIN["gpus"])),
+}
 # The hub name or local path of the base model; None when the demo builds the tiny model (an input).
 HUB_BASE_MODEL = None if config["demo"]["build_tiny_lm"] else str(TRAIN["base_model"])
 
@@ -88,26 +118,7 @@ rule train:
         # not an output: checkpoints survive a failed job so that the rerun resumes
         checkpoint_dir=lambda wc: f"results/train/{wc.arm}/seed{wc.seed}/checkpoints",
         seed=lambda wc: int(wc.seed),
-        method=TRAIN["method"],
-        lora_r=TRAIN["lora_r"],
-        lora_alpha=TRAIN["lora_alpha"],
-        lora_dropout=TRAIN["lora_dropout"],
-        lora_target_modules=LORA_TARGETS,
-        epochs=TRAIN["epochs"],
-        max_steps=TRAIN["max_steps"],
-        learning_rate=TRAIN["learning_rate"],
-        per_device_batch_size=TRAIN["per_device_batch_size"],
-        gradient_accumulation_steps=TRAIN["gradient_accumulation_steps"],
-        warmup_ratio=TRAIN["warmup_ratio"],
-        lr_scheduler=TRAIN["lr_scheduler"],
-        max_length=TRAIN["max_length"],
-        precision=TRAIN["precision"],
-        gradient_checkpointing=TRAIN["gradient_checkpointing"],
-        save_steps=TRAIN["save_steps"],
-        logging_steps=TRAIN["logging_steps"],
-        deepspeed=TRAIN["deepspeed"],
-        gpus=TRAIN["gpus"],
-        keep_checkpoints=TRAIN["keep_checkpoints"],
+        settings=TRAIN_SETTINGS,
     script:
         "../workflow/scripts/train.py"
 
@@ -185,28 +196,12 @@ rule dpo_train:
     resources:
         mem_mb=32000,
         runtime=360,
-        # DPO runs in one process: at most one GPU
-        gpu=min(1, int(TRAIN["gpus"])),
+        gpu=DPO_SETTINGS["gpus"],
     params:
         hub_base_model=HUB_BASE_MODEL,
         checkpoint_dir=lambda wildcards: f"results/train/dpo/seed{wildcards.seed}/checkpoints",
-        beta=config["dpo"]["beta"],
-        epochs=config["dpo"]["epochs"],
-        learning_rate=config["dpo"]["learning_rate"],
-        max_steps=TRAIN["max_steps"],
-        per_device_batch_size=TRAIN["per_device_batch_size"],
-        gradient_accumulation_steps=TRAIN["gradient_accumulation_steps"],
-        max_length=TRAIN["max_length"],
-        precision=TRAIN["precision"],
-        gradient_checkpointing=TRAIN["gradient_checkpointing"],
-        lora_r=TRAIN["lora_r"],
-        lora_alpha=TRAIN["lora_alpha"],
-        lora_dropout=TRAIN["lora_dropout"],
-        lora_target_modules=LORA_TARGETS,
-        logging_steps=TRAIN["logging_steps"],
-        save_steps=TRAIN["save_steps"],
-        keep_checkpoints=TRAIN["keep_checkpoints"],
-        gpus=min(1, int(TRAIN["gpus"])),
+        seed=lambda wildcards: int(wildcards.seed),
+        settings=DPO_SETTINGS,
     script:
         "../workflow/scripts/dpo.py"
 
