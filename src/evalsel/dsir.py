@@ -26,8 +26,7 @@ from .guard import ContentGuard, guard_settings
 from .io import atomic_write, write_json, write_jsonl
 from .ngrams import counts, hashed_grams
 from .poolindex import PoolIndex, iter_records
-from .records import read_records
-from .texts import question_text
+from .texts import recall_texts
 
 log = logging.getLogger(__name__)
 
@@ -73,38 +72,42 @@ def gumbel_keys(logw: np.ndarray, seed: int, gumbel: bool = True) -> np.ndarray:
     return logw + np.random.default_rng(seed).gumbel(size=len(logw))
 
 
-def _shard_texts(paths, chunk: int = 20000):
-    """``(texts)`` of the pool shards in position order, a chunk at a time."""
-    buf: list[str] = []
-    for path in paths:
+class _RawModel:
+    """The raw (pool) bag-of-n-grams counts, fed one record at a time, hashed a chunk at a time."""
+
+    def __init__(self, s: DsirSettings, chunk: int = 20000):
+        self.s, self.chunk, self.buf = s, chunk, []
+        self.counts = np.zeros(s.buckets, dtype=np.float64)
+
+    def add(self, rec: dict) -> None:
+        self.buf.append(rec["text"])
+        if len(self.buf) >= self.chunk:
+            self.flush()
+
+    def flush(self) -> np.ndarray:
+        if self.buf:
+            self.counts += counts(self.buf, self.s.ngrams, self.s.buckets)
+            self.buf = []
+        return self.counts
+
+
+def weigh_pool(pool_shards, size: int, diff: np.ndarray, s: DsirSettings, chunk: int = 20000, progress: bool = False):
+    """``(log importance weight, tokens)`` of every pool sample, a chunk of texts at a time."""
+    logw = np.empty(size, dtype=np.float64)
+    n_tok = np.empty(size, dtype=np.int64)
+    lo, buf = 0, []
+
+    def flush():
+        nonlocal lo, buf
+        logw[lo : lo + len(buf)], n_tok[lo : lo + len(buf)] = log_weights(buf, diff, s)
+        lo, buf = lo + len(buf), []
+
+    for path in tqdm(pool_shards, desc="dsir: weights", unit="shard", disable=not progress):
         for _, rec in iter_records(path):
             buf.append(rec["text"])
             if len(buf) >= chunk:
-                yield buf
-                buf = []
-    if buf:
-        yield buf
-
-
-def target_texts(benchmark_files, recall_splits: list[str], query_text: str) -> list[str]:
-    """The texts of the target distribution: the recall-split questions, as the embedders see them."""
-    wanted = set(recall_splits)
-    return [question_text(rec, query_text) for _, _, rec in read_records(benchmark_files) if rec["split"] in wanted]
-
-
-def weigh_pool(pool_shards, size: int, target: list[str], s: DsirSettings, progress: bool = False):
-    """``(log importance weight, tokens)`` of every pool sample: the raw model fitted over the whole
-    pool in a first pass over the shards, the weights in a second (memory: one chunk of texts)."""
-    raw = np.zeros(s.buckets, dtype=np.float64)
-    for texts in tqdm(_shard_texts(pool_shards), desc="dsir: raw n-grams", unit="chunk", disable=not progress):
-        raw += counts(texts, s.ngrams, s.buckets)
-    diff = log_ratio(counts(target, s.ngrams, s.buckets), raw, s.laplace)
-    logw = np.empty(size, dtype=np.float64)
-    n_tok = np.empty(size, dtype=np.int64)
-    lo = 0
-    for texts in tqdm(_shard_texts(pool_shards), desc="dsir: weights", unit="chunk", disable=not progress):
-        logw[lo : lo + len(texts)], n_tok[lo : lo + len(texts)] = log_weights(texts, diff, s)
-        lo += len(texts)
+                flush()
+    flush()
     return logw, n_tok
 
 
@@ -159,11 +162,16 @@ def dsir_job(
         raise ValueError(f"dsir needs a budget >= 1, got {budget}")
     items = leak.load_benchmark_items(benchmark_files)
     guard = ContentGuard(items, guard_settings(leak_guard))
-    target = target_texts(benchmark_files, recall_splits, query_text)
+    target = recall_texts(benchmark_files, recall_splits, query_text)
     if not target:
         raise ValueError(f"no benchmark question in the recall splits {recall_splits}: DSIR has no target")
-    pool = PoolIndex.from_shards(pool_shards)
-    logw, n_tok = weigh_pool(pool_shards, pool.size, target, s, progress)
+    # pass 1 over the shards: the pool's ids and its n-gram model; pass 2: every sample's weight
+    raw = _RawModel(s)
+    pool = PoolIndex.from_shards(pool_shards, visit=raw.add, progress=progress)
+    target_counts = counts(target, s.ngrams, s.buckets)
+    diff = log_ratio(target_counts, raw.flush(), s.laplace)
+    log.info("dsir: n-gram models of %d target texts and %d pool samples fitted", len(target), pool.size)
+    logw, n_tok = weigh_pool(pool_shards, pool.size, diff, s, progress=progress)
     eligible = ~pool.duplicate & (n_tok >= s.min_tokens)
     keys = gumbel_keys(logw, seed, s.gumbel)
     order = np.flatnonzero(eligible)
@@ -188,7 +196,7 @@ def dsir_job(
     stats = {
         "strategy": "dsir",
         "settings": {**asdict(s), "budget": budget, "seed": seed, "query_text": query_text},
-        "target": {"texts": len(target), "ngrams": int(counts(target, s.ngrams, s.buckets).sum())},
+        "target": {"texts": len(target), "ngrams": int(target_counts.sum())},
         "pool": {"samples": pool.size, "repeated_ids": pool.n_duplicates, "files": len(pool.files)},
         "overall": {
             "candidates_seen": int(pool.size - pool.n_duplicates),

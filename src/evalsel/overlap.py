@@ -16,8 +16,7 @@ import numpy as np
 
 from .io import InputError, atomic_write, read_jsonl, write_json
 from .ngrams import hashed_grams
-from .records import read_records
-from .texts import question_text
+from .texts import recall_texts
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +75,7 @@ def arms_overlap(
     """Write the overlap JSON (sizes, pairwise intersections and Jaccard, similarity summaries)
     and its plot; returns the JSON object."""
     arms = list(sft_files)
-    wanted = set(recall_splits)
-    questions = [question_text(r, query_text) for _, _, r in read_records(benchmark_files) if r["split"] in wanted]
-    queries = tf_matrix(questions)
+    queries = tf_matrix(recall_texts(benchmark_files, recall_splits, query_text))
     ids, sims = {}, {}
     for arm, path in sft_files.items():
         arm_ids, texts = _read_set(path)

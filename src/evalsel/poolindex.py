@@ -117,19 +117,22 @@ class PoolIndex:
         self.n_duplicates = int(self.duplicate.sum())
 
     @classmethod
-    def from_shards(cls, shard_paths: list[str | os.PathLike]) -> PoolIndex:
+    def from_shards(cls, shard_paths: list[str | os.PathLike], visit=None, progress: bool = False) -> PoolIndex:
         """The pool without vectors (selection strategies with features of their own, such as
-        DSIR): positions follow the shards' order; ids are read from the records, validated."""
+        DSIR): positions follow the shards' order; ids are read from the records, validated.
+        ``visit(record)`` is called on each record in position order, in the same single pass."""
         if not shard_paths:
             raise InputError(None, None, "pool_shards", "no pool shard files given")
         self = cls.__new__(cls)
         self.files, self.ids, self.dim = [], [], None
         start = 0
-        for sp in map(Path, shard_paths):
+        for sp in tqdm(list(map(Path, shard_paths)), desc="read pool shards", unit="shard", disable=not progress):
             n = 0
             for _, rec in iter_records(sp):
                 self.ids.append(rec["id"])
                 n += 1
+                if visit is not None:
+                    visit(rec)
             self.files.append(PoolFile(sp, sp, start, n))
             start += n
         self._index_ids()

@@ -62,3 +62,10 @@ def length_batches(sorted_lengths: np.ndarray, batch_size: int, min_fill: float 
         batches.append((start, end))
         start = end
     return batches
+
+
+def recall_texts(benchmark_files, recall_splits: list[str], query_text: str) -> list[str]:
+    """The recall-split questions of every file, as the embedders see them (DSIR's target, the
+    overlap's reference)."""
+    wanted = set(recall_splits)
+    return [question_text(rec, query_text) for _, _, rec in read_records(benchmark_files) if rec["split"] in wanted]
