@@ -28,6 +28,14 @@ RECALL_KEYS = (
     "per_subject_quota",
     "near_duplicate_threshold",
 )
+# The arm keys and the strategies they apply to.
+APPLIES_TO = {
+    "recall": ("cosine", "rds"),
+    "budget": ("cosine", "rds", "dsir"),
+    "dsir": ("dsir",),
+    "mix_ratio": ("cosine", "rds", "dsir"),
+    "match": ("random",),
+}
 # RDS+ (Ivison et al. 2025): per-subject max similarity, round-robin over subjects.
 RDS_RECALL = {"strategy": "round_robin_max", "similarity_threshold": -1.0, "max_similarity": None}
 
@@ -91,40 +99,27 @@ def problems(config: dict) -> list[str]:
     selecting = [a.name for a in arms.values() if a.selects]
     if not selecting:
         return ["arms: no arm selects (every arm is random): add a cosine, rds or dsir arm"]
-    for a in arms.values():
-        spec = next(s for s in config["arms"] if s["name"] == a.name)
+    for spec, a in zip(config["arms"], arms.values()):
         where = f"arms.{a.name}"
-        for key in ("recall", "budget", "dsir", "mix_ratio", "match"):
-            if key not in spec:
-                continue
-            allowed = {
-                "recall": ("cosine", "rds"),
-                "budget": ("cosine", "rds", "dsir"),
-                "dsir": ("dsir",),
-                "mix_ratio": ("cosine", "rds", "dsir"),
-                "match": ("random",),
-            }[key]
-            if a.strategy not in allowed:
+        for key, allowed in APPLIES_TO.items():
+            if key in spec and a.strategy not in allowed:
                 out.append(f"{where}: '{key}' does not apply to strategy {a.strategy!r} (only {', '.join(allowed)})")
         if a.strategy == "random":
             if not a.match:
                 out.append(f"{where}: a random arm needs 'match', the arm it is sized like (one of {selecting})")
             elif a.match not in selecting:
                 out.append(f"{where}: match {a.match!r} is not a selecting arm (one of {selecting})")
-            continue
-        if a.strategy in ("rds", "dsir") and a.budget is None:
+        elif a.strategy in ("rds", "dsir") and a.budget is None:
             out.append(f"{where}: strategy {a.strategy!r} needs a budget (the number of samples to select)")
-        r = a.recall
-        if a.recalls and r["strategy"] in ("train_topk_mean", "round_robin_max") and not r.get("budget"):
-            if a.strategy == "cosine":
+        elif a.strategy == "cosine":
+            r = a.recall
+            if r["strategy"] in ("train_topk_mean", "round_robin_max") and not r.get("budget"):
                 out.append(f"{where}: recall strategy {r['strategy']!r} needs recall.budget (or the arm's budget)")
-        if a.strategy == "cosine" and r["similarity_threshold"] >= (
-            r["max_similarity"] if r["max_similarity"] is not None else 2
-        ):
-            out.append(
-                f"{where}: recall.similarity_threshold ({r['similarity_threshold']}) must be below "
-                f"recall.max_similarity ({r['max_similarity']}): nothing could be recalled"
-            )
+            if r["max_similarity"] is not None and r["similarity_threshold"] >= r["max_similarity"]:
+                out.append(
+                    f"{where}: recall.similarity_threshold ({r['similarity_threshold']}) must be below "
+                    f"recall.max_similarity ({r['max_similarity']}): nothing could be recalled"
+                )
     return out
 
 

@@ -413,7 +413,7 @@ def build_arm(
     texts = {records[p]["text"].strip() for p in recalled}
 
     target = mix_size(len(recalled), random_mix_ratio)
-    chosen = np.fromiter(set(positions), dtype=np.int64, count=len(set(positions)))
+    chosen = np.asarray(positions, dtype=np.int64)  # already unique (_read_recalled drops repeats)
     universe = np.flatnonzero(~pool.duplicate)
     mix: list[tuple[int, dict, str]] = []
 
