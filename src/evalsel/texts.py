@@ -66,6 +66,5 @@ def length_batches(sorted_lengths: np.ndarray, batch_size: int, min_fill: float 
 
 def recall_texts(benchmark_files, recall_splits: list[str], query_text: str) -> list[str]:
     """The recall-split questions of every file, as the embedders see them (DSIR's target, the
-    overlap's reference)."""
-    wanted = set(recall_splits)
-    return [question_text(rec, query_text) for _, _, rec in read_records(benchmark_files) if rec["split"] in wanted]
+    overlap's reference); refuses a file without any, as :func:`read_benchmark_queries` does."""
+    return [t for path in benchmark_files for t in read_benchmark_queries(path, recall_splits, query_text)[1]]
