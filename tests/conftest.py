@@ -41,6 +41,16 @@ def corpus_texts() -> list[str]:
     return texts
 
 
+@pytest.fixture(autouse=True)
+def _cpu_without_native_bf16(request, monkeypatch):
+    """In-process jobs compute in fp32 on the CPU whatever this CPU supports natively, so that a
+    test gives the same result on every machine (a test marked ``cpu_bf16`` sees the real CPU)."""
+    if "cpu_bf16" not in request.keywords:
+        import evalsel.precision
+
+        monkeypatch.setattr(evalsel.precision, "cpu_bf16_supported", lambda: False)
+
+
 @pytest.fixture(scope="session")
 def texts() -> list[str]:
     return corpus_texts()
