@@ -9,14 +9,17 @@ An arm is a strategy with settings (config ``arms``):
   cosines are not calibrated: the guard's text checks and the embedding's max_similarity, when
   a cosine arm embedded the pool, still apply to its samples);
 - ``dsir``: hashed n-gram importance resampling (evalsel.dsir), ``budget`` required;
+- ``listed``: the pool samples whose ids the file ``ids`` names (evalsel.listed): an oracle set,
+  a hand-picked set, a selection made elsewhere;
 - ``random``: uniform over the pool, sized like the arm named by ``match``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
-STRATEGIES = ("cosine", "rds", "dsir", "random")
+STRATEGIES = ("cosine", "rds", "dsir", "listed", "random")
 # The recall settings an arm's jobs read (block_size and backend are the machine's, not the arm's).
 RECALL_KEYS = (
     "strategy",
@@ -33,7 +36,8 @@ APPLIES_TO = {
     "recall": ("cosine", "rds"),
     "budget": ("cosine", "rds", "dsir"),
     "dsir": ("dsir",),
-    "mix_ratio": ("cosine", "rds", "dsir"),
+    "mix_ratio": ("cosine", "rds", "dsir", "listed"),
+    "ids": ("listed",),
     "match": ("random",),
 }
 # RDS+ (Ivison et al. 2025): per-subject max similarity, round-robin over subjects.
@@ -49,6 +53,7 @@ class Arm:
     budget: int | None = None
     mix_ratio: float | None = None  # selection arms
     match: str | None = None  # random arms
+    ids: str | None = None  # listed arms: the file of pool ids
 
     @property
     def selects(self) -> bool:
@@ -84,6 +89,7 @@ def resolve(config: dict) -> dict[str, Arm]:
             budget=budget,
             mix_ratio=spec.get("mix_ratio", config["sft"]["random_mix_ratio"]) if strategy != "random" else None,
             match=spec.get("match") if strategy == "random" else None,
+            ids=str(spec["ids"]) if strategy == "listed" and spec.get("ids") else None,
         )
     return out
 
@@ -98,7 +104,7 @@ def problems(config: dict) -> list[str]:
     arms = resolve(config)
     selecting = [a.name for a in arms.values() if a.selects]
     if not selecting:
-        return ["arms: no arm selects (every arm is random): add a cosine, rds or dsir arm"]
+        return ["arms: no arm selects (every arm is random): add a cosine, rds, dsir or listed arm"]
     for spec, a in zip(config["arms"], arms.values()):
         where = f"arms.{a.name}"
         for key, allowed in APPLIES_TO.items():
@@ -109,6 +115,13 @@ def problems(config: dict) -> list[str]:
                 out.append(f"{where}: a random arm needs 'match', the arm it is sized like (one of {selecting})")
             elif a.match not in selecting:
                 out.append(f"{where}: match {a.match!r} is not a selecting arm (one of {selecting})")
+        elif a.strategy == "listed":
+            if not a.ids:
+                out.append(f"{where}: strategy 'listed' needs 'ids', a file of pool ids (one a line)")
+            elif not Path(a.ids).is_file():
+                out.append(
+                    f"{where}: the ids file {a.ids!r} does not exist (paths are relative to the working directory)"
+                )
         elif a.strategy in ("rds", "dsir") and a.budget is None:
             out.append(f"{where}: strategy {a.strategy!r} needs a budget (the number of samples to select)")
         elif a.strategy == "cosine":
