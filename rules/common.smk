@@ -10,6 +10,7 @@ from snakemake.exceptions import WorkflowError
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from evalsel.arms import guard_uses_vectors, resolve as resolve_arms
 from evalsel.config import ConfigError, check as check_config
+from evalsel.gguf_import import is_gguf, resolve_gguf
 
 # The schema (one short line per failing key) and every cross-key rule, before any job runs.
 try:
@@ -33,6 +34,7 @@ TRANSFER = {b["name"]: b for b in config["transfer"]}
 ARM = resolve_arms(config)
 RECALL_ARMS = [a for a, s in ARM.items() if s.recalls]
 DSIR_ARMS = [a for a, s in ARM.items() if s.strategy == "dsir"]
+LISTED_ARMS = [a for a, s in ARM.items() if s.strategy == "listed"]
 SELECT_ARMS = [a for a, s in ARM.items() if s.selects]
 RANDOM_ARMS = [a for a, s in ARM.items() if not s.selects]
 ARMS = list(ARM) + (["dpo"] if config["dpo"]["enabled"] else [])
@@ -100,7 +102,7 @@ def guard_query_vectors():
 
 def selection_files(arm):
     """The selection job's output an SFT arm is built from."""
-    if ARM[arm].strategy == "dsir":
+    if ARM[arm].strategy in ("dsir", "listed"):
         return [f"results/select/{arm}/selected.jsonl"]
     return [f"results/select/{arm}/{s}.jsonl" for s in SUBJECTS]
 
@@ -121,16 +123,32 @@ def all_pool_shards(wildcards=None):
     ]
 
 
+# train.base_model naming a GGUF file (a path, or package:<pkg>/<file>): imported once into a
+# model folder (rule base_model_import) that every model job loads.
+BASE_GGUF = (
+    str(resolve_gguf(config["train"]["base_model"]))
+    if is_gguf(config["train"]["base_model"])
+    else None
+)
+GGUF_MODEL = (
+    f"results/models/{Path(BASE_GGUF).name[: -len('.gguf')]}" if BASE_GGUF else None
+)
+
+
 def base_model_path():
-    """The base causal LM: the tiny demo model built by the DAG, or a hub name / local path."""
+    """The base causal LM: the tiny demo model built by the DAG, the folder a GGUF file is imported
+    into, or a hub name / local path."""
     if config["demo"]["build_tiny_lm"]:
         return "results/models/tiny_lm"
-    return config["train"]["base_model"]
+    return GGUF_MODEL or config["train"]["base_model"]
 
 
 def base_model_input():
-    """Input list that makes training/eval depend on the tiny model when the demo builds it."""
-    return ["results/models/tiny_lm"] if config["demo"]["build_tiny_lm"] else []
+    """Input list that makes the model jobs depend on the base model when the DAG builds it (the
+    tiny demo model, an imported GGUF file)."""
+    if config["demo"]["build_tiny_lm"]:
+        return ["results/models/tiny_lm"]
+    return [GGUF_MODEL] if GGUF_MODEL else []
 
 
 def rds_model():

@@ -18,7 +18,7 @@ rule report:
             for b in TRANSFER
             for a in ARM
         ],
-        code=pkg("report.py", "stats.py"),
+        code=pkg("report.py", "stats.py", "caveats.py", "records.py"),
     output:
         md=report(
             "results/report/compare.md",
@@ -50,6 +50,7 @@ rule report:
         eval_splits=list(config["benchmark"]["eval_splits"]),
         alpha=config["report"]["alpha"],
         bootstrap_samples=config["report"]["bootstrap_samples"],
+        max_letter_share=config["report"]["max_letter_share"],
         seed=config["seed"],
         arms=ARMS,
         select_arms=SELECT_ARMS,

@@ -125,6 +125,30 @@ rule dsir_select:
         "../workflow/scripts/dsir_select.py"
 
 
+rule listed_select:
+    input:
+        code=pkg("vectors.py", "poolindex.py", "listed.py"),
+        ids=lambda wc: ARM[wc.arm].ids,
+        pool_shards=all_pool_shards,
+    output:
+        selected="results/select/{arm}/selected.jsonl",
+        statistics="results/select/{arm}/statistics.json",
+    log:
+        "logs/listed_select/{arm}.log",
+    benchmark:
+        "benchmarks/listed_select/{arm}.tsv"
+    wildcard_constraints:
+        arm=one_of(LISTED_ARMS),
+    conda:
+        "../envs/select.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    script:
+        "../workflow/scripts/listed_select.py"
+
+
 rule sft_build:
     input:
         code=SFT_CODE,

@@ -10,9 +10,14 @@ TRAIN_GPU = {"gpu": int(TRAIN["gpus"])} if int(TRAIN["gpus"]) > 0 else {}
 EVAL_GPU = {"gpu": int(EVAL["gpus"])} if int(EVAL["gpus"]) > 0 else {}
 
 
-# The DeepSpeed JSON of train.deepspeed (zero2/zero3), or None.
+# The DeepSpeed JSON of train.deepspeed (zero2/zero3) in the workflow's folder, relative to the
+# working directory like every path (so --directory and another working directory work), or None.
 DEEPSPEED_CONFIG = (
-    f"config/deepspeed/{TRAIN['deepspeed']}.json" if TRAIN["deepspeed"] else None
+    os.path.relpath(
+        Path(workflow.basedir) / "config" / "deepspeed" / f"{TRAIN['deepspeed']}.json"
+    )
+    if TRAIN["deepspeed"]
+    else None
 )
 # "all" or a list of module names (plain builtins: params compare by repr).
 LORA_TARGETS = (
@@ -50,8 +55,9 @@ DPO_SETTINGS = {
     # DPO runs in one process: at most one GPU
     "gpus": min(1, int(TRAIN["gpus"])),
 }
-# The hub name or local path of the base model; None when the demo builds the tiny model (an input).
-HUB_BASE_MODEL = None if config["demo"]["build_tiny_lm"] else str(TRAIN["base_model"])
+# The hub name or local path of the base model; None when the DAG builds it (an input: the tiny
+# demo model, an imported GGUF file).
+HUB_BASE_MODEL = None if base_model_input() else str(TRAIN["base_model"])
 
 
 rule tiny_lm_build:
@@ -75,6 +81,31 @@ rule tiny_lm_build:
         seed=config["seed"],
     script:
         "../workflow/scripts/tiny_lm_build.py"
+
+
+if GGUF_MODEL:
+
+    rule base_model_import:
+        input:
+            gguf=BASE_GGUF,
+            code=pkg("gguf_import.py"),
+        output:
+            directory(GGUF_MODEL),
+        log:
+            "logs/base_model_import/base_model_import.log",
+        benchmark:
+            "benchmarks/base_model_import/base_model_import.tsv"
+        conda:
+            "../envs/train.yaml"
+        threads: 2
+        resources:
+            mem_mb=16000,
+            runtime=60,
+        params:
+            # as configured (a path or package:<pkg>/<file>), recorded in the folder's import.json
+            spec=str(TRAIN["base_model"]),
+        script:
+            "../workflow/scripts/base_model_import.py"
 
 
 rule train:
@@ -157,6 +188,7 @@ rule evaluate:
         batch_size=EVAL["batch_size"],
         max_new_tokens=EVAL["max_new_tokens"],
         repetition_penalty=EVAL["repetition_penalty"],
+        language=config["benchmark"]["language"],
         gpus=EVAL["gpus"],
     script:
         "../workflow/scripts/evaluate.py"

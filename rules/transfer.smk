@@ -99,6 +99,7 @@ rule transfer_evaluate:
         batch_size=EVAL["batch_size"],
         max_new_tokens=EVAL["max_new_tokens"],
         repetition_penalty=EVAL["repetition_penalty"],
+        language=lambda wc: TRANSFER[wc.bench].get("language", "zh"),
         gpus=EVAL["gpus"],
     script:
         "../workflow/scripts/evaluate.py"

@@ -187,3 +187,50 @@ def test_arm_names_are_checked_by_the_schema(default_config):
     cfg["arms"] = [{"name": "base", "strategy": "cosine"}, {"name": "Bad-1", "strategy": "cosine"}]
     problems = schema_problems(cfg, SCHEMA)
     assert len(problems) == 2 and all(p.startswith("arms[") for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    "edit, key",
+    [
+        (lambda c: c["recall"].update(max_similarity=float("nan")), "recall.max_similarity"),
+        (lambda c: c["leak_guard"].update(containment=float("nan")), "leak_guard.containment"),
+        (lambda c: c["train"].update(learning_rate=float("inf")), "train.learning_rate"),
+        (
+            lambda c: c["arms"][0].update(recall={"similarity_threshold": float("nan")}),
+            "arms[0].recall.similarity_threshold",
+        ),
+    ],
+)
+def test_nan_and_infinity_are_refused_before_any_job(default_config, edit, key):
+    """JSON-schema bounds hold for NaN (every comparison with NaN is false): without this check
+    max_similarity .nan would switch the leak filter off silently."""
+    cfg = copy.deepcopy(default_config)
+    edit(cfg)
+    problems = _problems(cfg)
+    assert any(p.startswith(f"{key}: ") and "not a finite number" in p for p in problems), problems
+
+
+def test_yaml_nan_from_a_config_file_is_refused(tmp_path):
+    work = copy_repo(tmp_path / "repo")
+    bad = tmp_path / "nan.yaml"
+    bad.write_text("recall:\n  max_similarity: .nan\n")
+    proc = run_snakemake(work, "-n", "--configfile", "config.yaml", str(bad))
+    assert proc.returncode != 0 and "recall.max_similarity: nan is not a finite number" in proc.stdout, proc.stdout[
+        -2000:
+    ]
+    assert "Job stats" not in proc.stdout
+
+
+def test_the_default_config_resolves_from_any_working_directory(tmp_path):
+    """Every path the default config names (the DeepSpeed JSON, the package's code inputs, the
+    schema) resolves under --directory and from another working directory with -s."""
+    import shutil
+
+    work = copy_repo(tmp_path / "repo")
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    shutil.copy(work / "config.yaml", other / "config.yaml")
+    for cwd, args in ((work, ["--directory", str(other)]), (other, ["-s", str(work / "Snakefile")])):
+        proc = run_snakemake(cwd, "-n", *args)
+        assert proc.returncode == 0, proc.stdout[-3000:]
+        assert "MissingInputException" not in proc.stdout and "rule benchmark_fetch:" in proc.stdout

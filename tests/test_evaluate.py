@@ -71,6 +71,24 @@ def test_prompt_follows_ceval_under_chat_template(base, bench):
     assert few.endswith(f"<|im_start|>user\n{format_question(q)}<|im_end|>\n<|im_start|>assistant\n")
 
 
+def test_english_prompts_follow_mmlu(base, bench):
+    """benchmark.language en: MMLU's header and answer cue, in letter and cloze prompts alike."""
+    from evalsel.evaluate import cloze_prompt
+
+    _, tok = base
+    questions, shots = load_questions(bench, ["val"], few_shot=1)
+    q = questions[2]
+    header = "The following are multiple choice questions (with answers) about physician.\n\n"
+    p = build_prompt(tok, q, language="en")
+    assert header in p and "\nE. 慢性胃炎\nAnswer:<|im_end|>" in p and "答案" not in p
+    few = build_prompt(tok, q, shots["physician"], language="en")
+    assert "Answer:<|im_end|>\n<|im_start|>assistant\nA<|im_end|>" in few
+    cloze = cloze_prompt(tok, {**q, "question": "The drug of choice for Lemadu fever is"}, "en")
+    assert f"{header}The drug of choice for Lemadu fever is<|im_end|>" in cloze
+    with pytest.raises(ValueError, match="'fr' is not one of"):
+        build_prompt(tok, q, language="fr")
+
+
 def test_letter_probabilities_equal_direct_logit_computation(base, bench):
     import torch
 

@@ -29,33 +29,45 @@ def subject_zh(subject: str) -> str:
     return CEVAL_SUBJECTS_ZH.get(subject, subject.replace("_", " "))
 
 
-def ceval_header(subject: str) -> str:
+#: The prompt languages of benchmarks (config ``benchmark.language``, ``transfer[].language``):
+#: C-Eval's Chinese prompt, or MMLU's English one (lm-evaluation-harness's wording).
+LANGUAGES = ("zh", "en")
+
+
+def ceval_header(subject: str, language: str = "zh") -> str:
+    """The line that opens a question's prompt: C-Eval's (zh) or MMLU's (en)."""
+    if language == "en":
+        return f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}."
+    if language != "zh":
+        raise ValueError(f"prompt language {language!r} is not one of {LANGUAGES}")
     return f"以下是中国关于{subject_zh(subject)}考试的单项选择题，请选出其中的正确答案。"
 
 
-def format_question(record: dict, with_answer: bool = False) -> str:
-    """C-Eval's answer-only layout: question, one 'X. option' line per choice, then '答案：'."""
+def format_question(record: dict, with_answer: bool = False, language: str = "zh") -> str:
+    """The answer-only layout: question, one 'X. option' line per choice, then '答案：' (zh,
+    C-Eval) or 'Answer:' (en, MMLU)."""
     text = record["question"]
     for letter, choice in zip(LETTERS, record["choices"]):
         text += f"\n{letter}. {choice}"
-    text += "\n答案："
+    text += "\nAnswer:" if language == "en" else "\n答案："
     if with_answer:
-        text += record["answer"]
+        text += (" " if language == "en" else "") + record["answer"]
     return text
 
 
-def question_messages(record: dict, shots: list[dict] | None = None) -> list[dict]:
-    """Chat messages that ask one C-Eval question, with ``shots`` as prior user/assistant turns.
+def question_messages(record: dict, shots: list[dict] | None = None, language: str = "zh") -> list[dict]:
+    """Chat messages that ask one question, with ``shots`` as prior user/assistant turns.
 
-    The subject header opens the first user message (C-Eval's own prompt); each shot's
-    assistant turn is its answer letter alone, which is what the scored turn should produce.
+    The subject header opens the first user message (C-Eval's own prompt, or MMLU's in English);
+    each shot's assistant turn is its answer letter alone, which is what the scored turn should
+    produce.
     """
-    header = ceval_header(record["subject"]) + "\n\n"
+    header = ceval_header(record["subject"], language) + "\n\n"
     messages: list[dict] = []
     for shot in shots or []:
-        messages.append({"role": "user", "content": format_question(shot)})
+        messages.append({"role": "user", "content": format_question(shot, language=language)})
         messages.append({"role": "assistant", "content": shot["answer"]})
-    messages.append({"role": "user", "content": format_question(record)})
+    messages.append({"role": "user", "content": format_question(record, language=language)})
     messages[0] = {"role": "user", "content": header + messages[0]["content"]}
     return messages
 

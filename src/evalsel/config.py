@@ -6,6 +6,7 @@ keys together, so that a contradictory config fails in a second and not after ho
 from __future__ import annotations
 
 import codecs
+import math
 import os
 from pathlib import Path
 
@@ -97,10 +98,23 @@ def _encodings(config: dict) -> list[tuple[str, str]]:
     return out
 
 
+def non_finite_problems(config, path=()) -> list[str]:
+    """One line per float that is NaN or infinite: JSON-schema bounds are true for NaN, so
+    ``max_similarity: .nan`` would pass them and silently switch a filter off."""
+    if isinstance(config, dict):
+        return [p for k, v in config.items() for p in non_finite_problems(v, (*path, k))]
+    if isinstance(config, list):
+        return [p for i, v in enumerate(config) for p in non_finite_problems(v, (*path, i))]
+    if isinstance(config, float) and not math.isfinite(config):
+        return [f"{_key(path)}: {config!r} is not a finite number (NaN and infinity are refused)"]
+    return []
+
+
 def cross_key_problems(config: dict, environ: dict | None = None) -> list[str]:
     """Rules between keys that the schema cannot express. ``config`` has the schema's defaults filled in."""
     environ = os.environ if environ is None else environ
-    problems = _duplicate_names(config["pool"]["sources"], "pool.sources")
+    problems = non_finite_problems(config)
+    problems += _duplicate_names(config["pool"]["sources"], "pool.sources")
     problems += _duplicate_names(config.get("transfer", []), "transfer")
     for key, enc in _encodings(config):
         try:
@@ -140,6 +154,7 @@ def cross_key_problems(config: dict, environ: dict | None = None) -> list[str]:
         problems.append(
             f"crosscheck.lm_eval compares letter scoring: it needs eval.mode 'logprob', not {config['eval']['mode']!r}"
         )
+    problems += _base_model_problems(config)
     few_shot = config["eval"]["few_shot"]
     if few_shot and "dev" in [str(s) for s in config["benchmark"]["eval_splits"]]:
         problems.append(
@@ -147,6 +162,25 @@ def cross_key_problems(config: dict, environ: dict | None = None) -> list[str]:
             "also scores: remove dev from eval_splits or set few_shot to 0"
         )
     return problems
+
+
+def _base_model_problems(config: dict) -> list[str]:
+    """A GGUF base model must be a readable GGUF file of an architecture transformers converts."""
+    from .gguf_import import gguf_architecture, is_gguf, resolve_gguf
+    from .io import InputError
+
+    base = config["train"]["base_model"]
+    if not is_gguf(base):
+        return []
+    if config["demo"]["build_tiny_lm"]:
+        return [
+            f"train.base_model names the GGUF file {base!r} but demo.build_tiny_lm builds the base model: set one of them"
+        ]
+    try:
+        gguf_architecture(resolve_gguf(base))
+    except InputError as exc:
+        return [f"train.base_model: {exc}"]
+    return []
 
 
 def check(

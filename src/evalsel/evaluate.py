@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from evalsel.chat import LETTERS, ceval_header, question_messages
+from evalsel.chat import LANGUAGES, LETTERS, ceval_header, question_messages
 from evalsel.io import InputError, write_json
 from evalsel.records import read_records
 
@@ -72,9 +72,11 @@ def load_questions(
     return questions, shots
 
 
-def build_prompt(tokenizer, record: dict, shots: list[dict] | None = None) -> str:
+def build_prompt(tokenizer, record: dict, shots: list[dict] | None = None, language: str = "zh") -> str:
     """The chat-template text of one question, ending with the assistant generation prompt."""
-    return tokenizer.apply_chat_template(question_messages(record, shots), tokenize=False, add_generation_prompt=True)
+    return tokenizer.apply_chat_template(
+        question_messages(record, shots, language), tokenize=False, add_generation_prompt=True
+    )
 
 
 # ---------------------------------------------------------------- models
@@ -182,10 +184,10 @@ def score_letters(model, tokenizer, prompts: list[str], n_options: list[int], ba
     return out
 
 
-def cloze_prompt(tokenizer, record: dict) -> str:
+def cloze_prompt(tokenizer, record: dict, language: str = "zh") -> str:
     """The question alone (no options, no letters) under the chat template, ending where the
     assistant's answer starts: each option's text is scored as that answer's continuation."""
-    text = ceval_header(record["subject"]) + "\n\n" + record["question"].replace("____", "")
+    text = ceval_header(record["subject"], language) + "\n\n" + record["question"].replace("____", "")
     return tokenizer.apply_chat_template(
         [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
     )
@@ -328,6 +330,7 @@ def evaluate(
     gpus: int = 0,
     threads: int | None = None,
     repetition_penalty: float = 1.0,
+    language: str = "zh",
 ) -> dict:
     """Score every question of ``eval_splits`` and write the eval JSON (see docs/ARCHITECTURE.md).
 
@@ -337,6 +340,8 @@ def evaluate(
     """
     if mode not in MODES:
         raise ValueError(f"eval mode {mode!r} is not one of {MODES}")
+    if language not in LANGUAGES:
+        raise ValueError(f"prompt language {language!r} is not one of {LANGUAGES}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     questions, shots = load_questions(benchmark_paths, eval_splits, few_shot)
@@ -350,9 +355,9 @@ def evaluate(
         # several GPUs hold one large model split by layers; one GPU or the CPU holds it whole
         model, tokenizer = load_model(base_model, adapter, device_map="auto" if len(devices) > 1 else None)
         if mode == "cloze":
-            prompts = [cloze_prompt(tokenizer, q) for q in questions]
+            prompts = [cloze_prompt(tokenizer, q, language) for q in questions]
         else:
-            prompts = [build_prompt(tokenizer, q, shots.get(q["subject"])) for q in questions]
+            prompts = [build_prompt(tokenizer, q, shots.get(q["subject"]), language) for q in questions]
         n_options = [len(q["choices"]) for q in questions]
         rows = []
         if mode == "cloze":
@@ -411,6 +416,7 @@ def evaluate(
         "mode": mode,
         "splits": list(eval_splits),
         "few_shot": few_shot,
+        "language": language,
         "subjects": subjects,
         "overall": summarise(rows),
         "unparsed": sum(1 for r in rows if r["pred"] is None),

@@ -24,6 +24,7 @@ with job_logging(snakemake):
         batch_size=p.batch_size,
         max_new_tokens=p.max_new_tokens,
         repetition_penalty=p.repetition_penalty,
+        language=p.language,
         gpus=p.gpus,
         threads=snakemake.threads,
     )
