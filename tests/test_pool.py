@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -658,3 +659,38 @@ def test_skip_leaves_an_undecodable_csv_line_out(tmp_path):
     assert manifest["count"] == 1 and manifest["statistics"]["skipped"] == {"undecodable": 1}
     (rec,) = list(load_pool_dir(tmp_path / "out"))
     assert rec["origin"].endswith("p.csv:3")
+
+
+def test_no_network_names_the_mirror_whatever_the_http_client(tmp_path):
+    """Offline mode not set and no network: the real hub client's exception (httpx.ConnectError
+    here, which is not the built-in ConnectionError) still gives the hub_mirror hint. The hub is
+    pointed at a closed port on 127.0.0.1, so nothing leaves the machine."""
+    import subprocess
+    import sys
+
+    import httpx
+
+    from evalsel.hub import is_network_error
+
+    try:
+        raise RuntimeError("datasets wrapped it") from httpx.ConnectError("[Errno -2] Name or service not known")
+    except RuntimeError as exc:
+        assert is_network_error(exc)
+    assert not is_network_error(ValueError("unknown split"))
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))},
+        "HF_ENDPOINT": "http://127.0.0.1:9",
+        "HF_HOME": str(tmp_path / "hf"),
+        "PYTHONPATH": str(REPO / "src"),
+    }
+    code = (
+        "from evalsel.pool import run_pool_prepare\n"
+        f"run_pool_prepare({str(tmp_path / 'o')!r}, 'med', hf_name='shibing624/medical', "
+        "hf_data_files='finetune/train_zh_0.json')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "cannot reach the Hugging Face Hub for shibing624/medical" in last and "set hub_mirror" in last, proc.stderr[
+        -2000:
+    ]

@@ -71,6 +71,38 @@ def _candidates(repo: str, mirror: str | os.PathLike | None) -> list[str]:
     return sorted(f for f in files if f.lower().endswith(suffixes))[:12]
 
 
+# Exception classes (by name, anywhere in the chain) that mean "the network is not there", whatever the
+# HTTP client: httpx's ConnectError is not the built-in ConnectionError, nor is requests'.
+_NETWORK_ERRORS = {
+    "ConnectError",
+    "ConnectTimeout",
+    "ConnectionError",
+    "NameResolutionError",
+    "MaxRetryError",
+    "NewConnectionError",
+    "gaierror",
+    "ReadTimeout",
+    "Timeout",
+    "TimeoutException",
+    "OfflineModeIsEnabled",
+    "LocalEntryNotFoundError",
+}
+
+
+def is_network_error(exc: BaseException) -> bool:
+    """True when ``exc`` or an exception it was raised from or during is a failure to reach the
+    network (any HTTP client's connection, resolution or timeout error, or offline mode)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (ConnectionError, TimeoutError)) or any(
+            k.__name__ in _NETWORK_ERRORS for k in type(exc).__mro__
+        ):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def explain(exc: BaseException, repo: str, where: str, setting: str, mirror: str | os.PathLike | None) -> InputError:
     """One clear error for a failed hub load (``setting`` is the config key naming the files)."""
     from datasets.exceptions import DatasetNotFoundError
@@ -95,7 +127,7 @@ def explain(exc: BaseException, repo: str, where: str, setting: str, mirror: str
             f"{repo} is gated: accept its terms on https://huggingface.co/datasets/{repo} and log in "
             "(`hf auth login` or HF_TOKEN), or set hub_mirror to a local copy",
         )
-    if isinstance(exc, (OfflineModeIsEnabled, ConnectionError)) or "offline" in text.lower():
+    if isinstance(exc, OfflineModeIsEnabled) or is_network_error(exc) or "offline" in text.lower():
         return InputError(
             where,
             None,
