@@ -13,7 +13,17 @@ from typing import Any
 
 import numpy as np
 
+from .caveats import (
+    DEFAULT_MAX_LETTER_SHARE,
+    answer_distribution,
+    can_and_cannot,
+    degenerate_models,
+    degenerate_sentence,
+    identical_pairs,
+    identical_sentence,
+)
 from .io import InputError, atomic_write, read_json, write_json
+from .records import LETTERS
 from .stats import (
     discordant_counts,
     mcnemar_exact,
@@ -289,7 +299,9 @@ def _comparisons(pairs, groups, correct, scopes, seeds, alpha: float, n_boot: in
             rows[sc] = _compare([r[m] for r in groups[a]], [r[m] for r in groups[b]], alpha, n_boot, seed + i)
         subj_names = [sc for sc, _ in scopes if sc != OVERALL]
         for sc, p in zip(subj_names, holm([rows[sc]["p_value"] for sc in subj_names])):
+            # a subject's verdict uses its family: Holm over the subjects of this comparison
             rows[sc]["p_holm"] = p
+            rows[sc]["verdict"] = verdict(rows[sc]["diff"], p, alpha)
         per_seed = []
         if len(seeds) > 1:
             for s in seeds:
@@ -331,12 +343,15 @@ def build_comparison(
     arm_specs: dict[str, dict] | None = None,
     overlap: str | os.PathLike | None = None,
     exclude_ids: Sequence[str] = (),
+    max_letter_share: float = DEFAULT_MAX_LETTER_SHARE,
 ) -> dict:
     """Compute every number of the report; returns the ``compare.json`` object.
 
     ``transfer`` maps each transfer benchmark's name to ``{"evals": [...], "splits": [...],
     "contamination": [one guard file per arm]}``: each gets the same accuracy and paired tests,
-    apart from the targeted benchmark ("gain on the targeted benchmark" vs "transfer").
+    apart from the targeted benchmark ("gain on the targeted benchmark" vs "transfer"), with
+    families of its own. ``max_letter_share``: a model whose most frequent answer takes more of
+    the questions is flagged (evalsel.caveats).
 
     Refuses (InputError) eval files that disagree on questions or settings, and (ValueError)
     a missing ``base`` or an arm/seed model named in ``arms``/``seeds`` without an eval file.
@@ -367,6 +382,7 @@ def build_comparison(
     comparisons = _comparisons(
         comparison_pairs(arms, specs), groups, correct, scopes, seeds, alpha, bootstrap_samples, seed
     )
+    answers = answer_distribution(evals, ids)
     shared_splits = sorted(set(recall_splits) & set(eval_splits))
     base = evals["base"]
     design = {
@@ -396,17 +412,35 @@ def build_comparison(
         "contamination_by_subject": contamination_by_subject(contamination),
         "arm_specs": specs,
         "family_size": len(comparisons),
+        "families": {
+            "subject": f"Holm over the {len(scopes) - 1} subjects of each comparison",
+            OVERALL: f"Holm over the {len(comparisons)} comparisons of the targeted benchmark",
+        },
+        "answers": answers,
+        "max_letter_share": max_letter_share,
+        "degenerate_models": degenerate_models(answers, max_letter_share),
+        "identical_comparisons": identical_pairs(comparisons),
+        "guard_drops": _guard_drops(sft_statistics),
         "selection_statistics": {a: _summary(p) for a, p in (selection_statistics or {}).items()},
         "overlap": read_json(overlap) if overlap else None,
         "sft_statistics": _summary(sft_statistics),
         "transfer": {
-            name: _transfer(name, spec, arms, seeds, alpha, bootstrap_samples, seed, arm_specs)
+            name: _transfer(name, spec, arms, seeds, alpha, bootstrap_samples, seed, arm_specs, max_letter_share)
             for name, spec in (transfer or {}).items()
         },
     }
 
 
-def _transfer(name: str, spec: dict, arms, seeds, alpha, bootstrap_samples, seed, arm_specs=None) -> dict:
+def _guard_drops(sft_statistics) -> dict | None:
+    """Samples the contamination guard dropped, by reason (None without the statistics file)."""
+    if sft_statistics is None or not Path(sft_statistics).is_file():
+        return None
+    return dict(read_json(sft_statistics).get("contamination", {}).get("drops_by_reason", {}))
+
+
+def _transfer(
+    name: str, spec: dict, arms, seeds, alpha, bootstrap_samples, seed, arm_specs=None, max_letter_share=0.6
+) -> dict:
     """One transfer benchmark: the comparison of its eval files (held out by construction), without
     the items any arm's training set matches (``spec["contamination"]``: one guard file per arm)."""
     files = spec.get("contamination") or []
@@ -428,9 +462,24 @@ def _transfer(name: str, spec: dict, arms, seeds, alpha, bootstrap_samples, seed
         eval_splits=spec.get("splits", ()),
         arm_specs=arm_specs,
         exclude_ids=sorted(contaminated),
+        max_letter_share=max_letter_share,
     )
     excluded = {"items": items, "left_out": len(contaminated), "by_arm": by_arm} if files else {}
-    keep = ("n_questions", "models", "arm_summary", "comparisons", "design")
+    sub["families"] = {
+        "subject": f"Holm over the {len(sub['n_questions']) - 1} subjects of each comparison of {name}",
+        OVERALL: f"Holm over the {len(sub['comparisons'])} comparisons of {name}",
+    }
+    keep = (
+        "n_questions",
+        "models",
+        "arm_summary",
+        "comparisons",
+        "design",
+        "families",
+        "answers",
+        "degenerate_models",
+        "identical_comparisons",
+    )
     return {"name": name, **{k: sub[k] for k in keep}, "excluded": excluded}
 
 
@@ -564,11 +613,23 @@ def _render_design(rep: dict) -> list[str]:
         f"({rep['bootstrap_samples']} resamples, seed {rep['bootstrap_seed']}) for differences. "
         f"Tests: two-sided exact McNemar"
         + (" (one seed) / exact sign-flip on seed-mean correctness (several seeds)" if len(seeds) > 1 else "")
-        + f", significance level {rep['alpha']}. Overall verdicts are Holm-corrected over the "
-        f"{rep.get('family_size', len(rep['comparisons']))} comparisons of this report (the raw p is shown beside)."
+        + f", significance level {rep['alpha']}."
     )
+    L.append("- " + _families_sentence(rep))
     L.append("")
     return L
+
+
+def _families_sentence(rep: dict) -> str:
+    """Each verdict's family, named once: the verdicts use the Holm-adjusted p of their family."""
+    fam = rep.get("families") or {}
+    parts = [f"an overall row: {fam.get(OVERALL, 'Holm over the comparisons of the report')}"]
+    if len(rep["n_questions"]) > 2:
+        parts.insert(0, f"a subject row: {fam.get('subject', 'Holm over the subjects of each comparison')}")
+    for name, t in (rep.get("transfer") or {}).items():
+        tf = t.get("families") or {}
+        parts.append(f"{name}: {tf.get(OVERALL, 'Holm over its comparisons')}")
+    return "Every verdict uses the Holm-adjusted p of its family (the raw p is shown beside): " + "; ".join(parts) + "."
 
 
 def _render_verdicts(rep: dict) -> list[str]:
@@ -579,13 +640,58 @@ def _render_verdicts(rep: dict) -> list[str]:
     for comp in rep["comparisons"]:
         parts = []
         for sc in scopes:
+            if sc != OVERALL and len(scopes) == 2:
+                continue  # one subject: its row is the overall row
             r = comp["scopes"][sc]
-            holm_note = f" (Holm {_p(r['p_holm'])})" if sc == OVERALL and r.get("p_holm") is not None else ""
+            holm_note = f" (Holm {_p(r['p_holm'])})" if r.get("p_holm") is not None else ""
             parts.append(f"{sc} {_pts(r['diff'])} pts, p {_p(r['p_value'])}{holm_note}: {r['verdict']}")
         line = f"- **{comp['b']} vs {comp['a']}**: " + "; ".join(parts) + "."
+        if comp["per_seed"]:
+            gaps = [100 * ps["scopes"][OVERALL]["diff"] for ps in comp["per_seed"]]
+            line += f" Per seed: {', '.join(f'{g:+.1f}' for g in gaps)} pts (sd {float(np.std(gaps, ddof=1)):.1f})."
         if comp["scopes"][OVERALL]["discordant_rate"] == 0:
             line += " The two gave the same answer to every question."
         L.append(line)
+    L.append("")
+    return L
+
+
+def _render_caveats(rep: dict) -> list[str]:
+    """What this report can and cannot say (evalsel.caveats), generated from the run."""
+    L = ["## What this report can and cannot say", ""]
+    L += [f"- {s}" for s in can_and_cannot(rep)]
+    L.append("")
+    return L
+
+
+def _render_answers(rep: dict) -> list[str]:
+    """The answers each model gave (letters, or the chosen option's position in cloze mode), with a
+    warning for a model that answers one letter to most questions."""
+    L = ["## The answers each model gave", ""]
+    L.append(
+        f"Share of each answer over the {rep['answers']['key']['n']} compared questions (cloze: the position of the "
+        f"option the model scored highest). A model whose most frequent answer takes more than "
+        f"{100 * rep['max_letter_share']:.0f}% is flagged."
+    )
+    L.append("")
+    L += _answer_table(rep["answers"], {d["model"] for d in rep["degenerate_models"]})
+    for deg in rep["degenerate_models"]:
+        L.append(f"**Warning**: {degenerate_sentence(deg)}")
+        L.append("")
+    return L
+
+
+def _answer_table(answers: dict, flagged: set[str]) -> list[str]:
+    letters = [x for x in LETTERS if any(x in d["counts"] for d in [answers["key"], *answers["models"].values()])]
+    unanswered = any(d["unanswered"] for d in answers["models"].values())
+    cols = letters + (["none"] if unanswered else [])
+    L = ["| model | " + " | ".join(cols) + " | most frequent |", "|---|" + "---:|" * (len(cols) + 1)]
+    for name, d in [("answer key", answers["key"]), *answers["models"].items()]:
+        cells = [f"{100 * d['counts'].get(x, 0) / d['n']:.0f}%" for x in letters]
+        if unanswered:
+            cells.append(f"{100 * d['unanswered'] / d['n']:.0f}%")
+        label = f"**{name}** (flagged)" if name in flagged else name
+        L.append(f"| {label} | " + " | ".join(cells) + f" | {d['top']} ({100 * d['top_share']:.0f}%) |")
     L.append("")
     return L
 
@@ -740,9 +846,8 @@ def _render_howto(rep: dict) -> list[str]:
         '- A verdict of *significant gain* means the paired test rejected "no difference" at the stated level; '
         "the interval says how large the gain plausibly is. *No detectable difference* does not mean the models are "
         "equal: read the interval and the detectable-difference table.",
-        "- p (Holm): on a subject row, adjusted over the subjects of one comparison; on the overall row, adjusted "
-        "over every comparison of the report (the family), and the overall verdict uses it: adding arms adds "
-        "comparisons and raises the bar for each.",
+        "- p (Holm): adjusted within the verdict's family (Design names each family); every verdict uses it. "
+        "Adding arms adds comparisons to the overall family and raises the bar for each.",
         "- Models are evaluated once on a fixed question set: the intervals cover question sampling "
         + (
             "and, through the seed mean, training seeds."
@@ -760,9 +865,11 @@ def render_markdown(rep: dict) -> str:
     L = ["# Eval-driven selection: comparison report", ""]
     L += _render_design(rep)
     L += _render_verdicts(rep)
+    L += _render_caveats(rep)
     if rep.get("transfer"):
         L += _render_transfer(rep, _context(rep)[0])
     L += _render_accuracy(rep)
+    L += _render_answers(rep)
     L += _render_comparisons(rep)
     L += _render_overlap(rep)
     L += _render_detectable(rep)
@@ -823,7 +930,11 @@ def _render_transfer(rep: dict, conf: int) -> list[str]:
     L.append("")
     for name, t in rep["transfer"].items():
         ex = t.get("excluded") or {}
-        left = f"; {ex['left_out']} of {ex['items']} items left out as contaminated" if ex else ""
+        left = (
+            f"; {ex['left_out']} of {ex['items']} items left out: the guard matched a training sample to them"
+            if ex
+            else ""
+        )
         L += [
             f"### {name} ({', '.join(t['design']['eval_splits'])}; "
             + ", ".join(f"{s} {n}" for s, n in t["n_questions"].items())
@@ -838,15 +949,30 @@ def _render_transfer(rep: dict, conf: int) -> list[str]:
             cells += [_acc_cell(t["arm_summary"][a]["scopes"][sc]) for a in arms]
             L.append(f"| {'**' + sc + '**' if sc == OVERALL else sc} | {n} | " + " | ".join(cells) + " |")
         L.append("")
-        L.append(f"| comparison | difference (pts, overall) | {conf}% CI | p | smallest significant (pts) | verdict |")
-        L.append("|---|---:|---|---:|---:|---|")
+        L.append(
+            f"| comparison | difference (pts, overall) | {conf}% CI | p | p (Holm) | smallest significant (pts) "
+            "| verdict |"
+        )
+        L.append("|---|---:|---|---:|---:|---:|---|")
         for comp in t["comparisons"]:
             r = comp["scopes"][OVERALL]
+            mds = r.get("min_significant_difference")
             L.append(
                 f"| {comp['b']} vs {comp['a']} | {_pts(r['diff'])} | [{_pts(r['ci_low'])}, {_pts(r['ci_high'])}] | "
-                f"{_p(r['p_value'])} | {_pts(r.get('min_significant_difference'))} | {r['verdict']} |"
+                f"{_p(r['p_value'])} | {_p(r.get('p_holm'))} | {'never' if mds is None else f'{100 * mds:.1f}'} "
+                f"| {r['verdict']} |"
             )
         L.append("")
+        for cname in t.get("identical_comparisons", []):
+            L.append(f"- {identical_sentence(cname, f' of {name}')}")
+        for deg in t.get("degenerate_models", []):
+            L.append(f"- **Warning**: {degenerate_sentence(deg, f' of {name}')}")
+        if t.get("identical_comparisons") or t.get("degenerate_models"):
+            L.append("")
+        if t.get("answers"):
+            L += ["<details>", f"<summary>The answers each model gave on {name}</summary>", ""]
+            L += _answer_table(t["answers"], {d["model"] for d in t.get("degenerate_models", [])})
+            L += ["</details>", ""]
     return L
 
 

@@ -17,6 +17,7 @@ with job_logging(snakemake):
         seeds=list(snakemake.params.seeds),
         alpha=snakemake.params.alpha,
         bootstrap_samples=snakemake.params.bootstrap_samples,
+        max_letter_share=snakemake.params.max_letter_share,
         seed=snakemake.params.seed,
         recall_splits=list(snakemake.params.recall_splits),
         eval_splits=list(snakemake.params.eval_splits),
