@@ -411,3 +411,215 @@ def test_a_cancelled_job_is_dropped_and_the_next_one_served():
         assert chat.started == 2
     finally:
         gen.close()
+
+
+# --------------------------------------------------------------------------- hostile clients
+
+
+def _auth():
+    return {"Authorization": f"Bearer {KEY}"}
+
+
+def _poll_health(url: str, stop: threading.Event, worst: list) -> None:
+    while not stop.is_set():
+        t0 = time.monotonic()
+        httpx.get(url + "/health", headers=_auth(), timeout=30)
+        worst.append(time.monotonic() - t0)
+        time.sleep(0.05)
+
+
+def _huge(url: str, chars: int, out: list) -> None:
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "ab cd " * (chars // 6)}], "max_tokens": 1}
+    t0 = time.monotonic()
+    r = httpx.post(url + "/v1/chat/completions", json=body, headers=_auth(), timeout=120)
+    out.append((r.status_code, r.json()["error"]["code"], time.monotonic() - t0))
+
+
+@pytest.mark.parametrize("tokenised", [False, True], ids=["refused-by-length", "tokenised-off-the-loop"])
+def test_a_3m_character_prompt_does_not_freeze_the_server(tiny_lm_dir, tokenised):
+    """Before: one 3M-character prompt held /health for 66 s (tokenised on the event loop). Now it
+    is refused by its length before tokenising; and a prompt that must be tokenised (a context
+    made large enough that the character bound lets it through) is tokenised in a worker thread."""
+    from evalsel.serve import create_app
+
+    app = create_app(tiny_lm_dir, api_key=KEY, model_name="tiny")
+    chat = app.state.chat
+    if tokenised:
+        chat.context_length = 3_000_000 // chat.max_token_chars + 1
+    with _Server(app) as srv:
+        stop, worst, out = threading.Event(), [], []
+        poller = threading.Thread(target=_poll_health, args=(srv.url, stop, worst))
+        poller.start()
+        _huge(srv.url, 3_000_000, out)
+        time.sleep(0.3)
+        stop.set()
+        poller.join()
+    (status, code, seconds) = out[0]
+    print(
+        f"\n3M characters ({'tokenised' if tokenised else 'length check'}): {status} {code} in {seconds:.2f} s; "
+        f"/health worst {max(worst):.3f} s over {len(worst)} probes"
+    )
+    assert status == 400 and code == "context_length_exceeded"
+    assert max(worst) < 1.0, worst
+
+
+def test_a_body_over_the_limit_is_413_before_it_is_parsed(tiny_lm_dir):
+    from evalsel.serve import create_app
+
+    app = create_app(tiny_lm_dir, api_key=KEY, model_name="tiny", max_body_bytes=10_000)
+    with _Server(app) as srv:
+        big = {"model": "tiny", "messages": [{"role": "user", "content": "x" * 20_000}]}
+        r = httpx.post(srv.url + "/v1/chat/completions", json=big, headers=_auth(), timeout=30)
+        assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+
+        def chunked():  # no Content-Length: counted as it arrives
+            yield b'{"model": "tiny", "messages": [{"role": "user", "content": "'
+            for _ in range(30):
+                yield b"y" * 1000
+            yield b'"}]}'
+
+        headers = {**_auth(), "content-type": "application/json"}
+        r = httpx.post(srv.url + "/v1/chat/completions", content=chunked(), headers=headers, timeout=30)
+        assert r.status_code == 413
+        ok = {"model": "tiny", "messages": MESSAGES, "max_tokens": 2, "temperature": 0}
+        assert httpx.post(srv.url + "/v1/chat/completions", json=ok, headers=_auth(), timeout=30).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("seed", 2**70),
+        ("seed", -(2**64)),
+        ("temperature", 1e-300),
+        ("temperature", 2.5),
+        ("top_p", 0.0),
+        ("top_p", 1.5),
+    ],
+)
+def test_out_of_range_sampling_values_are_400_without_a_traceback(server, field, value, caplog):
+    body = {"model": "tiny", "messages": MESSAGES, "max_tokens": 2, field: value}
+    with caplog.at_level("ERROR"):
+        r = httpx.post(server.url + "/v1/chat/completions", json=body, headers=_auth(), timeout=30)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == field and err["code"] == "invalid_value"
+    assert not [rec for rec in caplog.records if rec.exc_info], "a traceback was logged"
+
+
+def test_serve_cli_refuses_bad_settings_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    env = {"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
+    for args, expected in (
+        (["--model", str(tmp_path / "nonexistent/model")], "model path"),
+        (["--model", "x", "--timeout", "nan"], "--timeout must be a finite number"),
+        (["--model", "x", "--timeout", "inf"], "--timeout must be a finite number"),
+        (["--model", "x", "--timeout", "-1"], "--timeout must be a finite number"),
+        (["--model", "x", "--max-body-mb", "0"], "--max-body-mb"),
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", "evalsel.cli", "serve", *args], env=env, capture_output=True, text=True, timeout=120
+        )
+        lines = [x for x in proc.stderr.splitlines() if x.strip()]
+        assert proc.returncode != 0 and lines and expected in lines[-1], proc.stderr
+        assert "Traceback" not in proc.stderr, proc.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_sigterm_ends_the_stream_and_answers_every_waiter(tiny_lm_dir, tmp_path):
+    """Before: SIGTERM with 2 streams and 5 waiting requests cut the streams without a finish_reason
+    or [DONE] and left the 5 waiters without an HTTP response. Now the stream being generated ends
+    with its final chunk and [DONE], a waiting stream gets a 503 error event and [DONE], and each
+    waiting request a 503."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "EVALSEL_TEST_KEY": KEY}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "evalsel.cli",
+            "serve",
+            "--model",
+            str(tiny_lm_dir),
+            "--model-name",
+            "tiny",
+            "--port",
+            str(port),
+            "--api-key-env",
+            "EVALSEL_TEST_KEY",
+            "--max-queue",
+            "8",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(url + "/health", headers=_auth(), timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        long = {"model": "tiny", "messages": MESSAGES, "max_tokens": 100_000, "temperature": 0.9, "stream": True}
+        streams: dict[int, list[str]] = {0: [], 1: []}
+
+        def stream(k):
+            with httpx.stream("POST", url + "/v1/chat/completions", json=long, headers=_auth(), timeout=60) as r:
+                streams[k].append(str(r.status_code))
+                streams[k].extend(line for line in r.iter_lines() if line)
+
+        waiters: list = []
+
+        def wait():
+            body = {"model": "tiny", "messages": MESSAGES, "max_tokens": 50, "temperature": 0}
+            r = httpx.post(url + "/v1/chat/completions", json=body, headers=_auth(), timeout=60)
+            waiters.append((r.status_code, r.json().get("error", {}).get("code")))
+
+        threads = [threading.Thread(target=stream, args=(0,))]
+        threads[0].start()
+        time.sleep(1.0)  # the first stream is generating
+        threads.append(threading.Thread(target=stream, args=(1,)))
+        threads += [threading.Thread(target=wait) for _ in range(5)]
+        for t in threads[1:]:
+            t.start()
+        time.sleep(1.0)
+        assert httpx.get(url + "/health", headers=_auth(), timeout=5).json()["queued"] == 6
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        for t in threads:
+            t.join(timeout=30)
+        proc.wait(timeout=30)
+        exited = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    log_text = proc.stdout.read()
+    generating, waiting = streams[0], streams[1]
+    assert generating[0] == "200" and generating[-1] == "data: [DONE]", generating[-3:]
+    last = json.loads(generating[-2][len("data: ") :])
+    assert last["choices"][0]["finish_reason"] == "length"
+    assert waiting[0] == "200" and waiting[-1] == "data: [DONE]"
+    assert json.loads(waiting[-2][len("data: ") :])["error"]["code"] == "shutting_down"
+    assert waiters == [(503, "shutting_down")] * 5, waiters
+    # uvicorn re-raises the signal once it has shut down: the process ends by SIGTERM, as asked
+    assert exited < 15 and proc.returncode in (0, -signal.SIGTERM), log_text[-2000:]
+    assert "Traceback" not in log_text, log_text[-3000:]

@@ -16,8 +16,14 @@ log = logging.getLogger("evalsel")
 
 
 def _serve(ns: argparse.Namespace) -> int:
+    import math
+
     from evalsel.serve import serve
 
+    if not (math.isfinite(ns.timeout) and ns.timeout > 0):
+        raise SystemExit(f"evalsel serve: --timeout must be a finite number of seconds above 0, got {ns.timeout!r}")
+    if ns.max_body_mb <= 0 or not math.isfinite(ns.max_body_mb):
+        raise SystemExit(f"evalsel serve: --max-body-mb must be a finite number above 0, got {ns.max_body_mb!r}")
     api_key = None
     if ns.api_key_env:
         api_key = os.environ.get(ns.api_key_env)
@@ -35,6 +41,7 @@ def _serve(ns: argparse.Namespace) -> int:
         model_name=ns.model_name,
         max_queue=ns.max_queue,
         timeout=ns.timeout,
+        max_body_bytes=int(ns.max_body_mb * 2**20),
     )
     return 0
 
@@ -128,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds a request may wait and generate; past it: 503 while waiting, "
         "finish_reason 'length' while generating (default 300)",
     )
+    p.add_argument(
+        "--max-body-mb",
+        type=float,
+        default=4.0,
+        help="largest request body in MiB; a larger one is answered 413 before it is parsed (default 4)",
+    )
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("report", help="comparison report from results/eval/*.json")
@@ -168,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(None, logging.DEBUG if ns.verbose else logging.INFO)
     try:
         return ns.func(ns)
-    except (InputError, ValueError, FileNotFoundError) as exc:
+    except (InputError, ValueError, OSError) as exc:
         print(f"evalsel {ns.command}: {exc}", file=sys.stderr)
         return 2
 

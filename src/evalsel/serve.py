@@ -9,6 +9,7 @@ import contextlib
 import hmac
 import json
 import logging
+import math
 import os
 import queue
 import threading
@@ -25,6 +26,12 @@ log = logging.getLogger(__name__)
 ROLES = ("system", "developer", "user", "assistant")
 DEFAULT_MAX_TOKENS = 512
 MAX_STOP = 4
+#: below this a sampling temperature only overflows the logits (1e-300 makes them infinite)
+MIN_TEMPERATURE = 0.01
+#: the seeds torch.manual_seed accepts
+SEED_RANGE = (-(2**63), 2**64 - 1)
+#: the largest request body read (413 past it): long prompts are refused before they are parsed
+DEFAULT_MAX_BODY_BYTES = 4 * 2**20
 
 
 # --------------------------------------------------------------------------- request schema
@@ -79,7 +86,14 @@ class ChatRequest(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = Field(default=1, ge=1, le=1)
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
+
+    @field_validator("temperature")
+    @classmethod
+    def _temperature(cls, v):
+        if v is not None and 0 < v < MIN_TEMPERATURE:
+            raise ValueError(f"must be 0 (greedy) or at least {MIN_TEMPERATURE} (smaller values overflow the logits)")
+        return v
 
     @field_validator("stop")
     @classmethod
@@ -146,8 +160,9 @@ class ChatModel:
 
         from evalsel.precision import inference_dtype
 
-        if not Path(model_path).exists() and "/" not in model_path:
-            raise FileNotFoundError(f"model {model_path!r} is neither a directory nor a hub name")
+        check_model_path(model_path, "model")
+        if adapter is not None:
+            check_model_path(adapter, "adapter", hub=False)
         tok_src = adapter if adapter and (Path(adapter) / "tokenizer_config.json").is_file() else model_path
         self.tokenizer = AutoTokenizer.from_pretrained(tok_src)
         if not getattr(self.tokenizer, "chat_template", None):
@@ -163,6 +178,9 @@ class ChatModel:
         self.model = model.to(self.device).eval()
         cfg = self.model.config
         self.context_length = int(getattr(cfg, "max_position_embeddings", 0) or self.tokenizer.model_max_length)
+        # no token is longer than the vocabulary's longest entry: a text of more characters than
+        # context_length times that cannot fit, whatever it tokenises to (checked before tokenising)
+        self.max_token_chars = max(1, max((len(t) for t in self.tokenizer.get_vocab()), default=1))
         eos = self.model.generation_config.eos_token_id
         eos = eos if isinstance(eos, list) else [eos]
         self.eos_ids = {int(e) for e in eos if e is not None} | (
@@ -282,6 +300,17 @@ class ChatModel:
             worker.join()
 
 
+def check_model_path(path: str, what: str, hub: bool = True) -> None:
+    """Refuse, in one line, a local path that does not exist (a hub name is ``name`` or
+    ``owner/name``: one slash at most, no leading ``/``, ``.`` or ``~``)."""
+    text = str(path)
+    local = not hub or text.startswith(("/", ".", "~")) or text.count("/") > 1 or os.sep in text.replace("/", "")
+    if local and not Path(text).expanduser().exists():
+        raise FileNotFoundError(f"{what} path {text!r} does not exist")
+    if hub and not local and not Path(text).exists() and "/" not in text:
+        raise FileNotFoundError(f"{what} {text!r} is neither a directory nor a hub name (owner/name)")
+
+
 # --------------------------------------------------------------------------- the scheduler
 
 
@@ -337,8 +366,8 @@ class Generator:
     def __init__(self, chat: ChatModel, max_queue: int = 8, timeout: float = 300.0):
         if max_queue < 1:
             raise ValueError("max_queue must be at least 1")
-        if timeout <= 0:
-            raise ValueError("timeout must be positive")
+        if not (math.isfinite(timeout) and timeout > 0):
+            raise ValueError(f"timeout must be a finite number of seconds above 0, got {timeout!r}")
         self.chat = chat
         self.max_queue = max_queue
         self.timeout = timeout
@@ -372,14 +401,12 @@ class Generator:
             ) from None
         return job
 
-    def close(self, wait: float = 10.0) -> None:
+    def shutdown(self) -> None:
+        """Begin shutting down without blocking (the server's signal handler calls it): new requests
+        and every waiting one are answered 503, the request being generated ends at its next
+        token with ``finish_reason`` ``"length"`` and its final chunk."""
         self.closing.set()
-        if self.current is not None:
-            self.current.cancel()
-        with contextlib.suppress(queue.Full):  # wakes the thread if it waits for a job
-            self.jobs.put_nowait(None)
-        self.thread.join(timeout=wait)
-        while True:  # whatever still waits is told the server is gone
+        while True:
             try:
                 job = self.jobs.get_nowait()
             except queue.Empty:
@@ -387,6 +414,14 @@ class Generator:
             if job is not None:
                 job.emit(APIError(503, "the server is shutting down", "server_error", code="shutting_down"))
                 job.emit(_END)
+        with contextlib.suppress(queue.Full):  # wakes the thread if it waits for a job
+            self.jobs.put_nowait(None)
+
+    def close(self, wait: float = 10.0) -> None:
+        """Shut down and wait up to ``wait`` seconds for the generator thread to end."""
+        self.shutdown()
+        self.thread.join(timeout=wait)
+        self.shutdown()  # anything that slipped in while the thread finished
 
     def _loop(self) -> None:
         while not self.closing.is_set():
@@ -443,13 +478,16 @@ def create_app(
     device: str | None = None,
     max_queue: int = 8,
     timeout: float = 300.0,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ):
     """The FastAPI app serving one model under ``model_name`` (default: the adapter's or model's directory name).
 
     With ``api_key`` every request, ``/health`` included, needs ``Authorization: Bearer <api_key>``
     (401 otherwise). Errors are OpenAI-style JSON: 400 invalid request, 401 bad key, 404 unknown
     model or route, 422 unreadable body, 429 queue full (``max_queue`` requests already waiting),
-    500 generation failure, 503 timed out (``timeout`` seconds, waiting included) or shutting down.
+    413 a body over ``max_body_bytes``, 500 generation failure, 503 timed out (``timeout`` seconds,
+    tokenising and waiting included) or shutting down. A prompt is measured in characters before
+    it is tokenised, and tokenised off the event loop, so one huge prompt cannot freeze the server.
     Refuses a tokenizer without a chat template.
     """
     from contextlib import asynccontextmanager
@@ -470,6 +508,7 @@ def create_app(
         generator.close()
 
     app = FastAPI(title="evalsel OpenAI-compatible server", docs_url=None, redoc_url=None, lifespan=lifespan)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.state.chat = chat
     app.state.generator = generator
     app.state.model_name = name
@@ -560,8 +599,21 @@ def create_app(
             messages.append({"role": "system" if m.role == "developer" else m.role, "content": content})
         if messages[-1]["role"] == "assistant":
             raise APIError(400, "the last message must not be the assistant's (nothing to answer)", param="messages")
-        try:
-            prompt_ids = chat.encode(messages)
+        chars = sum(len(m["content"]) for m in messages)
+        if chars > chat.context_length * chat.max_token_chars:
+            raise APIError(
+                400,
+                f"the messages have {chars} characters: more than the model's context of {chat.context_length} "
+                f"tokens can hold (no token is longer than {chat.max_token_chars} characters)",
+                code="context_length_exceeded",
+                param="messages",
+            )
+        try:  # in a worker thread: the event loop keeps answering other requests meanwhile
+            prompt_ids = await asyncio.wait_for(asyncio.to_thread(chat.encode, messages), timeout)
+        except TimeoutError:
+            raise APIError(
+                503, f"timed out after {timeout:g} s tokenising the prompt", "server_error", code="timeout"
+            ) from None
         except Exception as exc:  # the template rejects the conversation (e.g. roles out of order)
             raise APIError(400, f"the chat template rejected the messages: {exc}", param="messages") from None
         room = chat.context_length - len(prompt_ids)
@@ -629,6 +681,8 @@ def create_app(
             return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
         async def events():
+            # headers go at once, so that a client that leaves while waiting frees its place; a
+            # stream still waiting at a timeout or a shutdown gets the 503 as an error event, then [DONE]
             yield chunk({"role": "assistant", "content": ""}, None)
             try:
                 async for delta, info in job:
@@ -667,6 +721,64 @@ def create_app(
     return app
 
 
+class BodyLimit:
+    """ASGI middleware: a request body over ``max_bytes`` (by its Content-Length, or counted as it
+    arrives) is answered 413 before anything parses it."""
+
+    def __init__(self, app, max_bytes: int = DEFAULT_MAX_BODY_BYTES):
+        if max_bytes < 1:
+            raise ValueError("max_body_bytes must be at least 1")
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return await self._too_large(send)
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            if size > self.max_bytes:
+                return await self._too_large(send)
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
+
+    async def _too_large(self, send):
+        err = APIError(413, f"the request body is over {self.max_bytes} bytes", code="request_too_large")
+        payload = json.dumps(err.body()).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+
+
+def _uvicorn_server(config, generator: Generator):
+    """A uvicorn Server whose SIGINT/SIGTERM first ends the generation in progress (its stream gets
+    its final chunk and [DONE]) and answers every waiting request 503, then lets uvicorn close."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame):
+            generator.shutdown()
+            super().handle_exit(sig, frame)
+
+    return Server(config)
+
+
 def serve(
     model_path: str,
     adapter: str | None = None,
@@ -676,15 +788,23 @@ def serve(
     model_name: str | None = None,
     max_queue: int = 8,
     timeout: float = 300.0,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> None:
-    """Run the server with uvicorn until interrupted (SIGINT/SIGTERM: open streams are ended, then
-    it exits within a few seconds). Warns when it listens beyond loopback without a key."""
+    """Run the server with uvicorn until interrupted (SIGINT/SIGTERM: the stream being generated
+    ends with its final chunk and [DONE], waiting requests get 503, then it exits within a few
+    seconds). Warns when it listens beyond loopback without a key."""
     import uvicorn
 
     if not _is_loopback(host) and not api_key:
         log.warning("listening on %s without an API key: anyone who can reach this port can use the model", host)
     app = create_app(
-        model_path, adapter=adapter, api_key=api_key, model_name=model_name, max_queue=max_queue, timeout=timeout
+        model_path,
+        adapter=adapter,
+        api_key=api_key,
+        model_name=model_name,
+        max_queue=max_queue,
+        timeout=timeout,
+        max_body_bytes=max_body_bytes,
     )
     log.info(
         "serving %r on http://%s:%d/v1 (API key %s)",
@@ -693,4 +813,5 @@ def serve(
         port,
         "required" if api_key else "not required",
     )
-    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
+    config = uvicorn.Config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
+    _uvicorn_server(config, app.state.generator).run()
