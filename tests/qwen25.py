@@ -189,9 +189,15 @@ def build_tokenizer(out_dir: str | Path) -> Path:
 
 
 def write_model_dir(
-    out_dir: str | Path, config: dict, tokenizer_dir: str | Path, layers: int | None = None, seed: int = 0
+    out_dir: str | Path,
+    config: dict,
+    tokenizer_dir: str | Path,
+    layers: int | None = None,
+    seed: int = 0,
+    dtype: str = "float32",
 ) -> Path:
-    """A random-initialised Qwen2.5 model of ``config`` (optionally fewer layers) with the tokenizer."""
+    """A random-initialised Qwen2.5 model of ``config`` (optionally fewer layers) with the tokenizer,
+    saved in ``dtype`` ("bfloat16" halves a 3B model's 12.4 GB and its load time)."""
     import shutil
 
     import torch
@@ -202,7 +208,9 @@ def write_model_dir(
         cfg["num_hidden_layers"] = layers
         cfg["max_window_layers"] = min(cfg["max_window_layers"], layers)
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(Qwen2Config(**{k: v for k, v in cfg.items() if k != "architectures"}))
+    model = AutoModelForCausalLM.from_config(
+        Qwen2Config(**{k: v for k, v in cfg.items() if k != "architectures"}), dtype=getattr(torch, dtype)
+    )
     model.generation_config = GenerationConfig(**GENERATION)
     out = Path(out_dir)
     model.save_pretrained(out)
