@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from evalsel.arms import guard_uses_vectors, resolve as resolve_arms
 from evalsel.config import ConfigError, check as check_config
 from evalsel.gguf_import import is_gguf, resolve_gguf
+from evalsel.gpu import count_gpus
 
 # The schema (one short line per failing key) and every cross-key rule, before any job runs.
 try:
@@ -22,6 +23,14 @@ try:
     )
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
+
+# On one machine, run at once only as many GPU jobs as it has GPUs: without a limit both trainings
+# of a one-GPU box start, and the second waits for the device's lock until it times out. An
+# explicit --resources gpu=N wins; cluster executors and hosts without a GPU are left alone.
+if workflow.local_exec and workflow.is_main_process and "gpu" not in workflow.global_resources:
+    _LOCAL_GPUS = count_gpus(ask_torch=False)
+    if _LOCAL_GPUS:
+        workflow.register_resource("gpu", _LOCAL_GPUS)
 
 # Relative to the working directory, so that a moved or copied checkout does not re-run everything.
 PKG = Path(os.path.relpath(Path(workflow.basedir) / "src" / "evalsel"))

@@ -314,3 +314,22 @@ def test_the_demo_with_four_arms_runs_only_the_new_arms_and_reports_them_all(dem
     for arm in ("rds", "dsir"):
         sel = json.loads((arms / f"results/select/{arm}/statistics.json").read_text(encoding="utf-8"))
         assert sel["overall"]["kept"] == 98
+
+
+def test_a_one_gpu_box_runs_its_gpu_jobs_one_at_a_time(demo_run, tmp_path):
+    """The README's `snakemake --cores all` on a machine with one GPU (counted by EVALSEL_GPU_COUNT):
+    the workflow limits the gpu resource to the GPUs it finds, so the two trainings run one after
+    the other. Before, both started and the second waited on the device's lock until it timed out
+    (EVALSEL_GPU_TIMEOUT_S, here 2 s)."""
+    import shutil
+
+    work, _ = demo_run
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy, symlinks=True)
+    (copy / "gpus.yaml").write_text("train:\n  gpus: 1\n  learning_rate: 0.004\n", encoding="utf-8")
+    env = {"EVALSEL_GPU_COUNT": "1", "EVALSEL_GPU_TIMEOUT_S": "2", "EVALSEL_GPU_LOCK_DIR": str(tmp_path / "locks")}
+    targets = [f"results/train/{arm}/seed{DEMO['train']['seeds'][0]}/metrics.json" for arm in ("eval_driven", "random")]
+    # 8 cores: room for both 4-thread trainings at once, as on a real GPU box
+    proc = run_snakemake(copy, *targets, "--cores", "8", "--configfile", "demo/config.yaml", "gpus.yaml", env=env)
+    assert proc.returncode == 0 and "TimeoutError" not in proc.stdout, proc.stdout[-4000:]
+    assert proc.stdout.count("localrule train:") == 2

@@ -46,12 +46,12 @@ def default_lock_dir() -> Path:
     return Path(tempfile.gettempdir()) / f"evalsel-gpu-locks-{user}"
 
 
-def count_gpus() -> int:
+def count_gpus(ask_torch: bool = True) -> int:
     """Number of GPUs on this host, without initialising CUDA in this process.
 
-    ``$EVALSEL_GPU_COUNT`` wins; else ``nvidia-smi -L``; else ``torch.cuda.device_count()``
-    run in a child process (so this process can still choose its devices). Returns 0 when
-    none is found. Refuses a non-integer or negative override.
+    ``$EVALSEL_GPU_COUNT`` wins; else ``nvidia-smi -L``; else (``ask_torch``)
+    ``torch.cuda.device_count()`` run in a child process (so this process can still choose its
+    devices). Returns 0 when none is found. Refuses a non-integer or negative override.
     """
     env = os.environ.get(COUNT_ENV)
     if env not in (None, ""):
@@ -69,6 +69,8 @@ def count_gpus() -> int:
             return sum(1 for line in out.splitlines() if line.startswith("GPU "))
         except (subprocess.SubprocessError, OSError) as exc:
             log.warning("nvidia-smi -L failed (%s); asking torch in a child process", exc)
+    if not ask_torch:
+        return 0
     try:
         import importlib.util
 
