@@ -234,3 +234,25 @@ def test_the_default_config_resolves_from_any_working_directory(tmp_path):
         proc = run_snakemake(cwd, "-n", *args)
         assert proc.returncode == 0, proc.stdout[-3000:]
         assert "MissingInputException" not in proc.stdout and "rule benchmark_fetch:" in proc.stdout
+
+
+def test_nested_command_line_values_are_read_as_their_types(default_config, tmp_path):
+    """Snakemake hands --config "train={max_steps: 4}" over as the string '4': it is read as the
+    integer the schema wants (before: "'4' is not of type 'integer'"); a string that does not
+    read as the wanted type still fails the schema, naming the key."""
+    from evalsel.config import coerce_strings
+
+    schema = yaml.safe_load(SCHEMA.read_text(encoding="utf-8"))
+    cfg = copy.deepcopy(default_config)
+    cfg["train"].update(max_steps="4", learning_rate="0.001", gradient_checkpointing="false", seeds=["1", "2"])
+    cfg["recall"]["budget"] = "null"
+    cfg["train"]["base_model"] = "123"  # a string setting stays a string
+    out = coerce_strings(cfg, schema)
+    assert out["train"]["max_steps"] == 4 and out["train"]["learning_rate"] == 0.001
+    assert out["train"]["gradient_checkpointing"] is False and out["train"]["seeds"] == [1, 2]
+    assert out["recall"]["budget"] is None and out["train"]["base_model"] == "123"
+    cfg["train"]["max_steps"] = "four"
+    assert any(p.startswith("train.max_steps: 'four'") for p in _problems(cfg))
+    work = copy_repo(tmp_path / "repo")
+    proc = run_snakemake(work, "-n", "--configfile", "demo/config.yaml", "--config", "train={max_steps: 4, gpus: 0}")
+    assert proc.returncode == 0, proc.stdout[-3000:]

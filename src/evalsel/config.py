@@ -36,6 +36,46 @@ def _key(path) -> str:
     return out or "(top level)"
 
 
+def _types(node: dict, defs: dict) -> tuple[dict, set]:
+    """The schema node behind ``$ref`` and the JSON types it allows."""
+    while "$ref" in node:
+        node = defs.get(node["$ref"].rsplit("/", 1)[-1], {})
+    kinds = node.get("type", [])
+    kinds = {kinds} if isinstance(kinds, str) else set(kinds)
+    for alt in node.get("oneOf", []) + node.get("anyOf", []):
+        kinds |= _types(alt, defs)[1]
+    return node, kinds
+
+
+def coerce_strings(config, schema: dict, node: dict | None = None):
+    """Strings where the schema wants a number, a boolean or null, read as YAML: Snakemake's
+    ``--config "train={max_steps: 4}"`` hands nested values over as strings ('4'). A string the
+    schema allows, or one that does not read as the wanted type, is left for the schema to judge."""
+    defs = schema.get("$defs", {})
+    node, kinds = _types(schema if node is None else node, defs)
+    if isinstance(config, dict):
+        props = node.get("properties", {})
+        return {k: coerce_strings(v, schema, props[k]) if k in props else v for k, v in config.items()}
+    if isinstance(config, list) and "items" in node:
+        return [coerce_strings(v, schema, node["items"]) for v in config]
+    if isinstance(config, str) and kinds and "string" not in kinds:
+        try:
+            value = yaml.safe_load(config)
+        except yaml.YAMLError:
+            return config
+        wanted = {
+            "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+            "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+            "boolean": lambda v: isinstance(v, bool),
+            "null": lambda v: v is None,
+            "array": lambda v: isinstance(v, list),
+            "object": lambda v: isinstance(v, dict),
+        }
+        if any(wanted[k](value) for k in kinds if k in wanted):
+            return coerce_strings(value, schema, node)
+    return config
+
+
 def schema_problems(config: dict, schema_path: str | os.PathLike) -> list[str]:
     """One line per schema violation: the failing key, what it holds and the rule it broke."""
     import jsonschema
@@ -200,6 +240,10 @@ def check(
     from snakemake.utils import validate
 
     source = "config" if not configfiles else "config (" + ", ".join(str(c) for c in configfiles) + ")"
+    with open(schema_path, encoding="utf-8") as fh:
+        coerced = coerce_strings(config, yaml.safe_load(fh))
+    config.clear()
+    config.update(coerced)  # in place: the workflow's config object is the one the rules read
     before = copy.deepcopy(config)
     try:
         validate(config, str(schema_path))  # fills in the schema's defaults
