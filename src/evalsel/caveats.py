@@ -153,6 +153,16 @@ def can_and_cannot(rep: dict) -> list[str]:
     return [s for s in out if s]
 
 
+def _direction(gaps: list[float]) -> str:
+    """Whether the seeds agree on the sign of a gap."""
+    pos, neg = sum(g > 0 for g in gaps), sum(g < 0 for g in gaps)
+    if pos == len(gaps) or neg == len(gaps):
+        return "every seed in the same direction."
+    if pos and neg:
+        return "the seeds disagree in sign."
+    return "no seed goes the other way (some show no difference)."
+
+
 def _main_comparison(rep: dict) -> dict | None:
     """The comparison a reader looks for first: the first selection arm against its random arm,
     else against base."""
