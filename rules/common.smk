@@ -27,7 +27,11 @@ except ConfigError as exc:
 # On one machine, run at once only as many GPU jobs as it has GPUs: without a limit both trainings
 # of a one-GPU box start, and the second waits for the device's lock until it times out. An
 # explicit --resources gpu=N wins; cluster executors and hosts without a GPU are left alone.
-if workflow.local_exec and workflow.is_main_process and "gpu" not in workflow.global_resources:
+if (
+    workflow.local_exec
+    and workflow.is_main_process
+    and "gpu" not in workflow.global_resources
+):
     _LOCAL_GPUS = count_gpus(ask_torch=False)
     if _LOCAL_GPUS:
         workflow.register_resource("gpu", _LOCAL_GPUS)
