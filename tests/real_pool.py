@@ -34,7 +34,7 @@ def write_real_pool(shared: Path, root: Path, per_file: int, edit=None, extra: d
     """Shards and vectors of the first ``per_file`` records of each real pool file under ``root``.
 
     ``edit(file stem, line index, turns)`` may rewrite a record's turns; ``extra`` maps a file stem
-    to more ``[prompt, response]`` pairs appended to it. Returns ``(vector paths, shard paths)``.
+    to more ``[prompt, response, ...]`` turns appended to it. Returns ``(vector paths, shard paths)``.
     """
     from evalsel.io import text_hash, write_jsonl
     from evalsel.vectors import save_vectors
@@ -52,7 +52,7 @@ def write_real_pool(shared: Path, root: Path, per_file: int, edit=None, extra: d
         for n, turns in pairs:
             if len(turns) < 2 or not all(turns):
                 continue
-            conv = [{"from": "human", "value": turns[0]}, {"from": "gpt", "value": turns[1]}]
+            conv = [{"from": "gpt" if k % 2 else "human", "value": t} for k, t in enumerate(turns)]
             rid = text_hash(json.dumps(conv, ensure_ascii=False))
             if rid in seen:
                 continue

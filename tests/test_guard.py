@@ -9,29 +9,23 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from leak_variants import KINDS, variant
+from leak_variants import KINDS, OPTIONS_ONLY, texts_of, variant
 
 from evalsel.guard import ContentGuard, GuardSettings, guard_settings
-from evalsel.leak import BenchmarkItem, normalise
+from evalsel.leak import BenchmarkItem, item_of, light_normalise, normalise
 
 REPO = Path(__file__).resolve().parents[1]
-# Kinds the issue lists; "options_only_reworded" (stem rewritten, options verbatim) goes further
-# and is caught when the options carry enough text (see test_options_only_leaks_with_real_options).
-LISTED = tuple(k for k in KINDS if k != "options_only_reworded")
+# Every kind that keeps the question in some form; the options-only kinds (stem rewritten, options
+# verbatim) go further and are caught when the options carry enough text (test_options_only_...).
+LISTED = tuple(k for k in KINDS if k not in OPTIONS_ONLY)
 
 
 def _item(rec: dict) -> BenchmarkItem:
-    return BenchmarkItem(
-        rec["id"],
-        rec.get("subject", ""),
-        rec.get("split", ""),
-        [s for s in (normalise(t) for t in [rec["question"], *rec["choices"]]) if s],
-    )
+    return item_of(rec)
 
 
 def _segments(sample: dict) -> list[str]:
-    parts = [sample.get("instruction", ""), sample.get("input", ""), sample.get("output", "")]
-    return [s for s in (normalise(p) for p in parts) if s]
+    return [t for t in (light_normalise(p) for p in texts_of(sample)) if t]
 
 
 def _caught(guard: ContentGuard, items: list[BenchmarkItem], rec: dict, kind: str) -> list[str]:
@@ -71,7 +65,8 @@ def test_the_known_leak_class_of_the_issue_is_caught(one):
     leak = variant(ITEM, "substituted")
     assert all(len(o) < 13 for o in ITEM["choices"])
     segs = _segments(leak)
-    assert not g.ngrams.matches(segs)  # the old guard's only text check misses it
+    # the 13-gram check, the old guard's only text check, misses it
+    assert "exact_ngram" not in [h.reason for h in g.check(segs)]
     assert [h.reason for h in g.check(segs)] and "正确答案是" in leak["output"]
 
 
@@ -128,31 +123,41 @@ def _acceptance(recs: list[dict]) -> Counter:
 
 def test_planted_leaks_of_the_demo_benchmark_are_all_caught():
     recs = _demo_items()
-    assert len(recs) == 54
+    assert len(recs) == 96  # dev, val and the recall split test
     assert _acceptance(recs) == Counter()
+
+
+# The one known miss: an item whose options are single characters (砷, 氟, 钙, 磷), listed in running
+# prose after a 10-character question ("...是砷、氟、钙还是磷"): one-character options count only as
+# whole tokens, or a common character in any text would count as an option.
+KNOWN_MISSES = {"options_in_prose": 1}
 
 
 def test_planted_leaks_of_real_ceval_are_all_caught(shared_data):
     recs = _ceval_items(shared_data)
     assert len(recs) == 908
     missed = _acceptance(recs)
-    print(f"\nreal C-Eval: {len(recs)} items x {len(LISTED)} leak kinds planted, missed: {dict(missed) or 0}")
-    assert missed == Counter()
+    recall = {k: f"{len(recs) - missed[k]}/{len(recs)}" for k in LISTED}
+    print(f"\nreal C-Eval: {len(recs)} items x {len(LISTED)} leak kinds planted, caught per kind: {recall}")
+    assert missed == Counter(KNOWN_MISSES)
 
 
 def test_options_only_leaks_with_real_options(shared_data):
-    """Stem rewritten, options verbatim: caught whenever the options hold 8+ characters together."""
+    """Stem rewritten, options verbatim after answer letters (also in Traditional characters):
+    caught whenever the options carry text, three or more of them with content letters, 8+ letters
+    together. Options of numbers, units or formula symbols alone (30/40/50/60, B1/B2/C1/C2) are
+    no evidence without the question: real pools list such values all the time."""
+    from evalsel.guard import content_letters
+
     recs = _ceval_items(shared_data)
     items = [_item(r) for r in recs]
     g = ContentGuard(items)
-    long_opts = [
-        r
-        for r in recs
-        if sum(len(normalise(c)) for c in r["choices"] if len(normalise(c)) >= 2) >= 8
-        and all(len(normalise(c)) >= 2 for c in r["choices"])
-    ]
-    missed = [r["id"] for r in long_opts if not _caught(g, items, r, "options_only_reworded")]
-    assert len(long_opts) > 600 and missed == []
+    strong = [[o for o in map(normalise, r["choices"]) if len(o) >= 2 and content_letters(o) >= 2] for r in recs]
+    texty = [r for r, st in zip(recs, strong) if len(st) == len(r["choices"]) >= 3 and sum(map(len, st)) >= 8]
+    for kind in OPTIONS_ONLY:
+        missed = [r["id"] for r in texty if not _caught(g, items, r, kind)]
+        print(f"\n{kind}: {len(texty) - len(missed)}/{len(texty)} items with text options caught")
+        assert len(texty) > 800 and missed == []
 
 
 def _pool_segments(rec: dict) -> list[str]:
@@ -162,31 +167,111 @@ def _pool_segments(rec: dict) -> list[str]:
         parts = [rec.get("instruction", ""), rec.get("input", ""), rec.get("output", "")]
     else:
         parts = [rec.get("question", ""), rec.get("answer", "")]
-    return [s for s in (normalise(p) for p in parts if isinstance(p, str)) if s]
+    return [s for s in (light_normalise(p) for p in parts if isinstance(p, str)) if s]
 
 
-def test_false_drop_rate_on_the_real_pool(shared_data):
-    """Real pool samples that are not derived from the benchmark: under 0.5% dropped."""
-    recs = _ceval_items(shared_data)
-    items = [_item(r) for r in recs]
-    g = ContentGuard(items)
-    pool = [
+def _real_pool(shared: Path) -> list[dict]:
+    return [
         json.loads(line)
-        for f in sorted((shared_data / "pool").glob("*.jsonl"))
+        for f in sorted((shared / "pool").glob("*.jsonl"))
         for line in f.read_text(encoding="utf-8").splitlines()
         if line.strip()
     ]
+
+
+# Every drop on the real pool, read by hand (guard v3): none is a copy of a C-Eval item; each is one
+# of two kinds the text checks cannot tell from a leak without meaning:
+# - a near-verbatim stem about the same or another entity ("...癌最常见的转移部位为", "艾滋病的主要
+#   传播途径为", "引起肠梗阻的原因是"): 3 containment drops;
+# - a textbook sentence an option copies ("月经周期一般为28~30天，提前或..."), or the options of an
+#   item listed as the usual differential with part of its question (the four white-cell types of a
+#   blood count): 1 exact_ngram and 2 options drops.
+MAX_FALSE_DROPS = 12
+
+
+def test_false_drop_rate_on_the_real_pool(shared_data):
+    """Real pool samples, none derived from the benchmark: every drop is a false drop; at most
+    MAX_FALSE_DROPS of 70k (the guard v2 dropped 149: numeric options, vital signs, short stems)."""
+    recs = _ceval_items(shared_data)
+    items = [_item(r) for r in recs]
+    g = ContentGuard(items)
+    pool = _real_pool(shared_data)
+    texts = [_pool_segments(rec) for rec in pool]
     reasons: Counter = Counter()
-    for rec in pool:
-        hits = g.check(_pool_segments(rec))
-        if hits:
-            reasons[hits[0].reason] += 1
-    rate = sum(reasons.values()) / len(pool)
+    for lo in range(0, len(texts), 1024):
+        for hits in g.check_many(texts[lo : lo + 1024]):
+            if hits:
+                reasons[hits[0].reason] += 1
+    dropped = sum(reasons.values())
     print(
-        f"\nfalse drops: {sum(reasons.values())} of {len(pool)} real pool samples ({100 * rate:.2f}%): {dict(reasons)}"
+        f"\nfalse drops: {dropped} of {len(pool)} real pool samples ({100 * dropped / len(pool):.3f}%): {dict(reasons)}"
     )
-    assert len(pool) > 60000 and rate < 0.005
-    random.seed(0)
+    assert len(pool) > 60000 and dropped <= MAX_FALSE_DROPS
+
+
+def _hard_negatives(recs: list[dict], pool: list[dict]) -> dict[str, list[tuple[int, list[str]]]]:
+    """Real pool samples that share with a benchmark item what a substring guard mistakes for a
+    copy, without stating the item: (item index, sample texts) per class.
+
+    - ``numbers``: every option of an item of numbers, units or symbols (30/40/50/60, B1/B2/C1/C2)
+      occurs in the sample as a substring;
+    - ``vitals``: the sample shares a 13-character run of the item's letters and digits that holds
+      fewer than 6 content letters (vital signs, lab values, doses);
+    - ``short_stem``: the sample contains an item's short question (4-12 characters) whole, and no
+      option of it within 100 characters;
+    - ``two_options``: two of an item's options occur in the sample, and no part of its question.
+    """
+    from evalsel.guard import content_letters
+    from evalsel.leak import char_ngrams
+
+    strict = [[normalise(t) for t in [r["question"], *r["choices"]]] for r in recs]
+    numeric = [(i, segs[1:]) for i, segs in enumerate(strict) if all(o and content_letters(o) < 2 for o in segs[1:])]
+    weak_grams: dict[str, int] = {}
+    for i, segs in enumerate(strict):
+        for gram in char_ngrams(segs, 13):
+            if content_letters(gram) < 6:
+                weak_grams.setdefault(gram, i)
+    short = [(i, segs[0]) for i, segs in enumerate(strict) if 4 <= len(segs[0]) < 13]
+    out: dict[str, list] = {"numbers": [], "vitals": [], "short_stem": [], "two_options": []}
+    rng = random.Random(0)
+    for rec in pool:
+        texts = _pool_segments(rec)
+        joined = "|".join(t.replace(" ", "") for t in texts)
+        for i, opts in numeric:
+            if all(o in joined for o in opts):
+                out["numbers"].append((i, texts))
+        shared = char_ngrams(joined.split("|"), 13) & weak_grams.keys()
+        if shared:
+            out["vitals"].append((weak_grams[min(shared)], texts))
+        for i, q in short:
+            at = joined.find(q)
+            if at >= 0 and not any(o in joined[max(0, at - 100) : at + len(q) + 100] for o in strict[i][1:] if o):
+                out["short_stem"].append((i, texts))
+        if rng.random() < 0.05:  # a sample of the pool for the costly class
+            qsh = [char_ngrams([segs[0]], 3) for segs in strict]
+            sh = char_ngrams(joined.split("|"), 3)
+            for i, segs in enumerate(strict):
+                found = [o for o in segs[1:] if len(o) >= 2 and o in joined]
+                if len(found) == 2 and not qsh[i] & sh:
+                    out["two_options"].append((i, texts))
+    return out
+
+
+def test_hard_negatives_of_the_real_pool_are_kept(shared_data):
+    """Numbers, vital signs, a short stem, two options: each shared with an item, none a copy of it."""
+    recs = _ceval_items(shared_data)
+    items = [_item(r) for r in recs]
+    g = ContentGuard(items)
+    classes = _hard_negatives(recs, _real_pool(shared_data))
+    report = {}
+    for name, cases in classes.items():
+        wrong = [
+            i for (i, texts), hits in zip(cases, g.check_many([t for _, t in cases])) if any(h.item == i for h in hits)
+        ]
+        report[name] = f"{len(cases) - len(wrong)}/{len(cases)} kept"
+        assert cases, name
+        assert not wrong, (name, [recs[i]["question"] for i in wrong])
+    print(f"\nhard negatives of the real pool: {report}")
 
 
 def test_planted_leaks_never_reach_either_sft_set(shared_data, tmp_path):
@@ -206,14 +291,17 @@ def test_planted_leaks_never_reach_either_sft_set(shared_data, tmp_path):
     targets = rng.sample([r for r in recs if "/val/" in r["id"]], 15) + rng.sample(
         [r for r in recs if "/test/" in r["id"]], 15
     )
+
+    def turns(v: dict) -> list[str]:
+        return [t for t in texts_of(v) if t]
+
     planted = {}
     for r in targets:
         for kind in KINDS:
-            v = variant(r, kind)
-            conv = [{"from": "human", "value": v["instruction"]}, {"from": "gpt", "value": v["output"]}]
-            pid = text_hash(json.dumps(conv, ensure_ascii=False))
-            planted[pid] = (r["id"], kind)
-    leaks = [[variant(r, kind)["instruction"], variant(r, kind)["output"]] for r in targets for kind in KINDS]
+            ts = turns(variant(r, kind))
+            conv = [{"from": "gpt" if k % 2 else "human", "value": t} for k, t in enumerate(ts)]
+            planted[text_hash(json.dumps(conv, ensure_ascii=False))] = (r["id"], kind)
+    leaks = [turns(variant(r, kind)) for r in targets for kind in KINDS]
     pool_vectors, pool_shards = write_real_pool(shared_data, tmp_path, 800, extra={"medical_qa_alpaca": leaks})
     bfiles, qfiles, rfiles = selection_paths(tmp_path, subjects)
     # max_similarity 1.0: only the text checks stand between a leak and the SFT sets
@@ -257,13 +345,15 @@ def test_planted_leaks_never_reach_either_sft_set(shared_data, tmp_path):
     recalled_drops = {d["sample_id"]: d for d in rstats["guard_drops"]}
     assert len(set(planted) & set(recalled_drops)) >= 100
     for pid in set(planted) & set(recalled_drops):
-        assert recalled_drops[pid]["reason"] in ("exact_ngram", "containment", "fuzzy", "options")
+        assert recalled_drops[pid]["reason"] in ("exact_ngram", "containment", "fuzzy", "short_question", "options")
     report = read_json(tmp_path / "results/sft/contamination.json")
     by_item = {row["id"]: {d["sample_id"] for d in row["dropped"]} for row in report["benchmark"]}
     for pid in set(planted) & set(recalled_drops):
         assert pid in by_item[recalled_drops[pid]["benchmark_id"]]
     review = (tmp_path / "results/sft/contamination_review.md").read_text(encoding="utf-8")
     assert review.count("\n## ") == 20
+    # the evidence of each drop is shown beside it, in bold where it stands verbatim
+    assert review.count("- evidence (normalised): ") >= 5 and review.count("**") >= 10
     assert stats["contamination"]["drops_by_reason"]
 
 
@@ -332,3 +422,67 @@ def test_transfer_guard_lists_items_a_training_sample_matches(tmp_path):
     assert (
         len(questions) == 2
     )  # every item is scored: the report leaves matched ones out (build_comparison(exclude_ids=...))
+
+
+def _reference(g: ContentGuard, texts: list[str]) -> tuple[set[int], set[int]]:
+    """The candidate lookup and the exact n-grams in plain Python sets and Counters (what the
+    vectorised lookup replaced): the items a sample is scored against, and those it shares a
+    counted n-gram with."""
+    from evalsel.guard import OPTION_CANDIDATE_SHARE
+    from evalsel.leak import char_ngrams
+
+    s = g.settings
+    segs = [t.replace(" ", "") for t in texts]
+
+    def grams_of(text: str) -> set[str]:
+        return char_ngrams([text], s.shingle_n) if len(text) >= s.shingle_n else ({text} if text else set())
+
+    sample = set().union(*(char_ngrams(segs, n) for n in (1, 2, 3)))
+    cands = set()
+    for per_item, share in (
+        ([grams_of(q) for q in g.questions], s.candidate_share),
+        (
+            [set().union(*(grams_of(o.letters) for o in opts if not o.tiny)) for opts in g.options],
+            OPTION_CANDIDATE_SHARE,
+        ),
+    ):
+        df = Counter(x for grams in per_item for x in grams)
+        for i, grams in enumerate(per_item):
+            rare = {x for x in grams if df[x] <= s.common_df}
+            if rare and len(rare & sample) >= max(1, share * len(rare)):
+                cands.add(i)
+    exact = {i for gram in char_ngrams(segs, s.ngram_n) for i in g.grams.get(gram, ())}
+    return cands, exact
+
+
+def test_the_vectorised_lookup_is_the_plain_one():
+    """Packed integer shingles, bitmap, binary search and the rolling-hash n-grams give exactly the
+    sets the plain-Python lookup gives, on planted leaks and on ordinary demo pool text."""
+    import numpy as np
+
+    from evalsel.guard import _SEP, _codes
+
+    recs = _demo_items()
+    items = [_item(r) for r in recs]
+    g = ContentGuard(items)
+    samples = [_segments(variant(r, k)) for r in recs[:30] for k in KINDS]
+    for path in sorted((REPO / "demo" / "data").glob("pool_*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            rec = json.loads(line)
+            samples.append(_pool_segments(rec))
+    samples = [t for t in samples if t]
+    assert len(samples) > 500
+    parsed_cands = []
+    for lo in range(0, len(samples), 128):
+        batch = samples[lo : lo + 128]
+        texts = ["|".join(t.replace(" ", "") for t in ts).replace("|", _SEP) for ts in batch]
+        big = "".join(t + _SEP for t in texts)
+        cp = _codes(big)
+        owner = np.repeat(np.arange(len(batch)), [len(t) + 1 for t in texts])
+        cands = g._candidates(cp, owner, len(batch))
+        exact = g._exact(big, cp, owner, len(batch))
+        for ts, c, e in zip(batch, cands, exact):
+            ref_c, ref_e = _reference(g, ts)
+            assert c == ref_c and set(e) == ref_e, ts
+            parsed_cands.append(len(c))
+    assert sum(parsed_cands) > 100  # candidates were found, not only empty sets compared

@@ -13,15 +13,46 @@ from dataclasses import dataclass
 
 # Punctuation, spaces, blanks ("____") and symbols carry no content and differ between copies.
 _NON_CONTENT = re.compile(r"[\W_]+")
+_CONVERTER = None
+
+
+def _t2s(text: str) -> str:
+    """Traditional Chinese folded into Simplified (OpenCC ``t2s``; Simplified text is unchanged)."""
+    global _CONVERTER
+    if _CONVERTER is None:
+        import opencc
+
+        _CONVERTER = opencc.OpenCC("t2s")
+    return _CONVERTER.convert(text)
+
+
+def _visible(text: str) -> str:
+    """Without format characters (zero-width space and joiners, soft hyphen, bidi marks): invisible
+    in any rendering, so a copy can hide inside a word with them."""
+    if text.isascii():
+        return text
+    return "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+
+
+def light_normalise(text: str) -> str:
+    """NFKC, invisible characters removed, case-folded, Traditional folded into Simplified, every
+    run of punctuation, spaces and symbols one space: the text as tokens.
+
+    Tokens matter where characters alone mislead: the option ``30`` in ``130`` is no match, in
+    ``30, 40`` it is (:mod:`evalsel.guard` matches options at token boundaries).
+    """
+    folded = _visible(unicodedata.normalize("NFKC", text)).casefold()
+    if not folded.isascii():
+        folded = _t2s(folded)
+    return _NON_CONTENT.sub(" ", folded).strip()
 
 
 def normalise(text: str) -> str:
-    """NFKC, case-folded, letters and digits only (CJK characters count as letters).
-
-    Chinese has no word boundaries, so n-grams are over characters of this normal form: full-width
-    and half-width forms, case, spacing and punctuation no longer hide a copy.
+    """:func:`light_normalise` without the spaces: letters and digits only (CJK characters count as
+    letters). Chinese has no word boundaries, so n-grams are over characters of this form: width,
+    case, spacing, punctuation, invisible characters and Traditional characters hide no copy.
     """
-    return _NON_CONTENT.sub("", unicodedata.normalize("NFKC", text).casefold())
+    return light_normalise(text).replace(" ", "")
 
 
 @dataclass
@@ -31,6 +62,24 @@ class BenchmarkItem:
     split: str
     # Normalised question and options: n-grams never span two of them (a copy may reorder options).
     segments: list[str]
+    # The same as tokens (light_normalise); the segments' own letters when not given.
+    texts: list[str] | None = None
+
+    def __post_init__(self):
+        if self.texts is None:
+            self.texts = list(self.segments)
+
+
+def item_of(rec: dict) -> BenchmarkItem:
+    """The guard item of one benchmark record (``id, subject, split, question, choices``)."""
+    texts = [t for t in (light_normalise(x) for x in [rec["question"], *rec["choices"]])]
+    keep = [i for i, t in enumerate(texts) if t.replace(" ", "")]
+    # the question keeps its place even when empty: segment 0 is the question
+    if 0 not in keep:
+        keep = [0, *keep]
+    texts = [texts[i] for i in keep]
+    segments = [t.replace(" ", "") for t in texts]
+    return BenchmarkItem(rec["id"], rec.get("subject", ""), rec.get("split", ""), segments, texts)
 
 
 def load_benchmark_items(paths: Iterable[str | os.PathLike]) -> list[BenchmarkItem]:
@@ -41,17 +90,19 @@ def load_benchmark_items(paths: Iterable[str | os.PathLike]) -> list[BenchmarkIt
     """
     from .records import read_records
 
-    items: list[BenchmarkItem] = []
-    for _, _, rec in read_records(paths):
-        segments = [s for s in (normalise(t) for t in [rec["question"], *rec["choices"]]) if s]
-        items.append(BenchmarkItem(rec["id"], rec["subject"], rec["split"], segments))
-    return items
+    return [item_of(rec) for _, _, rec in read_records(paths)]
+
+
+def sample_texts(record: dict) -> list[str]:
+    """System prompt and turns of a pool sample as tokens (:func:`light_normalise`): the full text
+    that would be trained on, as the guard reads it."""
+    parts = [record.get("system") or ""] + [t.get("value", "") for t in record.get("conversations", [])]
+    return [t for t in (light_normalise(p) for p in parts) if t]
 
 
 def sample_segments(record: dict) -> list[str]:
-    """Normalised system prompt and turns of a pool sample: the full text that would be trained on."""
-    parts = [record.get("system") or ""] + [t.get("value", "") for t in record.get("conversations", [])]
-    return [s for s in (normalise(p) for p in parts) if s]
+    """Normalised system prompt and turns of a pool sample (:func:`normalise`)."""
+    return [t.replace(" ", "") for t in sample_texts(record)]
 
 
 def char_ngrams(segments: Iterable[str], n: int) -> set[str]:

@@ -64,12 +64,19 @@ class _Selector:
         self.kept: set[int] = set()
         self.texts: set[str] = set()
         self.guard_drops: list[dict] = []
+        self.hits: dict[int, list] = {}  # guard hits of the loaded samples, checked a batch at a time
 
     def load(self, positions: list[int]) -> None:
         new = [p for p in dict.fromkeys(positions) if p not in self.records]
         if not new:
             return
         self.records.update(self.pool.fetch(new, progress=self.progress))
+        if self.guard is not None:
+            for lo in range(0, len(new), 1024):
+                chunk = new[lo : lo + 1024]
+                for p, hits in zip(chunk, self.guard.check_many([leak.sample_texts(self.records[p]) for p in chunk])):
+                    if hits:
+                        self.hits[p] = hits
         if self.queries is None and self.near_dup is None:
             self.loaded.extend(new)
             return
@@ -96,7 +103,7 @@ class _Selector:
         """None when kept, else the reason it is dropped."""
         rec = self.records[pos]
         if self.guard is not None:
-            hits = self.guard.check(leak.sample_segments(rec))
+            hits = self.hits.get(pos)
             if hits:
                 self.guard_drops.extend({"sample_id": rec["id"], **h.record(items)} for h in hits)
                 return hits[0].reason

@@ -106,10 +106,11 @@ class Guard:
     def check(self, positions: list[int], records: dict[int, dict]) -> dict[int, list[dict]]:
         """``{position: [drop records]}`` for the samples that fail; one drop record per benchmark item."""
         out: dict[int, list[dict]] = {}
-        for p in positions:
-            hits = self.content.check(leak.sample_segments(records[p]))
-            if hits:
-                out[p] = [h.record(self.items) for h in hits]
+        for lo in range(0, len(positions), 1024):
+            chunk = positions[lo : lo + 1024]
+            for p, hits in zip(chunk, self.content.check_many([leak.sample_texts(records[p]) for p in chunk])):
+                if hits:
+                    out[p] = [h.record(self.items) for h in hits]
         rest = [p for p in positions if p not in out]
         if self.max_similarity is not None and len(self.queries) and rest:
             for lo in range(0, len(rest), 4096):
@@ -126,6 +127,18 @@ class Guard:
                         for q in qs
                     ]
         return out
+
+
+def _excerpt(text: str, evidence: list[str], width: int = 400) -> str:
+    """``width`` characters of ``text`` around the first piece of evidence found in it verbatim,
+    every verbatim piece in bold (normalised evidence that is not verbatim is listed apart)."""
+    at = min((text.find(e) for e in evidence if e and e in text), default=0)
+    lo = max(0, at - width // 3)
+    part = text[lo : lo + width]
+    shown = {e for e in evidence if e and e in part}
+    for e in sorted({e for e in shown if not any(e != o and e in o for o in shown)}, key=len, reverse=True):
+        part = part.replace(e, f"**{e}**")
+    return f"{'...' if lo else ''}{part}{'...' if lo + width < len(text) else ''}"
 
 
 def write_review(
@@ -146,7 +159,7 @@ def write_review(
         "# Contamination guard: drops to review",
         "",
         f"{len(picked)} of the {len(text_drops)} samples dropped by the text checks (exact_ngram, containment, "
-        "fuzzy, options), drawn at random. Each: the benchmark item it matched, the reason and score, and the "
+        "fuzzy, short_question, options), drawn at random. Each: the benchmark item it matched, the reason and score, and the "
         "sample. A drop that is not a copy of the item is a false drop: tell the maintainers which.",
         "",
     ]
@@ -155,11 +168,13 @@ def write_review(
         sample = samples.get(d["sample_id"], {})
         turns = " / ".join(t["value"] for t in sample.get("conversations", []))
         options = "; ".join(f"{'ABCDE'[i]}. {c}" for i, c in enumerate(item.get("choices", [])))
+        evidence = [e for e in (d.get("detail") or "").split(",") if e]
         lines += [
             f"## {k}. {d['reason']} (score {d.get('score')}), stage {d.get('stage')}",
             "",
             f"- item `{d['benchmark_id']}`: {item.get('question', '?')}  \n  options: {options}",
-            f"- sample `{d['sample_id']}`: {turns[:400]}{'...' if len(turns) > 400 else ''}",
+            *([f"- evidence (normalised): {', '.join(evidence)}"] if evidence else []),
+            f"- sample `{d['sample_id']}`: {_excerpt(turns, evidence)}",
             "",
         ]
     with atomic_write(path) as fh:

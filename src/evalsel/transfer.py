@@ -10,14 +10,15 @@ from pathlib import Path
 from .chat import sft_messages
 from .guard import ContentGuard, GuardSettings, guard_settings
 from .io import read_jsonl, write_json
-from .leak import load_benchmark_items, normalise
+from .leak import light_normalise, load_benchmark_items
 
 log = logging.getLogger(__name__)
 
 
-def sft_segments(record: dict, path=None, line=None) -> list[str]:
-    """Normalised texts of one SFT-file record (ShareGPT, or alpaca with its history): what is trained on."""
-    return [t for t in (normalise(m["content"]) for m in sft_messages(record, path, line)) if t]
+def sft_texts(record: dict, path=None, line=None) -> list[str]:
+    """The texts of one SFT-file record (ShareGPT, or alpaca with its history), what is trained on,
+    as tokens (:func:`evalsel.leak.light_normalise`)."""
+    return [t for t in (light_normalise(m["content"]) for m in sft_messages(record, path, line)) if t]
 
 
 def scan_sft_files(sft_paths: list, benchmark_files: list, settings: GuardSettings | None = None) -> dict:
@@ -33,12 +34,15 @@ def scan_sft_files(sft_paths: list, benchmark_files: list, settings: GuardSettin
     checked = 0
     for path in sft_paths:
         arm = Path(path).stem
-        for line, rec in read_jsonl(path):
-            checked += 1
-            for hit in guard.check(sft_segments(rec, path, line)):
-                contaminated.setdefault(items[hit.item].id, []).append(
-                    {"arm": arm, "sample_id": rec.get("id"), **hit.record(items)}
-                )
+        records = list(read_jsonl(path))
+        checked += len(records)
+        for lo in range(0, len(records), 1024):
+            chunk = records[lo : lo + 1024]
+            for (_, rec), hits in zip(chunk, guard.check_many([sft_texts(r, path, n) for n, r in chunk])):
+                for hit in hits:
+                    contaminated.setdefault(items[hit.item].id, []).append(
+                        {"arm": arm, "sample_id": rec.get("id"), **hit.record(items)}
+                    )
     return {
         "items": len(items),
         "checked": checked,
