@@ -13,7 +13,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from build_benchmark import BENCHMARK, KEEP_ORDER, LEAK  # noqa: E402
+from build_benchmark import BENCHMARK, KEEP_ORDER, LEAK, RECALL  # noqa: E402
 from pool_facts import GENERAL, OFF_TARGET, TOPICS  # noqa: E402
 
 LETTERS = "ABCDE"
@@ -55,6 +55,14 @@ def build_benchmark(rng: random.Random) -> dict[str, list[dict]]:
             row["explanation"] = explanation
             rows.append(row)
         out[f"{split}/{subject}"] = rows
+    for subject, items in RECALL.items():  # recall-only: options shuffled, no answer (C-Eval's test)
+        rows = []
+        for i, (_topic, question, options) in enumerate(items):
+            order = list(options)
+            if not set(options) <= KEEP_ORDER:
+                rng.shuffle(order)
+            rows.append({"id": i, "question": question, **dict(zip(LETTERS, order)), "answer": "", "explanation": ""})
+        out[f"test/{subject}"] = rows
     return out
 
 
@@ -157,10 +165,11 @@ def ngrams(text: str, n: int) -> set[str]:
 
 
 def check_leak(benchmark: dict[str, list[dict]], pool: dict[str, list[dict]], n: int = 13) -> list[str]:
-    """Pool records sharing a character n-gram with a val question or option (must be just the planted one)."""
+    """Pool records sharing a character n-gram with a val or test question or option (must be just
+    the planted one)."""
     grams = set()
     for key, rows in benchmark.items():
-        if key.startswith("val/"):
+        if key.startswith(("val/", "test/")):
             for row in rows:
                 grams |= ngrams(row["question"], n)
                 for letter in LETTERS:
