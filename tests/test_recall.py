@@ -165,6 +165,29 @@ def test_search_is_exact_with_ties(backend):
         assert res.leaks.tolist() == ([0] * len(Q) if max_sim is None else (S > max_sim).sum(1).tolist())
 
 
+@pytest.mark.parametrize("seed_cols,chunk", [(16, 50), (1, 7), (300, 999)])
+def test_numpy_search_is_exact_across_seed_and_chunk_sizes(monkeypatch, seed_cols, chunk):
+    """The numpy kernel seeds each row's k-th from the first columns, then scores chunks of a block
+    against the block's starting k-th: exact with ties, leaks and repeated ids at any sizes."""
+    import evalsel.kernels as kernels
+
+    monkeypatch.setattr(kernels, "SEED_COLUMNS", seed_cols)
+    monkeypatch.setattr(kernels, "CHUNK_COLUMNS", chunk)
+    rng = np.random.default_rng(3)
+    P = rng.integers(-3, 4, (2500, 8)).astype(np.float32) / 4
+    Q = rng.integers(-3, 4, (30, 8)).astype(np.float32) / 4
+    P[1200:1300] = P[:100]  # equal vectors far apart: ties broken by position across chunks
+    pool = PoolIndex.from_array(P)
+    S = Q @ P.T
+    for k, max_sim, block in [(10, None, 1000), (7, 1.0, 37), (40, 2.0, 5000), (1, 0.5, 333)]:
+        res = search_topk(Q, pool, k, max_sim, block, "numpy")
+        expected = brute_topk(Q, P, k, max_sim)
+        for i in range(len(Q)):
+            got = [int(j) for j, s in zip(res.index[i], res.scores[i]) if np.isfinite(s)]
+            assert got == expected[i], (k, max_sim, block, i)
+        assert res.leaks.tolist() == ([0] * len(Q) if max_sim is None else (S > max_sim).sum(1).tolist())
+
+
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
 def test_search_streams_shards_exactly_and_skips_repeated_ids(tmp_path, backend):
     if backend == "torch":

@@ -106,42 +106,89 @@ def _merge_sparse(run_s, run_i, rows, new_i, new_s, k):
     return V[keep].reshape(Q, k), Ix[keep].reshape(Q, k)
 
 
+# The first columns a search sees are taken densely, this many of them (at least 8 k): enough to
+# give every row a running k-th score, so that the rest of the first block, like every later one,
+# goes the sparse way (only scores above that k-th are gathered) instead of a full argpartition.
+SEED_COLUMNS = 4096
+
+
+def _numpy_block(S, start, run_s, run_i, k, max_sim, leaks):
+    """Merge one score block (columns from pool position ``start``) into the running top-k."""
+    Q, b = S.shape
+    # Only scores above a row's current k-th can enter (equal ones lose the tie to earlier
+    # positions); leaks sit above it too, since the running top-k holds no leak.
+    mask = S > run_s[:, -1:]
+    n = int(np.count_nonzero(mask))
+    if n * 16 > Q * b:
+        hot = S > max_sim
+        if hot.any():
+            r, c = np.nonzero(hot)
+            leaks.add(r, c + start, S[r, c])
+            S[hot] = -np.inf
+        vals, idx = _dense_block_topk(S, k, start)
+        if vals.shape[1] < k:
+            pad = k - vals.shape[1]
+            vals = np.pad(vals, ((0, 0), (0, pad)), constant_values=-np.inf)
+            idx = np.pad(idx, ((0, 0), (0, pad)), constant_values=EMPTY)
+        return _merge_dense(run_s, run_i, vals, idx, k)
+    if n:
+        r, c = np.nonzero(mask)
+        v = S[r, c]
+        hot = v > max_sim
+        if hot.any():
+            leaks.add(r[hot], c[hot] + start, v[hot])
+            r, c, v = r[~hot], c[~hot], v[~hot]
+        return _merge_sparse(run_s, run_i, r, c + start, v, k)
+    return run_s, run_i
+
+
+# Within a block, scores are computed this many columns at a time: each chunk's compare and
+# gather then run on a score matrix still in cache, and no block-sized score matrix is held.
+CHUNK_COLUMNS = 8192
+
+
 def _numpy_search(queries, pool, k, max_sim, block_size, progress):
     Q = len(queries)
     run_s = np.full((Q, k), -np.inf, dtype=np.float32)
     run_i = np.full((Q, k), EMPTY, dtype=np.int64)
     leaks = _Leaks(Q)
+    seeded = False
     for start, raw, dup in tqdm(
         pool.blocks(block_size), total=_n_blocks(pool, block_size), desc="recall", unit="block", disable=not progress
     ):
-        S = queries @ np.asarray(raw, dtype=np.float32).T
-        if dup.any():
-            S[:, dup] = -np.inf
-        b = S.shape[1]
-        # Only scores above a row's current k-th can enter (equal ones lose the tie to earlier
-        # positions); leaks sit above it too, since the running top-k holds no leak.
-        mask = S > run_s[:, -1:]
-        n = int(np.count_nonzero(mask))
-        if n * 16 > Q * b:
-            hot = S > max_sim
-            if hot.any():
-                r, c = np.nonzero(hot)
-                leaks.add(r, c + start, S[r, c])
-                S[hot] = -np.inf
-            vals, idx = _dense_block_topk(S, k, start)
-            if vals.shape[1] < k:
-                pad = k - vals.shape[1]
-                vals = np.pad(vals, ((0, 0), (0, pad)), constant_values=-np.inf)
-                idx = np.pad(idx, ((0, 0), (0, pad)), constant_values=EMPTY)
-            run_s, run_i = _merge_dense(run_s, run_i, vals, idx, k)
-        elif n:
-            r, c = np.nonzero(mask)
-            v = S[r, c]
+        b = raw.shape[0]
+        lo = 0
+        rows, cols, vals = [], [], []
+        thr = run_s[:, -1:].copy()
+        while lo < b:
+            hi = min(b, lo + (max(SEED_COLUMNS, 8 * k) if not seeded else CHUNK_COLUMNS))
+            S = queries @ np.asarray(raw[lo:hi], dtype=np.float32).T
+            if dup[lo:hi].any():
+                S[:, dup[lo:hi]] = -np.inf
+            if not seeded:
+                run_s, run_i = _numpy_block(S, start + lo, run_s, run_i, k, max_sim, leaks)
+                seeded = bool(np.isfinite(run_s[:, -1]).all())
+                thr = run_s[:, -1:].copy()
+                lo = hi
+                continue
+            # only scores above the row's k-th at the block's start can enter (equal ones lose the
+            # tie to earlier positions); leaks sit above it too, since the top-k holds no leak
+            r, c = np.nonzero(S > thr)
+            if len(r) * 16 > S.size:  # most of the chunk enters: take its top-k densely now
+                run_s, run_i = _numpy_block(S, start + lo, run_s, run_i, k, max_sim, leaks)
+                thr = run_s[:, -1:].copy()
+            elif len(r):
+                rows.append(r)
+                cols.append(c + (start + lo))
+                vals.append(S[r, c])
+            lo = hi
+        if rows:
+            r, c, v = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
             hot = v > max_sim
             if hot.any():
-                leaks.add(r[hot], c[hot] + start, v[hot])
+                leaks.add(r[hot], c[hot], v[hot])
                 r, c, v = r[~hot], c[~hot], v[~hot]
-            run_s, run_i = _merge_sparse(run_s, run_i, r, c + start, v, k)
+            run_s, run_i = _merge_sparse(run_s, run_i, r, c, v, k)
     return run_s, run_i, leaks
 
 
