@@ -317,7 +317,7 @@ def test_the_demo_with_four_arms_runs_only_the_new_arms_and_reports_them_all(dem
     assert (arms / "results/sft/overlap.png").stat().st_size > 1000
     for arm in ("rds", "dsir"):
         sel = json.loads((arms / f"results/select/{arm}/statistics.json").read_text(encoding="utf-8"))
-        assert sel["overall"]["kept"] == 98
+        assert sel["overall"]["kept"] == 100  # demo/arms.yaml's budget: what the cosine arm recalls
 
 
 def test_a_one_gpu_box_runs_its_gpu_jobs_one_at_a_time(demo_run, tmp_path):

@@ -596,12 +596,19 @@ def test_sigterm_ends_the_stream_and_answers_every_waiter(tiny_lm_dir, tmp_path)
 
         threads = [threading.Thread(target=stream, args=(0,))]
         threads[0].start()
-        time.sleep(1.0)  # the first stream is generating
+        # the others start once the first stream is generating (its first chunks are out) ...
+        deadline = time.time() + 30
+        while len(streams[0]) < 3 and time.time() < deadline:
+            time.sleep(0.01)
         threads.append(threading.Thread(target=stream, args=(1,)))
         threads += [threading.Thread(target=wait) for _ in range(5)]
         for t in threads[1:]:
             t.start()
-        time.sleep(1.0)
+        # ... and SIGTERM comes as soon as all six are queued behind it (polled: a busy machine
+        # starts threads late, a fast one ends the 2,048-token stream within seconds)
+        deadline = time.time() + 10
+        while httpx.get(url + "/health", headers=_auth(), timeout=5).json()["queued"] < 6 and time.time() < deadline:
+            time.sleep(0.02)
         assert httpx.get(url + "/health", headers=_auth(), timeout=5).json()["queued"] == 6
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
