@@ -140,7 +140,7 @@ def test_the_normaliser_folds_traditional_and_invisible_characters():
     """One normal form for benchmark items and samples: a Traditional-character copy, one with
     zero-width spaces inside words, and a full-width one all fold into the Simplified original;
     light_normalise keeps token breaks (where the guard's option boundaries come from)."""
-    from evalsel.leak import light_normalise
+    from evalsel.leak import item_of, light_normalise
 
     original = "有机磷杀虫药中毒的特效解毒药是阿托品和碘解磷定"
     assert normalise("有機磷殺蟲藥中毒的特效解毒藥是阿托品和碘解磷定") == normalise(original)
@@ -150,11 +150,5 @@ def test_the_normaliser_folds_traditional_and_invisible_characters():
     assert light_normalise("30, 40,50") == "30 40 50"
     # Simplified text is left as it is
     assert normalise("后来乾隆皇帝") == normalise("後來乾隆皇帝")
-    items = load_benchmark_items_from([_item(0, "甲狀腺功能亢進症最常見的病因是")])
-    assert items[0].segments[0] == normalise("甲状腺功能亢进症最常见的病因是")
-
-
-def load_benchmark_items_from(records):
-    from evalsel.leak import item_of
-
-    return [item_of(r) for r in records]
+    item = item_of(_item(0, "甲狀腺功能亢進症最常見的病因是"))
+    assert item.segments[0] == normalise("甲状腺功能亢进症最常见的病因是")

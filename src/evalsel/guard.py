@@ -103,7 +103,6 @@ LATIN_UNITS = (
     "sec",
     "hr",
     "bp",
-    "hr",
     "kcal",
     "mmh",
 )

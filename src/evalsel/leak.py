@@ -72,12 +72,9 @@ class BenchmarkItem:
 
 def item_of(rec: dict) -> BenchmarkItem:
     """The guard item of one benchmark record (``id, subject, split, question, choices``)."""
-    texts = [t for t in (light_normalise(x) for x in [rec["question"], *rec["choices"]])]
-    keep = [i for i, t in enumerate(texts) if t.replace(" ", "")]
-    # the question keeps its place even when empty: segment 0 is the question
-    if 0 not in keep:
-        keep = [0, *keep]
-    texts = [texts[i] for i in keep]
+    question, *options = (light_normalise(x) for x in [rec["question"], *rec["choices"]])
+    # the question keeps its place even when empty (segment 0 is the question); empty options go
+    texts = [question, *(o for o in options if o)]
     segments = [t.replace(" ", "") for t in texts]
     return BenchmarkItem(rec["id"], rec.get("subject", ""), rec.get("split", ""), segments, texts)
 
