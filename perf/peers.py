@@ -53,6 +53,7 @@ def done(result):
     rss = max(me.ru_maxrss, kids.ru_maxrss) / 1024
     print(json.dumps({{"cpu": cpu, "wall": time.perf_counter() - t0, "rss": rss, "result": result}}))
 a = json.load(open(sys.argv[1]))
+OUT = a.get("out", "") + "." + {name!r}  # each child's own output file
 """
 
 CHILDREN = {
@@ -62,7 +63,7 @@ from evalsel.kernels import search_topk
 from evalsel.poolindex import PoolIndex
 q = np.load(a["queries"])
 res = search_topk(q, PoolIndex(a["shards"]), a["k"], 2.0, 65536, "numpy")
-np.save(a["out"], res.index)
+np.save(OUT + ".npy", res.index)
 done(None)
 """,
     "recall_faiss": """
@@ -74,7 +75,7 @@ index = faiss.IndexFlatIP(q.shape[1])
 for f in a["shards"]:
     index.add(np.ascontiguousarray(load_vectors(f)[1], dtype=np.float32))
 _, ids = index.search(q, a["k"])
-np.save(a["out"], ids)
+np.save(OUT + ".npy", ids)
 done(None)
 """,
     "recall_numpy": """
@@ -91,7 +92,7 @@ for f in a["shards"]:
     o = np.argsort(-s, axis=1)[:, :k]
     best_s, best_i = np.take_along_axis(s, o, axis=1), np.take_along_axis(i, o, axis=1)
     off += len(m)
-np.save(a["out"], best_i)
+np.save(OUT + ".npy", best_i)
 done(None)
 """,
     "dsir_project": """
@@ -139,8 +140,8 @@ from evalsel.embed import EmbedSettings, embed_pool_shard
 from evalsel.vectors import load_vectors
 s = EmbedSettings(backend="sentence_transformers", model=a["model"], device="cpu", batch_size=128,
                   max_tokens=256, dtype="float16", threads=os.cpu_count())
-embed_pool_shard(a["shard"], a["out"] + ".npy", a["out"] + ".stats.json", s)
-np.save(a["out"] + ".mat.npy", load_vectors(a["out"] + ".npy")[1].astype(np.float32))
+embed_pool_shard(a["shard"], OUT + ".vectors.npy", OUT + ".stats.json", s)
+np.save(OUT + ".npy", load_vectors(OUT + ".vectors.npy")[1].astype(np.float32))
 done(None)
 """,
     "embed_peer": """
@@ -151,7 +152,7 @@ texts = [json.loads(x)["text"] for x in open(a["shard"], encoding="utf-8")]
 m = SentenceTransformer(a["model"], device="cpu")
 m.max_seq_length = 256
 v = m.encode(texts, batch_size=128, normalize_embeddings=True)
-np.save(a["out"] + ".mat.npy", v.astype(np.float32))
+np.save(OUT + ".npy", v.astype(np.float32))
 done(None)
 """,
 }
@@ -161,7 +162,7 @@ def child(name: str, args: dict, work: Path) -> dict:
     """Run one child (fresh process) on ``args``; its JSON line."""
     path = work / f"{name}.args.json"
     path.write_text(json.dumps(args, ensure_ascii=False), encoding="utf-8")
-    code = PRELUDE.format(src=str(REPO / "src"), perf=str(REPO / "perf")) + CHILDREN[name]
+    code = PRELUDE.format(src=str(REPO / "src"), perf=str(REPO / "perf"), name=name) + CHILDREN[name]
     proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
@@ -198,17 +199,12 @@ def case_recall(n: int, work: Path, repeats: int) -> str:
     q = random_unit(rng, 1000, 384)
     np.save(work / "queries.npy", q)
     shards = [str(p) for p in write_shards(work / f"pool{n}", None, n, 384, 50_000, "float16", 1)]
-    runs: dict[str, list[dict]] = {}
-    ids = {}
-    for name in ("recall_project", "recall_faiss", "recall_numpy"):
-        runs[name] = []
-    for r in range(repeats):
-        for name in list(runs) if r % 2 == 0 else list(runs)[::-1]:
-            out = work / f"{name}.npy"
-            runs[name].append(
-                child(name, {"queries": str(work / "queries.npy"), "shards": shards, "k": 20, "out": str(out)}, work)
-            )
-            ids[name] = np.load(out)
+    names = ["recall_project", "recall_faiss", "recall_numpy"]
+    out = work / "recall"
+    runs = interleaved(
+        names, {"queries": str(work / "queries.npy"), "shards": shards, "k": 20, "out": str(out)}, work, repeats
+    )
+    ids = {n: np.load(f"{out}.{n}.npy") for n in names}
     same = [
         all(set(a.tolist()) == set(b.tolist()) for a, b in zip(ids["recall_project"], ids[peer]))
         for peer in ("recall_faiss", "recall_numpy")
@@ -301,11 +297,7 @@ def case_embed(work: Path, repeats: int) -> str:
             fh.write(json.dumps({"id": text_hash(t), "text": t}, ensure_ascii=False) + "\n")
     args = {"shard": str(shard), "model": str(get_model_path()), "out": str(work / "embed")}
     runs = interleaved(["embed_project", "embed_peer"], args, work, repeats)
-    a = np.load(str(work / "embed") + ".mat.npy")
-    # the last run wrote the file: rerun the other once for the comparison
-    other = "embed_project" if (repeats % 2 == 0) else "embed_peer"
-    child(other, {**args, "out": str(work / "embed2")}, work)
-    b = np.load(str(work / "embed2") + ".mat.npy")
+    a, b = (np.load(f"{work / 'embed'}.{n}.npy") for n in ("embed_project", "embed_peer"))
     cos = float(np.min(np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))))
     return line("embed", runs, "embed_project", f"min cosine {cos:.4f}")
 
