@@ -50,7 +50,12 @@ DSIR_ARMS = [a for a, s in ARM.items() if s.strategy == "dsir"]
 LISTED_ARMS = [a for a, s in ARM.items() if s.strategy == "listed"]
 SELECT_ARMS = [a for a, s in ARM.items() if s.selects]
 RANDOM_ARMS = [a for a, s in ARM.items() if not s.selects]
-ARMS = list(ARM) + (["dpo"] if config["dpo"]["enabled"] else [])
+# After the SFT arms: the DPO and RL stages when enabled (arms of their own, rules/train.smk, rules/rl.smk).
+ARMS = (
+    list(ARM)
+    + (["dpo"] if config["dpo"]["enabled"] else [])
+    + (["rl"] if config["rl"]["enabled"] else [])
+)
 # With a cosine arm the pool is embedded, and every arm's guard adds max_similarity on those vectors.
 GUARD_VECTORS = guard_uses_vectors(config)
 SEEDS = [int(s) for s in config["train"]["seeds"]]

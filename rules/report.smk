@@ -55,7 +55,19 @@ rule report:
         arms=ARMS,
         select_arms=SELECT_ARMS,
         arm_specs={
-            a: {"strategy": s.strategy, "match": s.match} for a, s in ARM.items()
+            **{a: {"strategy": s.strategy, "match": s.match} for a, s in ARM.items()},
+            **(
+                {
+                    "rl": {
+                        "strategy": "rl",
+                        "match": None,
+                        "method": config["rl"]["method"],
+                        "start": config["rl"]["arm"],
+                    }
+                }
+                if config["rl"]["enabled"]
+                else {}
+            ),
         },
         seeds=SEEDS,
         transfer={b: [str(s) for s in spec["splits"]] for b, spec in TRANSFER.items()},

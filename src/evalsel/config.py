@@ -175,8 +175,13 @@ def cross_key_problems(config: dict, environ: dict | None = None) -> list[str]:
     problems += arm_problems(config)
     arms = [a["name"] for a in config["arms"]]
     for arm in config["merge"]["arms"]:
-        if arm not in arms and not (arm == "dpo" and config["dpo"]["enabled"]):
+        if (
+            arm not in arms
+            and not (arm == "dpo" and config["dpo"]["enabled"])
+            and not (arm == "rl" and config["rl"]["enabled"])
+        ):
             problems.append(f"merge.arms names {arm!r}, which is not a trained arm (arms: {arms})")
+    problems += rl_problems(config)
     if config["dpo"]["enabled"] and not config["dpo"]["preferences"]:
         problems.append("dpo.enabled is true but dpo.preferences (a prompt/chosen/rejected JSONL) is null")
     if config["embedding"]["backend"] == "zhipuai" and not environ.get("ZHIPUAI_API_KEY", "").strip():
@@ -201,6 +206,68 @@ def cross_key_problems(config: dict, environ: dict | None = None) -> list[str]:
             "eval.few_shot draws its examples from the dev split, which benchmark.eval_splits "
             "also scores: remove dev from eval_splits or set few_shot to 0"
         )
+    return problems
+
+
+# Hub benchmarks whose named splits are known to ship without answers.
+_UNLABELLED_HUB_SPLITS = {"ceval/ceval-exam": {"test"}}
+
+
+def rl_problems(config: dict) -> list[str]:
+    """The RL stage's rules: an SFT arm to start from, labelled splits that are never scored, a
+    method trl ships, an SFT method it can continue."""
+    rl = config.get("rl") or {}
+    if not rl.get("enabled"):
+        return []
+    problems = []
+    arms = [a["name"] for a in config["arms"]]
+    if rl["arm"] not in arms:
+        problems.append(f"rl.arm {rl['arm']!r} is not a trained SFT arm (arms: {arms}): RL continues an SFT adapter")
+    if rl["method"] == "ppo":
+        problems.append(
+            "rl.method 'ppo': trl removed PPOTrainer (huggingface/trl#7020); use 'grpo' or 'rloo' "
+            "(critic-free, the same verifiable reward)"
+        )
+    if config["train"]["method"] == "qlora":
+        problems.append("rl.enabled with train.method 'qlora' is not supported: RL continues lora or full SFT models")
+    bench = config["benchmark"]
+    splits = [str(s) for s in rl["splits"]]
+    scored = sorted(set(splits) & {str(s) for s in bench["eval_splits"]})
+    if scored:
+        problems.append(
+            f"rl.splits {scored} also scored (benchmark.eval_splits): RL would train on the scored questions"
+        )
+    if bench["source"] == "hf":
+        unlabelled = sorted(set(splits) & _UNLABELLED_HUB_SPLITS.get(bench.get("hf_name"), set()))
+        if unlabelled:
+            problems.append(
+                f"rl.splits {unlabelled}: {bench['hf_name']} ships that split without answers; "
+                "the RL reward needs labelled questions (e.g. dev)"
+            )
+    elif not scored:
+        problems += _local_rl_split_problems(bench, splits)
+    return problems
+
+
+def _local_rl_split_problems(bench: dict, splits: list[str]) -> list[str]:
+    """A local RL split's files must exist and every question have an answer (read now: benchmark
+    files are small, and an unlabelled RL split would otherwise fail only at its job)."""
+    from .benchmark import load_local_split, resolve_columns
+    from .io import InputError
+
+    local = bench.get("local", {})
+    if not local.get("path"):
+        return []
+    cols = resolve_columns(local.get("columns"))
+    problems = []
+    for subject in bench["subjects"]:
+        for split in splits:
+            try:
+                load_local_split(local["path"], subject, split, cols, local.get("encoding", "utf-8"))
+            except InputError as exc:
+                problems.append(f"rl.splits {split!r}: {exc}")
+            except OSError as exc:
+                problems.append(f"rl.splits {split!r}: {subject}: {exc.strerror}: {exc.filename}")
     return problems
 
 

@@ -214,7 +214,10 @@ def _arm_specs(arms: Sequence[str], specs: dict[str, dict] | None) -> dict[str, 
     two-arm convention: random matches eval_driven, every other arm is a selection."""
     out = {}
     for arm in arms:
-        if specs and arm in specs:
+        if specs and arm in specs and specs[arm]["strategy"] == "rl":
+            # the RL stage: its method and the SFT arm it continues
+            out[arm] = {k: specs[arm].get(k) for k in ("strategy", "match", "method", "start")}
+        elif specs and arm in specs:
             out[arm] = {"strategy": specs[arm]["strategy"], "match": specs[arm].get("match")}
         elif arm == "random":
             out[arm] = {"strategy": "random", "match": "eval_driven" if "eval_driven" in arms else None}
@@ -226,8 +229,9 @@ def _arm_specs(arms: Sequence[str], specs: dict[str, dict] | None) -> dict[str, 
 def comparison_pairs(arms: Sequence[str], specs: dict[str, dict]) -> list[tuple[str, str]]:
     """``(b, a)`` pairs compared, "b vs a": every arm vs base; every selection arm vs every random
     arm (the one sized like it first; the report warns when sizes differ); the selection arms with
-    each other (later vs earlier in the configured order); dpo vs eval_driven."""
-    selecting = [a for a in arms if specs[a]["strategy"] not in ("random", "dpo")]
+    each other (later vs earlier in the configured order); dpo vs eval_driven; rl vs the SFT arm it
+    continues."""
+    selecting = [a for a in arms if specs[a]["strategy"] not in ("random", "dpo", "rl")]
     randoms = [a for a in arms if specs[a]["strategy"] == "random"]
     pairs = [(arm, "base") for arm in arms]
     for arm in selecting:
@@ -236,6 +240,10 @@ def comparison_pairs(arms: Sequence[str], specs: dict[str, dict]) -> list[tuple[
     pairs += [(b, a) for i, a in enumerate(selecting) for b in selecting[i + 1 :]]
     if "dpo" in arms and "eval_driven" in arms:
         pairs.append(("dpo", "eval_driven"))
+    for arm in arms:
+        start = specs[arm].get("start") if specs[arm]["strategy"] == "rl" else None
+        if start in arms:
+            pairs.append((arm, start))
     return pairs
 
 
@@ -884,6 +892,8 @@ def _arm_label(arm: str, rep: dict) -> str:
         return arm
     if spec["strategy"] == "random" and spec.get("match"):
         return f"{arm} (random, sized like {spec['match']})"
+    if spec["strategy"] == "rl":
+        return f"{arm} ({spec.get('method') or 'rl'} after {spec.get('start')})"
     return f"{arm} ({spec['strategy']})"
 
 
