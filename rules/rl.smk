@@ -82,7 +82,7 @@ rule rl_prompts:
     input:
         rl=expand("results/rl/benchmark/{subject}.jsonl", subject=SUBJECTS),
         scored=expand("results/benchmark/{subject}.jsonl", subject=SUBJECTS),
-        code=pkg("rl.py", "chat.py", "records.py", "leak.py", "guard.py"),
+        code=pkg("rlprompts.py", "chat.py", "records.py", "leak.py", "guard.py"),
     output:
         prompts="results/rl/prompts.jsonl",
         stats="results/rl/prompts.stats.json",

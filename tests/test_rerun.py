@@ -320,3 +320,31 @@ def test_an_rds_arm_embeds_once_and_a_new_budget_only_reselects(demo_workdir, de
         shutil.rmtree(demo_workdir / "results/vectors/rds", ignore_errors=True)
         shutil.rmtree(demo_workdir / "results/select/rds", ignore_errors=True)
     assert dry_run(demo_workdir) == []
+
+
+# What the RL stage schedules once its prompts are made: RL from the eval-driven adapter, the rl
+# model's evaluations (the targeted and the transfer benchmark), the report.
+AFTER_RL_PROMPTS = Counter(rl_train=1, evaluate=1, transfer_evaluate=1, report=1, all=1)
+RL_ON = {"rl": {"enabled": True, "max_steps": 1, "prompts_per_step": 2, "max_completion_length": 4}}
+
+
+def test_enabling_rl_schedules_only_its_own_jobs(demo_workdir, demo_shape):
+    """Its questions are fetched apart from the recall benchmark: no selection, SFT set or SFT
+    training is touched."""
+    jobs = dry_run(demo_workdir, RL_ON)
+    assert rules(jobs) == Counter(rl_fetch=demo_shape["subjects"], rl_prompts=1) + AFTER_RL_PROMPTS
+    assert models(jobs) == {f"rl-seed{SEED}"}
+
+
+def test_an_rl_setting_reruns_only_rl_onwards(demo_workdir, tmp_path):
+    """In a copy of the demo run: RL run once (one step), then each RL setting re-runs RL and what
+    reads it, and nothing before."""
+    work = tmp_path / "work"
+    shutil.copytree(demo_workdir, work, symlinks=True)
+    snakemake(work, "--cores", "2", "--configfile", DEMO_CONFIG, write_override(work, "rl", RL_ON))
+    assert (work / "results/train/rl/seed42/adapter/adapter_config.json").is_file()
+    assert dry_run(work, RL_ON, "rl") == []
+    for key, value in {"learning_rate": 3e-5, "beta": 0.0, "method": "rloo", "num_generations": 2}.items():
+        jobs = dry_run(work, {"rl": {**RL_ON["rl"], key: value}}, "rl")
+        assert rules(jobs) == AFTER_RL_PROMPTS, key
+        assert models(jobs) == {f"rl-seed{SEED}"}
