@@ -324,3 +324,35 @@ def test_one_rl_step_moves_the_policy_toward_the_rewarded_answer(smollm2_start, 
     else:
         assert after < before - 0.05, (before, after)
     assert (tmp_path / "curves.png").stat().st_size > 0 and not (tmp_path / "ck").exists()
+
+
+def test_rl_on_the_tiny_model_writes_an_adapter_and_resumes(tiny_lm_dir, tmp_path):
+    """A job killed after its first checkpoint: the rerun resumes there and ends where the first
+    run did; a changed setting starts afresh."""
+    import shutil
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_lm_dir),
+        LoraConfig(r=2, lora_alpha=4, target_modules="all-linear", task_type="CAUSAL_LM"),
+    )
+    sft = tmp_path / "sft"
+    model.save_pretrained(sft)
+    AutoTokenizer.from_pretrained(tiny_lm_dir).save_pretrained(sft)
+    rl = _write(tmp_path / "rl.jsonl", [_record(i, "dev", f"Which remedy suits case {i}?") for i in range(4)])
+    scored = _write(tmp_path / "scored.jsonl", SCORED)
+    build_rl_prompts([rl], [scored], ["dev"], ["val"], tmp_path / "p.jsonl", tmp_path / "s.json", "zh")
+    kw = dict(max_steps=2, save_steps=1, keep_checkpoints=True, prompts_per_step=2, num_generations=2)
+    kw |= dict(max_completion_length=3, precision="fp32", gpus=0, logging_steps=1, seed=0)
+    args = (tmp_path / "p.jsonl", str(tiny_lm_dir), sft, tmp_path / "out", tmp_path / "m.json", tmp_path / "ck")
+    first = train_rl(*args, tmp_path / "c.png", **kw)
+    assert first["resumed_from"] is None and first["global_step"] == 2
+    assert first["reference"] == "the SFT model (frozen copy)"
+    assert (tmp_path / "out" / "adapter_config.json").is_file() and (tmp_path / "c.png").is_file()
+    shutil.rmtree(tmp_path / "ck" / "checkpoint-2")
+    again = train_rl(*args, **kw)
+    assert again["resumed_from"] == "checkpoint-1" and again["global_step"] == 2
+    other = train_rl(*args, **(kw | {"learning_rate": 2e-5}))
+    assert other["resumed_from"] is None

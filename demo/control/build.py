@@ -57,6 +57,9 @@ SAY = {
 # Scored (cloze: each option's text is scored as the answer) and recall wordings.
 SCORED = {"drug": "The drug of choice for {d} is", "germ": "The organism that causes {d} is"}
 RECALL = {"drug": "Name the treatment prescribed in cases of {d}.", "germ": "Name the pathogen found in cases of {d}."}
+# The RL split of the heldout world (split ``rl``, labelled, never scored): the recall questions'
+# labelled twin in a third wording, multiple choice (demo/control/rl.yaml).
+RL_ASK = {"drug": "Which medicine do doctors give for {d}?", "germ": "Which organism is responsible for {d}?"}
 GENERAL = [
     ("Write a short birthday wish.", "Happy birthday! Wishing you a year full of joy and good friends."),
     (
@@ -142,6 +145,26 @@ def questions(rng: random.Random, group: list[dict], facts=FACTS, start: int = 0
     return scored, recall
 
 
+def rl_questions(rng: random.Random, group: list[dict]) -> list[dict]:
+    """The labelled RL questions about ``group``: each fact asked in the RL wording, the answer
+    among 3 same-type values of other diseases of ``group`` (options drawn afresh)."""
+    out = []
+    for i, w in enumerate(group):
+        for fact in FACTS:
+            options = [*rng.sample([o[fact] for o in group if o is not w], 3), w[fact]]
+            rng.shuffle(options)
+            out.append(
+                {
+                    "id": f"rl-{fact}-{i}",
+                    "question": RL_ASK[fact].format(d=w["disease"]),
+                    **dict(zip("ABCD", options)),
+                    "answer": "ABCD"[options.index(w[fact])],
+                    "explanation": "",
+                }
+            )
+    return out
+
+
 def swap_diseases(scored: list[dict], world: list[dict]) -> list[dict]:
     """The swap probe: each scored question asks about another disease of the same scored group
     whose value is none of its options (options and answer unchanged): a model that learnt the
@@ -222,6 +245,8 @@ def main(out: Path = OUT) -> None:
     for name, (recall, scored) in bench.items():
         _jsonl(out / name / "test" / "fiction.jsonl", recall)
         _jsonl(out / name / "val" / "fiction.jsonl", scored)
+    # its own generator: the files above stay as they were before the RL split was added
+    _jsonl(out / "heldout" / "rl" / "fiction.jsonl", rl_questions(random.Random(SEED + 1), group_a))
     (out / "oracle_ids.txt").write_text(
         "# pool ids of every sample about the 30 scored diseases (heldout and crossfact)\n"
         + "".join(i + "\n" for w in group_a for i in about[w["disease"]]),
