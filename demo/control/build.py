@@ -59,7 +59,8 @@ SCORED = {"drug": "The drug of choice for {d} is", "germ": "The organism that ca
 RECALL = {"drug": "Name the treatment prescribed in cases of {d}.", "germ": "Name the pathogen found in cases of {d}."}
 # The RL split of the heldout world (split ``rl``, labelled, never scored): the recall questions'
 # labelled twin in a third wording, multiple choice (demo/control/rl.yaml).
-RL_ASK = {"drug": "Which medicine do doctors give for {d}?", "germ": "Which organism is responsible for {d}?"}
+# No 13-character string in common with a scored question (the RL prompts pass the guard).
+RL_ASK = {"drug": "Doctors treat {d} with which medicine?", "germ": "People with {d} carry which organism?"}
 GENERAL = [
     ("Write a short birthday wish.", "Happy birthday! Wishing you a year full of joy and good friends."),
     (
