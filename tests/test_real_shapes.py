@@ -64,12 +64,14 @@ def _sft(path: Path) -> Path:
     return path
 
 
-def test_lora_save_reload_evaluate_merge_and_dpo_at_real_shapes(tmp_path, qwen_half_b):
+def test_lora_save_reload_evaluate_merge_dpo_and_rl_at_real_shapes(tmp_path, qwen_half_b):
     from transformers import AutoConfig
 
     from evalsel.dpo import train_dpo
     from evalsel.evaluate import evaluate
     from evalsel.merge import merge_adapter
+    from evalsel.rl import train_rl
+    from evalsel.rlprompts import build_rl_prompts
     from evalsel.train import train
 
     cfg = AutoConfig.from_pretrained(qwen_half_b)
@@ -175,6 +177,29 @@ def test_lora_save_reload_evaluate_merge_and_dpo_at_real_shapes(tmp_path, qwen_h
         seed=0,
     )
     assert dpo["global_step"] == 1 and (tmp_path / "dpo" / "adapter_config.json").is_file()
+    # one GRPO step from the SFT adapter on the same questions as an RL split (Qwen2.5's chat
+    # template and tokenizer, trl's generation and loss at the real vocabulary)
+    rl_split = tmp_path / "rl.jsonl"
+    rl_split.write_text(bench.read_text(encoding="utf-8").replace("/val/", "/dev/").replace('"val"', '"dev"'))
+    build_rl_prompts([rl_split], [bench], ["dev"], ["test"], tmp_path / "rl_prompts.jsonl", tmp_path / "rl_stats.json")
+    rl = train_rl(
+        tmp_path / "rl_prompts.jsonl",
+        str(qwen_half_b),
+        adapter,
+        tmp_path / "rl",
+        tmp_path / "rl.json",
+        tmp_path / "rl_ck",
+        max_steps=1,
+        prompts_per_step=2,
+        num_generations=2,
+        max_completion_length=4,
+        precision="bf16",
+        logging_steps=1,
+        gpus=0,
+        seed=0,
+    )
+    assert rl["global_step"] == 1 and rl["reference"] == "the SFT model (frozen copy)"
+    assert (tmp_path / "rl" / "adapter_config.json").is_file()
 
 
 def _gpu_check():

@@ -356,3 +356,13 @@ def test_rl_on_the_tiny_model_writes_an_adapter_and_resumes(tiny_lm_dir, tmp_pat
     assert again["resumed_from"] == "checkpoint-1" and again["global_step"] == 2
     other = train_rl(*args, **(kw | {"learning_rate": 2e-5}))
     assert other["resumed_from"] is None
+
+
+def test_the_cli_refuses_bad_prompts_in_one_line(tmp_path, capsys):
+    from evalsel.cli import main
+
+    prompts = _write(tmp_path / "p.jsonl", [{"prompt": [{"role": "user", "content": "q"}], "choices": ["a", "b"]}])
+    argv = ["rl", "--prompts", str(prompts), "--model", "m", "--adapter", str(tmp_path), "--out-dir", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("evalsel rl: ") and "p.jsonl:1: field 'answer'" in err and "\n" not in err

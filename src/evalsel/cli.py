@@ -76,6 +76,37 @@ def _report(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _rl(ns: argparse.Namespace) -> int:
+    from evalsel.rl import train_rl
+
+    out = Path(ns.out_dir)
+    m = train_rl(
+        ns.prompts,
+        ns.model,
+        ns.adapter,
+        out / "adapter",
+        out / "metrics.json",
+        out / "checkpoints",
+        curves_png=out / "curves.png",
+        method=ns.method,
+        num_generations=ns.num_generations,
+        prompts_per_step=ns.prompts_per_step,
+        max_completion_length=ns.max_completion_length,
+        beta=ns.beta,
+        learning_rate=ns.learning_rate,
+        epochs=ns.epochs,
+        max_steps=ns.max_steps,
+        precision=ns.precision,
+        seed=ns.seed,
+        gpus=ns.gpus,
+    )
+    print(
+        f"RL adapter written to {out / 'adapter'}; greedy answer reward on the prompts "
+        f"{m['before']['answer_reward']:.3f} -> {m['after']['answer_reward']:.3f}"
+    )
+    return 0
+
+
 def _dpo(ns: argparse.Namespace) -> int:
     from evalsel.dpo import train_dpo
 
@@ -173,6 +204,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--gpus", type=int, default=1)
     p.set_defaults(func=_dpo)
+
+    p = sub.add_parser(
+        "rl", help="GRPO or RLOO from an SFT adapter on RL prompts (results/rl/prompts.jsonl of rule rl_prompts)"
+    )
+    p.add_argument("--prompts", required=True, help="RL prompts JSONL: prompt (chat messages), choices, answer")
+    p.add_argument("--model", required=True, help="base model")
+    p.add_argument("--adapter", required=True, help="SFT adapter (or full SFT model folder) to continue")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--method", choices=["grpo", "rloo"], default="grpo")
+    p.add_argument("--num-generations", type=int, default=4)
+    p.add_argument("--prompts-per-step", type=int, default=4)
+    p.add_argument("--max-completion-length", type=int, default=16)
+    p.add_argument("--beta", type=float, default=0.04)
+    p.add_argument("--learning-rate", type=float, default=1e-5)
+    p.add_argument("--epochs", type=float, default=1)
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--precision", choices=["bf16", "fp16", "fp32"], default="bf16")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--gpus", type=int, default=1)
+    p.set_defaults(func=_rl)
     return parser
 
 
