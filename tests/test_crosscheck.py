@@ -15,6 +15,9 @@ from evalsel.crosscheck import compare, crosscheck, export_task  # noqa: E402
 from evalsel.evaluate import evaluate  # noqa: E402
 from evalsel.io import load_jsonl, read_json, write_jsonl  # noqa: E402
 
+# lm-evaluation-harness on a Qwen2.5-shaped model: minutes, not seconds
+pytestmark = pytest.mark.slow
+
 QUESTIONS = [
     ("高血压的一线治疗药物是", ["利尿剂", "抗生素", "胰岛素", "阿司匹林"]),
     ("心肌梗死最常见的早期症状是", ["胸痛", "腹泻", "皮疹", "耳鸣"]),

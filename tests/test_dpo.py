@@ -77,6 +77,7 @@ def _weights(path):
     return load_file(str(path / "adapter_model.safetensors"))
 
 
+@pytest.mark.slow
 def test_dpo_after_sft_moves_the_margin(tiny_lm_dir, sft_adapter, tmp_path):
     out = tmp_path / "adapter"
     metrics = train_dpo(
@@ -118,6 +119,7 @@ def test_dpo_after_sft_moves_the_margin(tiny_lm_dir, sft_adapter, tmp_path):
     assert any(not (new[k] == old[k]).all() for k in new)
 
 
+@pytest.mark.slow
 def test_dpo_without_sft_adapter_trains_a_fresh_lora_and_resumes(tiny_lm_dir, tmp_path):
     import shutil
 

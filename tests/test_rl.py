@@ -326,6 +326,7 @@ def test_one_rl_step_moves_the_policy_toward_the_rewarded_answer(smollm2_start, 
     assert (tmp_path / "curves.png").stat().st_size > 0 and not (tmp_path / "ck").exists()
 
 
+@pytest.mark.slow
 def test_rl_on_the_tiny_model_writes_an_adapter_and_resumes(tiny_lm_dir, tmp_path):
     """A job killed after its first checkpoint: the rerun resumes there and ends where the first
     run did; a changed setting starts afresh."""
