@@ -367,3 +367,36 @@ def test_the_cli_refuses_bad_prompts_in_one_line(tmp_path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("evalsel rl: ") and "p.jsonl:1: field 'answer'" in err and "\n" not in err
+
+
+def test_the_rl_arm_can_be_merged_only_when_enabled():
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))
+    cfg["rl"].update(enabled=True, splits=["dev"])
+    cfg["merge"]["arms"] = ["eval_driven", "rl"]
+    check(copy.deepcopy(cfg), SCHEMA, environ={})
+    cfg["rl"]["enabled"] = False
+    with pytest.raises(ConfigError, match="merge.arms names 'rl', which is not a trained arm"):
+        check(cfg, SCHEMA, environ={})
+
+
+def test_an_arm_cannot_be_named_rl():
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))
+    cfg["arms"].append({"name": "rl", "strategy": "random", "match": "eval_driven"})
+    with pytest.raises(ConfigError, match=r"arms\[2\]\.name"):
+        check(cfg, SCHEMA, environ={})
+
+
+def test_the_report_compares_rl_with_its_start_and_base_and_names_it():
+    from evalsel.report import _arm_label, _arm_specs, comparison_pairs
+
+    arms = ["eval_driven", "random", "rl"]
+    given = {
+        "eval_driven": {"strategy": "cosine", "match": None},
+        "random": {"strategy": "random", "match": "eval_driven"},
+        "rl": {"strategy": "rl", "match": None, "method": "grpo", "start": "eval_driven"},
+    }
+    specs = _arm_specs(arms, given)
+    pairs = comparison_pairs(arms, specs)
+    assert ("rl", "base") in pairs and ("rl", "eval_driven") in pairs
+    assert not any(a == "rl" and b == "random" for a, b in pairs)  # RL is not a selection strategy
+    assert _arm_label("rl", {"arm_specs": specs}) == "rl (grpo after eval_driven)"
