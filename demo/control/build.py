@@ -59,8 +59,9 @@ SCORED = {"drug": "The drug of choice for {d} is", "germ": "The organism that ca
 RECALL = {"drug": "Name the treatment prescribed in cases of {d}.", "germ": "Name the pathogen found in cases of {d}."}
 # The RL split of the heldout world (split ``rl``, labelled, never scored): the recall questions'
 # labelled twin in a third wording, multiple choice (demo/control/rl.yaml).
-# No 13-character string in common with a scored question (the RL prompts pass the guard).
-RL_ASK = {"drug": "Doctors treat {d} with which medicine?", "germ": "People with {d} carry which organism?"}
+# No 13-character string in common with a scored question (the RL prompts pass the guard) nor
+# with a pool sample (tests/test_control_world.py).
+RL_ASK = {"drug": "Doctors treat {d} with which medicine?", "germ": "{d}: which organism sets it off?"}
 GENERAL = [
     ("Write a short birthday wish.", "Happy birthday! Wishing you a year full of joy and good friends."),
     (
