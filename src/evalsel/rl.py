@@ -272,30 +272,11 @@ def _log_rows(log_history: list[dict]) -> list[dict]:
     return rows
 
 
-def plot_rl_curves(rows: list[dict], png_path: str | os.PathLike, title: str = "") -> None:
-    """Mean reward of the sampled completions and the KL to the reference against the step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from evalsel.io import atomic_write
-
-    steps = [r["step"] for r in rows]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
-    ax1.plot(steps, [r.get("reward", float("nan")) for r in rows], marker=".", color="tab:green")
-    ax1.set_xlabel("step")
-    ax1.set_ylabel("mean reward of sampled completions")
-    ax1.grid(alpha=0.3)
-    ax2.plot(steps, [r.get("kl", float("nan")) for r in rows], marker=".", color="tab:purple")
-    ax2.set_xlabel("step")
-    ax2.set_ylabel("KL to the SFT reference")
-    ax2.grid(alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
-    with atomic_write(png_path, "wb", encoding=None) as fh:
-        fig.savefig(fh, format="png", dpi=110)
-    plt.close(fig)
+# The panels of an RL run's curves (evalsel.train.plot_curves).
+RL_CURVES = (
+    ("reward", "mean reward of sampled completions", "tab:green"),
+    ("kl", "KL to the SFT reference", "tab:purple"),
+)
 
 
 # ---------------------------------------------------------------- the run
@@ -388,7 +369,10 @@ def train_rl(
     }
     write_json(metrics_path, metrics)
     if curves_png is not None:
-        plot_rl_curves(rows, curves_png, title=f"{s.method.upper()} from {sft.parent.parent.name} (seed {s.seed})")
+        from evalsel.train import plot_curves
+
+        title = f"{s.method.upper()} from {sft.parent.parent.name} (seed {s.seed})"
+        plot_curves(rows, curves_png, title=title, panels=RL_CURVES)
     if not s.keep_checkpoints:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     log.info(

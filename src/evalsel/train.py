@@ -596,8 +596,16 @@ def _peak_memory(cuda: bool) -> dict:
     }
 
 
-def plot_curves(rows: list[dict], png_path: str | os.PathLike, title: str = "") -> None:
-    """Loss and learning rate against the optimiser step, as a PNG (written atomically)."""
+# The two panels of a training curve: (log key, axis label, colour) each.
+SFT_CURVES = (
+    ("loss", "training loss (assistant tokens)", "tab:blue"),
+    ("learning_rate", "learning rate", "tab:orange"),
+)
+
+
+def plot_curves(rows: list[dict], png_path: str | os.PathLike, title: str = "", panels=SFT_CURVES) -> None:
+    """Two logged values (``panels``; default loss and learning rate) against the optimiser step,
+    side by side, as a PNG (written atomically)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -606,15 +614,12 @@ def plot_curves(rows: list[dict], png_path: str | os.PathLike, title: str = "") 
     from evalsel.io import atomic_write
 
     steps = [r["step"] for r in rows]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
-    ax1.plot(steps, [r["loss"] for r in rows], marker=".", color="tab:blue")
-    ax1.set_xlabel("step")
-    ax1.set_ylabel("training loss (assistant tokens)")
-    ax1.grid(alpha=0.3)
-    ax2.plot(steps, [r.get("learning_rate", float("nan")) for r in rows], marker=".", color="tab:orange")
-    ax2.set_xlabel("step")
-    ax2.set_ylabel("learning rate")
-    ax2.grid(alpha=0.3)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, (key, label, colour) in zip(axes, panels):
+        ax.plot(steps, [r.get(key, float("nan")) for r in rows], marker=".", color=colour)
+        ax.set_xlabel("step")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
     with atomic_write(png_path, "wb", encoding=None) as fh:
