@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from evalsel.io import InputError, read_jsonl, write_json
+from evalsel.lora import check_at_least_one
 from evalsel.precision import PRECISIONS
 from evalsel.records import LETTERS
 
@@ -157,9 +158,7 @@ class RLSettings:
             raise ValueError(f"rl.method {self.method!r} is not one of {METHODS}")
         if self.num_generations < 2:
             raise ValueError(f"rl.num_generations must be at least 2 (a group to compare), got {self.num_generations}")
-        for name in ("prompts_per_step", "max_completion_length", "logging_steps", "save_steps"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        check_at_least_one(self, ("prompts_per_step", "max_completion_length", "logging_steps", "save_steps"))
         if not self.learning_rate > 0 or not self.epochs > 0 or not self.temperature > 0:
             raise ValueError("rl learning_rate, epochs and temperature must be positive")
         if self.beta < 0 or self.format_weight < 0:
@@ -305,6 +304,7 @@ def train_rl(
 
     from evalsel.gpu import claim
     from evalsel.io import atomic_dir
+    from evalsel.models import is_adapter_dir
     from evalsel.precision import resolve
     from evalsel.train import prepare_checkpoints
 
@@ -313,7 +313,7 @@ def train_rl(
     prompts = load_rl_prompts(prompts_path)
     log.info("%d RL prompts in %s; %s", len(prompts), prompts_path, s.method)
     sft = Path(sft_model)
-    if not (sft / "adapter_config.json").is_file() and not (sft / "config.json").is_file():
+    if not is_adapter_dir(sft) and not (sft / "config.json").is_file():
         raise InputError(sft, None, None, "not an SFT adapter or model folder (no adapter_config.json, no config.json)")
     resume = prepare_checkpoints(checkpoint_dir, rl_fingerprint(s, prompts_path, base_model, str(sft)))
 
