@@ -165,13 +165,14 @@ def test_search_is_exact_with_ties(backend):
         assert res.leaks.tolist() == ([0] * len(Q) if max_sim is None else (S > max_sim).sum(1).tolist())
 
 
-@pytest.mark.parametrize("seed_cols,chunk", [(16, 50), (1, 7), (300, 999)])
-def test_numpy_search_is_exact_across_seed_and_chunk_sizes(monkeypatch, seed_cols, chunk):
-    """The numpy kernel seeds each row's k-th from the first columns, then scores chunks of a block
-    against the block's starting k-th: exact with ties, leaks and repeated ids at any sizes."""
+@pytest.mark.parametrize("chunk,threads", [(50, 1), (7, 3), (999, 2), (16, 2)])
+def test_numpy_search_is_exact_across_chunk_sizes_and_threads(monkeypatch, chunk, threads):
+    """The numpy kernel deals the chunks to its worker threads; each takes its first chunk densely,
+    then scores chunks against its running k-th, tightened whenever the held candidates are merged,
+    and the workers' top-k are merged at the end: exact with ties, leaks and repeated ids at any
+    sizes, and on continuous scores where the k-th moves chunk after chunk."""
     import evalsel.kernels as kernels
 
-    monkeypatch.setattr(kernels, "SEED_COLUMNS", seed_cols)
     monkeypatch.setattr(kernels, "CHUNK_COLUMNS", chunk)
     rng = np.random.default_rng(3)
     P = rng.integers(-3, 4, (2500, 8)).astype(np.float32) / 4
@@ -180,12 +181,35 @@ def test_numpy_search_is_exact_across_seed_and_chunk_sizes(monkeypatch, seed_col
     pool = PoolIndex.from_array(P)
     S = Q @ P.T
     for k, max_sim, block in [(10, None, 1000), (7, 1.0, 37), (40, 2.0, 5000), (1, 0.5, 333)]:
-        res = search_topk(Q, pool, k, max_sim, block, "numpy")
+        res = search_topk(Q, pool, k, max_sim, block, "numpy", threads=threads)
         expected = brute_topk(Q, P, k, max_sim)
         for i in range(len(Q)):
             got = [int(j) for j, s in zip(res.index[i], res.scores[i]) if np.isfinite(s)]
             assert got == expected[i], (k, max_sim, block, i)
         assert res.leaks.tolist() == ([0] * len(Q) if max_sim is None else (S > max_sim).sum(1).tolist())
+        if max_sim is not None:  # the recorded pairs: every leak, in pool order, whichever worker found it
+            rr, cc = np.nonzero(S > max_sim)
+            order = np.lexsort((rr, cc))
+            assert [(q, p) for q, p, _ in res.leak_pairs] == list(zip(rr[order].tolist(), cc[order].tolist()))
+    P = rng.standard_normal((6000, 16)).astype(np.float32)
+    Q = rng.standard_normal((20, 16)).astype(np.float32)
+    for k, max_sim in [(5, None), (3, 4.0)]:
+        res = search_topk(Q, PoolIndex.from_array(P), k, max_sim, 2048, "numpy", threads=threads)
+        expected = brute_topk(Q, P, k, max_sim)
+        assert [[int(j) for j in row] for row in res.index] == expected, (k, max_sim)
+
+
+def test_float16_rows_convert_bit_exactly():
+    """The kernel's float16 -> float32 conversion (by the bits) equals numpy's cast on every one of
+    the 65,536 float16 values: finite ones by the bit trick, a chunk holding inf or NaN by the cast."""
+    from evalsel.kernels import _to_float32
+
+    every = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).reshape(256, 256)
+    finite = every[np.isfinite(every)].reshape(-1, 8)
+    for half in (finite, every):
+        out, tmp = np.empty(half.shape, np.float32), np.empty(half.shape, np.uint32)
+        _to_float32(half, out, tmp)
+        assert np.array_equal(out.view(np.uint32), half.astype(np.float32).view(np.uint32))
 
 
 @pytest.mark.parametrize("backend", ["numpy", "torch"])

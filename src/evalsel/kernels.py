@@ -4,10 +4,10 @@ per-query top-k (numpy or torch), the train_topk_mean scores, and the per-subjec
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
-from tqdm import tqdm
 
 from .poolindex import PoolIndex
 
@@ -16,6 +16,16 @@ BACKENDS = ("auto", "numpy", "torch")
 EMPTY = np.iinfo(np.int64).max
 # (question, sample) pairs above max_similarity kept by name for the contamination report.
 MAX_RECORDED_LEAKS = 20000
+
+
+def _blocks(pool: PoolIndex, block_size: int, desc: str, progress: bool):
+    """``pool.blocks(block_size)``, with a progress bar when asked (tqdm is imported only then)."""
+    blocks = pool.blocks(block_size)
+    if not progress:
+        return blocks
+    from tqdm import tqdm
+
+    return tqdm(blocks, total=_n_blocks(pool, block_size), desc=desc, unit="block")
 
 
 def resolve_backend(backend: str) -> tuple[str, str | None]:
@@ -48,21 +58,30 @@ class TopK:
 
 
 class _Leaks:
-    """Counts of (query, sample) pairs above max_similarity; the first MAX_RECORDED_LEAKS by name."""
+    """Counts of (query, sample) pairs above max_similarity, and the first MAX_RECORDED_LEAKS of them
+    in pool order (by position, then query), whatever order the search finds them in."""
 
     def __init__(self, n_queries: int):
         self.counts = np.zeros(n_queries, dtype=np.int64)
-        self.pairs: list[tuple[int, int, float]] = []
+        self._pairs: list[tuple[int, int, float]] = []
 
     def add(self, rows: np.ndarray, positions: np.ndarray, values: np.ndarray) -> None:
         if not len(rows):
             return
         self.counts += np.bincount(rows, minlength=len(self.counts))
-        room = MAX_RECORDED_LEAKS - len(self.pairs)
-        if room > 0:
-            self.pairs.extend(
-                zip(rows[:room].tolist(), positions[:room].tolist(), values[:room].astype(float).tolist())
-            )
+        self._pairs.extend(zip(rows.tolist(), positions.tolist(), values.astype(float).tolist()))
+        if len(self._pairs) > 2 * MAX_RECORDED_LEAKS:
+            self._pairs = self.pairs
+
+    @property
+    def pairs(self) -> list[tuple[int, int, float]]:
+        return sorted(self._pairs, key=lambda t: (t[1], t[0]))[:MAX_RECORDED_LEAKS]
+
+    def absorb(self, other: _Leaks, row_offset: int) -> None:
+        """Add the pairs and counts of a search over the queries from ``row_offset`` on."""
+        self.counts[row_offset : row_offset + len(other.counts)] += other.counts
+        self._pairs.extend((q + row_offset, p, v) for q, p, v in other.pairs)
+        self._pairs = self.pairs
 
 
 def _dense_block_topk(S: np.ndarray, k: int, start: int, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
@@ -106,12 +125,6 @@ def _merge_sparse(run_s, run_i, rows, new_i, new_s, k):
     return V[keep].reshape(Q, k), Ix[keep].reshape(Q, k)
 
 
-# The first columns a search sees are taken densely, this many of them (at least 8 k): enough to
-# give every row a running k-th score, so that the rest of the first block, like every later one,
-# goes the sparse way (only scores above that k-th are gathered) instead of a full argpartition.
-SEED_COLUMNS = 4096
-
-
 def _numpy_block(S, start, run_s, run_i, k, max_sim, leaks):
     """Merge one score block (columns from pool position ``start``) into the running top-k."""
     Q, b = S.shape
@@ -142,53 +155,123 @@ def _numpy_block(S, start, run_s, run_i, k, max_sim, leaks):
     return run_s, run_i
 
 
-# Within a block, scores are computed this many columns at a time: each chunk's compare and
-# gather then run on a score matrix still in cache, and no block-sized score matrix is held.
-CHUNK_COLUMNS = 8192
+# Scores are computed this many pool columns at a time, into one score buffer per worker reused from
+# chunk to chunk: the compare and gather then run on a matrix still in cache, no block-sized score
+# matrix is held and no fresh memory is faulted in per chunk.
+CHUNK_COLUMNS = 2048
+_HALF_MAGNITUDE, _HALF_SIGN, _HALF_INF = np.uint32(0x7FFF), np.uint32(0x8000), np.uint32(0x7C00 << 13)
 
 
-def _numpy_search(queries, pool, k, max_sim, block_size, progress):
-    Q = len(queries)
-    run_s = np.full((Q, k), -np.inf, dtype=np.float32)
-    run_i = np.full((Q, k), EMPTY, dtype=np.int64)
-    leaks = _Leaks(Q)
-    seeded = False
-    for start, raw, dup in tqdm(
-        pool.blocks(block_size), total=_n_blocks(pool, block_size), desc="recall", unit="block", disable=not progress
-    ):
-        b = raw.shape[0]
-        lo = 0
-        rows, cols, vals = [], [], []
-        thr = run_s[:, -1:].copy()
-        while lo < b:
-            hi = min(b, lo + (max(SEED_COLUMNS, 8 * k) if not seeded else CHUNK_COLUMNS))
-            S = queries @ np.asarray(raw[lo:hi], dtype=np.float32).T
-            if dup[lo:hi].any():
-                S[:, dup[lo:hi]] = -np.inf
-            if not seeded:
-                run_s, run_i = _numpy_block(S, start + lo, run_s, run_i, k, max_sim, leaks)
-                seeded = bool(np.isfinite(run_s[:, -1]).all())
-                thr = run_s[:, -1:].copy()
-                lo = hi
-                continue
-            # only scores above the row's k-th at the block's start can enter (equal ones lose the
-            # tie to earlier positions); leaks sit above it too, since the top-k holds no leak
-            r, c = np.nonzero(S > thr)
-            if len(r) * 16 > S.size:  # most of the chunk enters: take its top-k densely now
-                run_s, run_i = _numpy_block(S, start + lo, run_s, run_i, k, max_sim, leaks)
-                thr = run_s[:, -1:].copy()
-            elif len(r):
-                rows.append(r)
-                cols.append(c + (start + lo))
-                vals.append(S[r, c])
-            lo = hi
-        if rows:
-            r, c, v = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
-            hot = v > max_sim
-            if hot.any():
-                leaks.add(r[hot], c[hot], v[hot])
-                r, c, v = r[~hot], c[~hot], v[~hot]
-            run_s, run_i = _merge_sparse(run_s, run_i, r, c, v, k)
+def _to_float32(raw: np.ndarray, out: np.ndarray, tmp: np.ndarray) -> None:
+    """``out[:] = raw`` as float32. float16 rows go by their bits (magnitude shifted into a float32
+    and scaled by 2**112, the sign put back): exact for zeros, subnormals and normals, and about twice
+    as fast as numpy's cast; a chunk holding an inf or a NaN takes numpy's cast."""
+    if raw.dtype != np.float16:
+        np.copyto(out, raw, casting="unsafe")
+        return
+    u = out.view(np.uint32)
+    np.copyto(u, raw.view(np.uint16), casting="unsafe")
+    np.bitwise_and(u, _HALF_SIGN, out=tmp)
+    np.left_shift(tmp, 16, out=tmp)
+    np.bitwise_and(u, _HALF_MAGNITUDE, out=u)
+    np.left_shift(u, 13, out=u)
+    if u.max(initial=0) >= _HALF_INF:
+        np.copyto(out, raw, casting="unsafe")
+        return
+    np.multiply(out, np.float32(2.0**112), out=out)
+    np.bitwise_or(u, tmp, out=u)
+
+
+class _ChunkSearch:
+    """The running top-k of every query over one worker's share of the pool's chunks."""
+
+    def __init__(self, queries: np.ndarray, k: int, max_sim: float, width: int):
+        Q, dim = queries.shape
+        self.queries, self.k, self.max_sim = queries, k, max_sim
+        self.run_s = np.full((Q, k), -np.inf, dtype=np.float32)
+        self.run_i = np.full((Q, k), EMPTY, dtype=np.int64)
+        self.leaks = _Leaks(Q)
+        self.seeded = False
+        self.s_buf = np.empty(Q * width, dtype=np.float32)  # a chunk's scores, (Q, w) in the first Q * w
+        self.m_buf = np.empty(Q * width, dtype=bool)
+        self.x_buf = np.empty((width, dim), dtype=np.float32)  # the chunk's rows as float32
+        self.t_buf = np.empty((width, dim), dtype=np.uint32)
+        self.held: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # candidates not merged yet
+        self.n_held = 0
+
+    def run(self, pool: PoolIndex, block_size: int, worker: int, n_workers: int, progress: bool) -> None:
+        """Score chunks ``worker``, ``worker + n_workers``, ... of the pool, in pool order."""
+        i = 0
+        for start, raw, dup in _blocks(pool, block_size, "recall", progress and worker == 0):
+            for lo in range(0, len(raw), CHUNK_COLUMNS):
+                if i % n_workers == worker:
+                    hi = min(len(raw), lo + CHUNK_COLUMNS)
+                    self.step(raw[lo:hi], start + lo, dup[lo:hi])
+                i += 1
+        self.merge_held()
+
+    def step(self, raw: np.ndarray, start: int, dup: np.ndarray) -> None:
+        """Merge the chunk ``raw`` (rows as stored, from pool position ``start``) into the top-k."""
+        Q, w = len(self.queries), len(raw)
+        x = self.x_buf[:w]
+        _to_float32(raw, x, self.t_buf[:w])
+        S = self.s_buf[: Q * w].reshape(Q, w)
+        np.matmul(self.queries, x.T, out=S)
+        if dup.any():
+            S[:, dup] = -np.inf
+        if not self.seeded:  # the first columns are taken densely: every row gets a running k-th
+            self.run_s, self.run_i = _numpy_block(S, start, self.run_s, self.run_i, self.k, self.max_sim, self.leaks)
+            self.seeded = bool(np.isfinite(self.run_s[:, -1]).all())
+            return
+        # only scores above the row's current k-th can enter (equal ones lose the tie to earlier
+        # positions); leaks sit above it too, since the top-k holds no leak
+        mask = self.m_buf[: Q * w].reshape(Q, w)
+        np.greater(S, self.run_s[:, -1:], out=mask)
+        r, c = np.divmod(np.flatnonzero(mask), w)  # a flat bool nonzero: ten times a 2-d one
+        if len(r) * 16 > S.size:  # most of the chunk enters: take its top-k densely now
+            self.merge_held()
+            self.run_s, self.run_i = _numpy_block(S, start, self.run_s, self.run_i, self.k, self.max_sim, self.leaks)
+        elif len(r):
+            self.held.append((r, c + start, S[r, c]))
+            self.n_held += len(r)
+            if self.n_held >= Q * self.k:  # merged once they outnumber the top-k: the k-th tightens
+                self.merge_held()
+
+    def merge_held(self) -> None:
+        if not self.held:
+            return
+        r, c, v = (np.concatenate(a) for a in zip(*self.held))
+        self.held, self.n_held = [], 0
+        hot = v > self.max_sim
+        if hot.any():
+            self.leaks.add(r[hot], c[hot], v[hot])
+            r, c, v = r[~hot], c[~hot], v[~hot]
+        self.run_s, self.run_i = _merge_sparse(self.run_s, self.run_i, r, c, v, self.k)
+
+
+def _numpy_search(queries, pool, k, max_sim, block_size, progress, threads):
+    """The pool's chunks are dealt round-robin to ``threads`` workers, each with a one-thread BLAS
+    (no thread of a multi-threaded BLAS spins idle through the compare and gather passes) and its
+    own running top-k of every query; the workers' top-k are merged at the end."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
+    n_chunks = sum(
+        math.ceil(min(block_size, f.count - lo) / CHUNK_COLUMNS)
+        for f in pool.files
+        for lo in range(0, f.count, block_size)
+    )
+    n = max(1, min(threads, n_chunks))
+    workers = [_ChunkSearch(queries, k, max_sim, CHUNK_COLUMNS) for _ in range(n)]
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(n) as ex:
+        for f in [ex.submit(wk.run, pool, block_size, j, n, progress) for j, wk in enumerate(workers)]:
+            f.result()
+    run_s, run_i, leaks = workers[0].run_s, workers[0].run_i, _Leaks(len(queries))
+    for wk in workers:
+        if wk is not workers[0]:
+            run_s, run_i = _merge_dense(run_s, run_i, wk.run_s, wk.run_i, k)
+        leaks.absorb(wk.leaks, 0)
     return run_s, run_i, leaks
 
 
@@ -200,9 +283,7 @@ def _torch_search(queries, pool, k, max_sim, block_size, device, progress):
     run_s = np.full((Q, k), -np.inf, dtype=np.float32)
     run_i = np.full((Q, k), EMPTY, dtype=np.int64)
     leaks = _Leaks(Q)
-    for start, raw, dup in tqdm(
-        pool.blocks(block_size), total=_n_blocks(pool, block_size), desc="recall", unit="block", disable=not progress
-    ):
+    for start, raw, dup in _blocks(pool, block_size, "recall", progress):
         S = qt @ torch.from_numpy(np.array(raw)).to(device).float().T  # np.array: a writable copy of the mapped rows
         if dup.any():
             S[:, torch.from_numpy(np.flatnonzero(dup)).to(device)] = -math.inf
@@ -242,12 +323,14 @@ def search_topk(
     block_size: int = 65536,
     backend: str = "auto",
     progress: bool = False,
+    threads: int | None = None,
 ) -> TopK:
     """Exact top-``k`` pool positions per query by inner product, streamed block by block.
 
     Pairs scoring above ``max_similarity`` are dropped (and counted) before the top-k is taken; ties
     are broken by pool position, so the result equals a sorted brute force on (-score, position).
-    Refuses a non-positive ``k`` or ``block_size`` and mismatched dimensions.
+    The numpy backend computes with ``threads`` worker threads (default: every CPU this process may
+    use). Refuses a non-positive ``k`` or ``block_size`` and mismatched dimensions.
     """
     if k < 1 or block_size < 1:
         raise ValueError(f"top_k and block_size must be >= 1 (got {k}, {block_size})")
@@ -259,7 +342,8 @@ def search_topk(
     if name == "torch":
         s, i, leaks = _torch_search(queries, pool, k, max_sim, block_size, device, progress)
     else:
-        s, i, leaks = _numpy_search(queries, pool, k, max_sim, block_size, progress)
+        threads = threads or len(os.sched_getaffinity(0))
+        s, i, leaks = _numpy_search(queries, pool, k, max_sim, block_size, progress, threads)
     return TopK(s, i, leaks.counts, leaks.pairs, pool.size - pool.n_duplicates)
 
 
@@ -335,9 +419,7 @@ def score_topk_mean(
     ]
     seen, leaks_n, below, passed = (np.zeros(n_subjects, np.int64) for _ in range(4))
     leaks = _Leaks(Q)
-    for start, raw, dup in tqdm(
-        pool.blocks(block_size), total=_n_blocks(pool, block_size), desc="score", unit="block", disable=not progress
-    ):
+    for start, raw, dup in _blocks(pool, block_size, "score", progress):
         S = queries @ np.asarray(raw, dtype=np.float32).T
         best_q = S.argmax(axis=0)
         best = S[best_q, np.arange(S.shape[1])]
@@ -409,9 +491,7 @@ def score_subject_max(
     below = np.zeros(n_subjects, np.int64)
     leaks = _Leaks(len(queries))
     n_leaks = 0
-    for start, raw, dup in tqdm(
-        pool.blocks(block_size), total=_n_blocks(pool, block_size), desc="score", unit="block", disable=not progress
-    ):
+    for start, raw, dup in _blocks(pool, block_size, "score", progress):
         S = queries @ np.asarray(raw, dtype=np.float32).T
         leak_col = _leak_columns(S, dup, max_sim, start, leaks)
         n_leaks += int(leak_col.sum())

@@ -188,10 +188,12 @@ def _sorted(lists: list[list[Candidate]]) -> list[list[Candidate]]:
     return [sorted(lst, key=lambda c: (-c.score, c.position)) for lst in lists]
 
 
-def _per_query_topk(queries, qsub, S, pool, top_k, threshold, max_similarity, block_size, backend, progress) -> _Scored:
+def _per_query_topk(
+    queries, qsub, S, pool, top_k, threshold, max_similarity, block_size, backend, progress, threads
+) -> _Scored:
     """Each question's top_k above the threshold; a sample recalled by several questions is credited
     to its best match (then the lowest question)."""
-    res = search_topk(queries, pool, top_k, max_similarity, block_size, backend, progress)
+    res = search_topk(queries, pool, top_k, max_similarity, block_size, backend, progress, threads)
     finite = np.isfinite(res.scores)
     passed = finite & (res.scores >= threshold)
     qq, rr = np.nonzero(passed)
@@ -393,6 +395,7 @@ def recall_job(
     leak_guard: dict | None = None,
     backend: str = "auto",
     progress: bool = True,
+    threads: int | None = None,
 ) -> dict:
     """Recall pool samples for each subject's questions and write the per-subject files, statistics
     and histogram. Returns the statistics.
@@ -403,6 +406,7 @@ def recall_job(
     Records: ``rank`` is the 1-based position in the subject file; per_query_topk adds
     ``query_rank`` (position in the question's top-k), train_topk_mean adds ``best_similarity``
     (``similarity`` is then the mean over the ``topk_mean_m`` best questions).
+    The numpy top-k of per_query_topk computes with ``threads`` threads (default: every CPU allowed).
     Refuses an unknown strategy, a missing budget for train_topk_mean and mismatched input lists.
     """
     t0 = time.monotonic()
@@ -433,7 +437,7 @@ def recall_job(
 
     if strategy == "per_query_topk":
         scored = _per_query_topk(
-            queries, qsub, S, pool, top_k, similarity_threshold, max_similarity, block_size, backend, progress
+            queries, qsub, S, pool, top_k, similarity_threshold, max_similarity, block_size, backend, progress, threads
         )
     elif strategy == "round_robin_max":
         scored = _round_robin_max(

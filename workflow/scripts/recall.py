@@ -21,5 +21,6 @@ with job_logging(snakemake):
         leak_guard=dict(snakemake.params.leak_guard),
         backend=snakemake.params.backend,
         gpus=snakemake.resources.gpu,
+        threads=snakemake.threads,
         **dict(snakemake.params.settings),
     )
