@@ -1,8 +1,8 @@
 """The real-model positive control, one seed (CI): SmolLM2-135M-Instruct imported from its GGUF file,
 LoRA, held out (recall with reworded questions, score others), in the control world of
-demo/control (fictional diseases: no model can know them beforehand). The workflow must find the
-effect with headroom, the oracle arm must show the world is learnable, and each sabotage or
-shortcut that would make a result look real must make it fail:
+demo/control (fictional diseases: no model can know them beforehand), with the eval-driven and
+random arms (demo/control/ci.yaml). The workflow must find the effect with headroom, and each
+sabotage or shortcut that would make a result look real must make it fail:
 
 - the swap probe: each scored question names another scored disease (options unchanged). Today's
   earlier control (a random-weight model, distractors drawn from anywhere) kept its accuracy
@@ -11,7 +11,8 @@ shortcut that would make a result look real must make it fail:
   eval-driven set as the answer, so only the association scores, and the swap must remove the gain;
 - the base model's answers in place of the adapter's, and shuffled answer labels: no gain left.
 
-The three-seed run, the negative world and the cross-fact variant are in test_control_heavy.py.
+The three-seed run with the oracle arm (every sample about the scored diseases: the ceiling), the
+negative world and the cross-fact variant are in test_control_heavy.py.
 """
 
 from __future__ import annotations
@@ -39,21 +40,19 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="session")
 def control_run(tmp_path_factory):
-    return run_world(tmp_path_factory.mktemp("control"), "control", [], seeds=[1])
+    return run_world(tmp_path_factory.mktemp("control"), "control", ["ci.yaml"], seeds=[1])
 
 
 def test_the_workflow_finds_the_effect_with_headroom(control_run):
     rep = report(control_run)
     acc = accuracies(rep)
     print(f"\ncontrol, seed 1: {acc}")
-    for name in ("eval_driven vs base", "eval_driven vs random", "oracle vs base"):
+    assert set(acc) == {"base", "eval_driven", "random"}, acc
+    for name in ("eval_driven vs base", "eval_driven vs random"):
         o = overall(rep, name)
         print(f"{name}: {o['diff']:+.3f}, p {o['p_value']:.2g}, Holm over the family {o['p_holm']:.2g}")
         assert o["verdict"] == SIGNIFICANT, (name, o)
         assert o["p_holm"] < 0.01, (name, o)
-    # the oracle (every sample about the scored diseases) is the ceiling: eval-driven does not beat it
-    assert overall(rep, "oracle vs eval_driven")["verdict"] != "significant loss"
-    assert acc["oracle"] >= acc["eval_driven"] - 0.1
     # headroom: two of eval-driven's answers moving against it leave the verdicts significant
     ev = control_run / "results/eval"
     _, base = runs([ev / "base.json"])
