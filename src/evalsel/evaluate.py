@@ -221,8 +221,12 @@ def score_cloze(model, tokenizer, prompts: list[str], choices: list[list[str]], 
             list(_batches([len(s) for s in pairs], batch_size)), desc="cloze", unit="batch", mininterval=5
         ):
             inputs = _left_padded([pairs[k] for k in batch], pad_id, device)
-            logp = torch.log_softmax(model(**inputs).logits[:, :-1, :].float(), dim=-1)
-            target = inputs["input_ids"][:, 1:]
+            # left padding puts every option at the end of its row: only the last positions' logits
+            # are needed (the LM head and log-softmax over the vocabulary skip the context)
+            keep = max(spans[k][2] for k in batch) + 1
+            logits = model(**inputs, logits_to_keep=keep).logits
+            logp = torch.log_softmax(logits[:, :-1, :].float(), dim=-1)
+            target = inputs["input_ids"][:, -(keep - 1) :]
             tok_logp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
             for row, k in enumerate(batch):
                 n = spans[k][2]
