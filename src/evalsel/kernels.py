@@ -77,10 +77,10 @@ class _Leaks:
     def pairs(self) -> list[tuple[int, int, float]]:
         return sorted(self._pairs, key=lambda t: (t[1], t[0]))[:MAX_RECORDED_LEAKS]
 
-    def absorb(self, other: _Leaks, row_offset: int) -> None:
-        """Add the pairs and counts of a search over the queries from ``row_offset`` on."""
-        self.counts[row_offset : row_offset + len(other.counts)] += other.counts
-        self._pairs.extend((q + row_offset, p, v) for q, p, v in other.pairs)
+    def absorb(self, other: _Leaks) -> None:
+        """Add the counts and pairs of another worker's search over the same queries."""
+        self.counts += other.counts
+        self._pairs.extend(other.pairs)
         self._pairs = self.pairs
 
 
@@ -271,7 +271,7 @@ def _numpy_search(queries, pool, k, max_sim, block_size, progress, threads):
     for wk in workers:
         if wk is not workers[0]:
             run_s, run_i = _merge_dense(run_s, run_i, wk.run_s, wk.run_i, k)
-        leaks.absorb(wk.leaks, 0)
+        leaks.absorb(wk.leaks)
     return run_s, run_i, leaks
 
 
