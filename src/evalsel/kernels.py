@@ -28,6 +28,13 @@ def _blocks(pool: PoolIndex, block_size: int, desc: str, progress: bool):
     return tqdm(blocks, total=_n_blocks(pool, block_size), desc=desc, unit="block")
 
 
+def _usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask on Linux; os.cpu_count() elsewhere)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def resolve_backend(backend: str) -> tuple[str, str | None]:
     """``(backend, torch device)``: "auto" picks torch on CUDA when present, else numpy BLAS."""
     if backend not in BACKENDS:
@@ -342,7 +349,7 @@ def search_topk(
     if name == "torch":
         s, i, leaks = _torch_search(queries, pool, k, max_sim, block_size, device, progress)
     else:
-        threads = threads or len(os.sched_getaffinity(0))
+        threads = threads or _usable_cpus()
         s, i, leaks = _numpy_search(queries, pool, k, max_sim, block_size, progress, threads)
     return TopK(s, i, leaks.counts, leaks.pairs, pool.size - pool.n_duplicates)
 
