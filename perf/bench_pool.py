@@ -9,8 +9,8 @@ records/s and peak RSS side by side:
     python perf/bench_pool.py --n 200000 --keep    # smaller; keep the files for a rerun
 
 1. ``datasets.load_dataset("json", data_files=..., split="train")`` (Arrow conversion + cache),
-2. ``evalsel.pool.run_pool_prepare`` (normalise, hash ids, deduplicate, shard),
-3. ``evalsel.sft.build_sft`` drawing the random mix and the random arm from that pool (2,000
+2. ``evalsel.data.pool.run_pool_prepare`` (normalise, hash ids, deduplicate, shard),
+3. ``evalsel.sets.build.build_sft`` drawing the random mix and the random arm from that pool (2,000
    recalled samples, 64-d random vectors standing in for the embeddings, 300 benchmark items).
 """
 
@@ -82,13 +82,13 @@ print(len(ds))
 """,
     "pool_prepare": """
 import sys
-from evalsel.pool import run_pool_prepare
+from evalsel.data.pool import run_pool_prepare
 m = run_pool_prepare(sys.argv[2], "bench", path=sys.argv[1], shard_size=50000, max_chars=512)
 print(m["statistics"]["read"])
 """,
     "sft_build": """
 import sys
-from evalsel.sft import build_sft
+from evalsel.sets.build import build_sft
 d = sys.argv[2]
 import json
 args = json.load(open(d + "/sft_inputs.json"))
@@ -124,7 +124,7 @@ def sft_inputs(work: Path, pool_dir: Path, n_recalled: int = 2000, n_items: int 
     """Benchmark items, their vectors, pool vectors per shard and recall files for build_sft."""
     import numpy as np
 
-    from evalsel.vectors import save_vectors
+    from evalsel.core.vectors import save_vectors
 
     rng = np.random.default_rng(1)
     manifest = json.loads((pool_dir / "manifest.json").read_text(encoding="utf-8"))

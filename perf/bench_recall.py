@@ -25,9 +25,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from evalsel.kernels import search_topk  # noqa: E402
-from evalsel.poolindex import PoolIndex  # noqa: E402
-from evalsel.vectors import save_vectors  # noqa: E402
+from evalsel.core.vectors import save_vectors  # noqa: E402
+from evalsel.data.poolindex import PoolIndex  # noqa: E402
+from evalsel.select.kernels import search_topk  # noqa: E402
 
 
 def random_unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:

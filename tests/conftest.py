@@ -29,7 +29,7 @@ _FALLBACK_TEXTS = [
 
 def corpus_texts() -> list[str]:
     """Texts to train tiny tokenizers on: the demo data when present, else a few built-in lines."""
-    from evalsel.tiny_lm import json_strings
+    from evalsel.demo.tiny_lm import json_strings
 
     texts = list(_FALLBACK_TEXTS)
     for path in sorted((REPO / "demo" / "data").rglob("*.jsonl")):
@@ -46,9 +46,9 @@ def _cpu_without_native_bf16(request, monkeypatch):
     """In-process jobs compute in fp32 on the CPU whatever this CPU supports natively, so that a
     test gives the same result on every machine (a test marked ``cpu_bf16`` sees the real CPU)."""
     if "cpu_bf16" not in request.keywords:
-        import evalsel.precision
+        import evalsel.core.precision
 
-        monkeypatch.setattr(evalsel.precision, "cpu_bf16_supported", lambda: False)
+        monkeypatch.setattr(evalsel.core.precision, "cpu_bf16_supported", lambda: False)
 
 
 @pytest.fixture(scope="session")
@@ -59,7 +59,7 @@ def texts() -> list[str]:
 @pytest.fixture(scope="session")
 def tiny_lm_dir(tmp_path_factory, texts) -> Path:
     """A tiny Qwen2-architecture causal LM with a byte-level BPE tokenizer and a chat template."""
-    from evalsel.tiny_lm import build_tiny_lm
+    from evalsel.demo.tiny_lm import build_tiny_lm
 
     out = tmp_path_factory.mktemp("tiny_lm")
     build_tiny_lm(out, texts, seed=0)
@@ -69,7 +69,7 @@ def tiny_lm_dir(tmp_path_factory, texts) -> Path:
 @pytest.fixture(scope="session")
 def tiny_embedder_dir(tmp_path_factory, texts) -> Path:
     """A tiny BERT wrapped as a SentenceTransformer."""
-    from evalsel.tiny_embedder import build_tiny_embedder
+    from evalsel.demo.tiny_embedder import build_tiny_embedder
 
     out = tmp_path_factory.mktemp("tiny_embedder")
     build_tiny_embedder(out, texts, seed=0)

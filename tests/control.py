@@ -36,10 +36,10 @@ def run_world(tmp: Path, name: str, overlays: list[str], seeds: list[int], timeo
     work = copy_repo(tmp)
     run_dir = work / "results" / name
     run_dir.mkdir(parents=True)
-    shutil.copy(work / "config.yaml", run_dir / "config.yaml")
+    shutil.copytree(work / "config", run_dir / "config", dirs_exist_ok=True)
     (run_dir / "seeds.yaml").write_text(f"train:\n  seeds: {json.dumps(seeds)}\n", encoding="utf-8")
     # config files are read from where snakemake starts (the repository root), as in the Makefile
-    files = ["config.yaml", "demo/control/config.yaml", *[f"demo/control/{o}" for o in overlays]]
+    files = ["config/config.yaml", "demo/control/config.yaml", *[f"demo/control/{o}" for o in overlays]]
     files.append(f"results/{name}/seeds.yaml")
     proc = run_snakemake(
         work,
@@ -90,7 +90,7 @@ def runs(eval_jsons: list[Path], answers=None) -> tuple[list[str], np.ndarray]:
 
 def compare(a_runs: np.ndarray, b_runs: np.ndarray) -> dict:
     """The report's own paired comparison of b against a (McNemar, or the sign-flip over seeds)."""
-    from evalsel.report import _compare
+    from evalsel.report.compare import _compare
 
     return _compare(list(a_runs), list(b_runs), alpha=0.05, n_boot=500, seed=0)
 
@@ -111,7 +111,7 @@ def p_after_moving(a_runs: np.ndarray, b_runs: np.ndarray, k: int = 2) -> float:
 def evaluate_on(run_dir: Path, records: list[dict], out: Path, models: list[str]) -> dict[str, Path]:
     """Evaluate the run's base model and adapters (``models``: base or <arm>-seed<N>) on other
     normalised benchmark records, with the run's own settings (cloze, English)."""
-    from evalsel.evaluate import evaluate
+    from evalsel.evaluate.multiple_choice import evaluate
 
     out.mkdir(parents=True, exist_ok=True)
     bench = out / "fiction.jsonl"

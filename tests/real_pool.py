@@ -36,8 +36,8 @@ def write_real_pool(shared: Path, root: Path, per_file: int, edit=None, extra: d
     ``edit(file stem, line index, turns)`` may rewrite a record's turns; ``extra`` maps a file stem
     to more ``[prompt, response, ...]`` turns appended to it. Returns ``(vector paths, shard paths)``.
     """
-    from evalsel.io import text_hash, write_jsonl
-    from evalsel.vectors import save_vectors
+    from evalsel.core.io import text_hash, write_jsonl
+    from evalsel.core.vectors import save_vectors
 
     vectors, shards = [], []
     for f in sorted((shared / "pool").glob("*.jsonl")):
@@ -83,8 +83,8 @@ SUBJECTS = ["basic_medicine", "clinical_medicine", "physician"]
 def write_real_benchmark(shared: Path, root: Path, subjects=SUBJECTS) -> dict[str, list[dict]]:
     """Real C-Eval medical (val and test) as normalised benchmark files under ``root``, with hashed
     vectors of the val questions (the recall queries). Returns the records per subject."""
-    from evalsel.io import write_jsonl
-    from evalsel.vectors import save_vectors
+    from evalsel.core.io import write_jsonl
+    from evalsel.core.vectors import save_vectors
 
     bench = {}
     for s in subjects:

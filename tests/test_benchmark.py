@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from evalsel.benchmark import load_benchmark, normalise_split, resolve_columns, run_benchmark_fetch
-from evalsel.io import InputError, load_jsonl
+from evalsel.core.io import InputError, load_jsonl
+from evalsel.data.benchmark import load_benchmark, normalise_split, resolve_columns, run_benchmark_fetch
 
 REPO = Path(__file__).resolve().parents[1]
 SUBJECTS = ["clinical_medicine", "basic_medicine", "physician"]

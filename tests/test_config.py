@@ -16,7 +16,7 @@ SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
 @pytest.fixture
 def default_config():
-    return yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))
+    return yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))
 
 
 def _problems(cfg, **env):
@@ -94,13 +94,13 @@ def test_snakemake_prints_the_short_errors_not_the_schema(tmp_path):
     work = copy_repo(tmp_path / "repo")
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"train": {"lora_r": 0}, "recall": {"similarity_threshold": 0.99}}))
-    proc = run_snakemake(work, "-n", "--configfile", "config.yaml", str(bad))
+    proc = run_snakemake(work, "-n", "--configfile", "config/config.yaml", str(bad))
     assert proc.returncode != 0
     assert "train.lora_r: 0 is less than the minimum of 1" in proc.stdout
     assert len(proc.stdout.splitlines()) < 20, proc.stdout
     # a schema-valid but contradictory config: the cross-key line, before any job
     bad.write_text(yaml.safe_dump({"recall": {"similarity_threshold": 0.99}}))
-    proc = run_snakemake(work, "-n", "--configfile", "config.yaml", str(bad))
+    proc = run_snakemake(work, "-n", "--configfile", "config/config.yaml", str(bad))
     assert proc.returncode != 0 and "must be below recall.max_similarity" in proc.stdout
     assert "Job stats" not in proc.stdout
 
@@ -108,18 +108,19 @@ def test_snakemake_prints_the_short_errors_not_the_schema(tmp_path):
 def test_a_config_without_its_sections_says_so(tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    (elsewhere / "config.yaml").write_text("seed: 1\n")
-    proc = run_snakemake(elsewhere, "-n", "-s", str(REPO / "Snakefile"))
+    (elsewhere / "config").mkdir()
+    (elsewhere / "config" / "config.yaml").write_text("seed: 1\n")
+    proc = run_snakemake(elsewhere, "-n", "-s", str(REPO / "workflow" / "Snakefile"))
     assert proc.returncode != 0
     assert "'benchmark' is a required property" in proc.stdout
     assert len(proc.stdout.splitlines()) < 30
-    (elsewhere / "config.yaml").unlink()
-    proc = run_snakemake(elsewhere, "-n", "-s", str(REPO / "Snakefile"))
+    (elsewhere / "config" / "config.yaml").unlink()
+    proc = run_snakemake(elsewhere, "-n", "-s", str(REPO / "workflow" / "Snakefile"))
     assert proc.returncode != 0 and "config.yaml" in proc.stdout and "not present" in proc.stdout
 
 
 def test_missing_config_message():
-    with pytest.raises(ConfigError, match="config.yaml was not found in the working directory"):
+    with pytest.raises(ConfigError, match="config/config.yaml was not found in the working directory"):
         check({}, SCHEMA, cwd=Path("/nowhere"))
 
 
@@ -132,7 +133,7 @@ ARMS_OK = [
 
 
 def test_four_arms_resolve_with_their_settings(default_config):
-    from evalsel.arms import resolve
+    from evalsel.select.arms import resolve
 
     cfg = copy.deepcopy(default_config)
     cfg["arms"] = copy.deepcopy(ARMS_OK)
@@ -214,7 +215,7 @@ def test_yaml_nan_from_a_config_file_is_refused(tmp_path):
     work = copy_repo(tmp_path / "repo")
     bad = tmp_path / "nan.yaml"
     bad.write_text("recall:\n  max_similarity: .nan\n")
-    proc = run_snakemake(work, "-n", "--configfile", "config.yaml", str(bad))
+    proc = run_snakemake(work, "-n", "--configfile", "config/config.yaml", str(bad))
     assert proc.returncode != 0 and "recall.max_similarity: nan is not a finite number" in proc.stdout, proc.stdout[
         -2000:
     ]
@@ -229,8 +230,8 @@ def test_the_default_config_resolves_from_any_working_directory(tmp_path):
     work = copy_repo(tmp_path / "repo")
     other = tmp_path / "elsewhere"
     other.mkdir()
-    shutil.copy(work / "config.yaml", other / "config.yaml")
-    for cwd, args in ((work, ["--directory", str(other)]), (other, ["-s", str(work / "Snakefile")])):
+    shutil.copytree(work / "config", other / "config", dirs_exist_ok=True)
+    for cwd, args in ((work, ["--directory", str(other)]), (other, ["-s", str(work / "workflow" / "Snakefile")])):
         proc = run_snakemake(cwd, "-n", *args)
         assert proc.returncode == 0, proc.stdout[-3000:]
         assert "MissingInputException" not in proc.stdout and "rule benchmark_fetch:" in proc.stdout

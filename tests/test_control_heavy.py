@@ -73,7 +73,7 @@ def test_three_seeds_swap_probe(control3, tmp_path):
 
 def test_swapped_sft_files_remove_the_gain(control3, tmp_path):
     """The eval-driven arm trained on the random arm's file (seed 1): no gain over random is left."""
-    from evalsel.train import train
+    from evalsel.train.sft import train
 
     settings = json.loads((control3 / "results/train/eval_driven/seed1/metrics.json").read_text())["settings"]
     (base,) = (control3 / "results/models").glob("SmolLM2*")

@@ -45,7 +45,7 @@ def test_options_are_equally_familiar_and_equally_long():
 def test_no_question_shares_13_characters_with_the_pool():
     """The guard's exact rule (13 letters or digits, normalised) has nothing to find: the facts are
     stated in other words, so they are learnt, not copied."""
-    from evalsel.leak import normalise
+    from evalsel.guard.leak import normalise
 
     grams = set()
     for path in DATA.glob("*/*/fiction.jsonl"):

@@ -11,9 +11,9 @@ import pytest
 pytest.importorskip("lm_eval")
 pytest.importorskip("peft")
 
-from evalsel.crosscheck import compare, crosscheck, export_task  # noqa: E402
-from evalsel.evaluate import evaluate  # noqa: E402
-from evalsel.io import load_jsonl, read_json, write_jsonl  # noqa: E402
+from evalsel.core.io import load_jsonl, read_json, write_jsonl  # noqa: E402
+from evalsel.evaluate.crosscheck import compare, crosscheck, export_task  # noqa: E402
+from evalsel.evaluate.multiple_choice import evaluate  # noqa: E402
 
 # lm-evaluation-harness on a Qwen2.5-shaped model: minutes, not seconds
 pytestmark = pytest.mark.slow
@@ -105,7 +105,7 @@ def test_lm_eval_chooses_as_the_evaluator(setup, with_adapter):
 def test_the_exported_prompts_are_the_evaluators(setup):
     from transformers import AutoTokenizer
 
-    from evalsel.evaluate import build_prompt, load_questions
+    from evalsel.evaluate.multiple_choice import build_prompt, load_questions
 
     root, model, bench, _ = setup
     task = export_task([bench], ["val"], str(model), root / "export")

@@ -8,8 +8,8 @@ import math
 import pytest
 from conftest import REPO
 
-from evalsel.dpo import load_preferences, train_dpo
-from evalsel.io import InputError
+from evalsel.core.io import InputError
+from evalsel.train.dpo import load_preferences, train_dpo
 
 PREFS = REPO / "demo" / "data" / "preferences.jsonl"
 GOOD = {"prompt": "感冒需要吃抗生素吗？", "chosen": "病毒感冒用抗生素无效。", "rejected": "需要，越早吃越好。"}

@@ -8,7 +8,10 @@ import os
 import numpy as np
 import pytest
 
-from evalsel.embed import (
+from evalsel.core.io import InputError
+from evalsel.core.texts import read_benchmark_queries
+from evalsel.core.vectors import load_vectors
+from evalsel.embed.encode import (
     EmbedSettings,
     embed_benchmark,
     embed_pool_shard,
@@ -18,9 +21,6 @@ from evalsel.embed import (
     token_lengths,
     truncate_to_tokens,
 )
-from evalsel.io import InputError
-from evalsel.texts import read_benchmark_queries
-from evalsel.vectors import load_vectors
 
 MIXED = [
     "高血压患者应低盐饮食。",
@@ -53,7 +53,7 @@ def write_shard(path, texts):
 def test_tiny_embedder_is_a_deterministic_sentence_transformer(tiny_embedder_dir, tmp_path, texts):
     from sentence_transformers import SentenceTransformer
 
-    from evalsel.tiny_embedder import build_tiny_embedder
+    from evalsel.demo.tiny_embedder import build_tiny_embedder
 
     model = SentenceTransformer(str(tiny_embedder_dir), device="cpu")
     assert model.get_embedding_dimension() == 64
@@ -241,7 +241,7 @@ def test_local_model_prompts_follow_the_role(tiny_embedder_dir, tmp_path):
 
 
 def test_length_batches_bound_padding_and_size():
-    from evalsel.texts import length_batches
+    from evalsel.core.texts import length_batches
 
     lengths = np.array([256, 250, 200, 120, 40, 40, 39, 30, 30, 30, 30, 12])
     batches = length_batches(lengths, batch_size=4)

@@ -8,9 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from evalsel.chat import format_question
-from evalsel.evaluate import build_prompt, evaluate, extract_answer, load_model, load_questions, score_letters
-from evalsel.io import InputError
+from evalsel.core.chat import format_question
+from evalsel.core.io import InputError
+from evalsel.evaluate.multiple_choice import (
+    build_prompt,
+    evaluate,
+    extract_answer,
+    load_model,
+    load_questions,
+    score_letters,
+)
 
 CHOICES = ["十二指肠溃疡", "高血压", "糖尿病", "急性心肌梗死", "慢性胃炎"]
 
@@ -73,7 +80,7 @@ def test_prompt_follows_ceval_under_chat_template(base, bench):
 
 def test_english_prompts_follow_mmlu(base, bench):
     """benchmark.language en: MMLU's header and answer cue, in letter and cloze prompts alike."""
-    from evalsel.evaluate import cloze_prompt
+    from evalsel.evaluate.multiple_choice import cloze_prompt
 
     _, tok = base
     questions, shots = load_questions(bench, ["val"], few_shot=1)
@@ -217,8 +224,8 @@ def test_few_shot_needs_enough_dev_questions(bench):
 
 def test_an_unanswered_question_is_never_scored(tmp_path):
     """A recall-only split may lack answers; naming it as an eval split is refused at its line."""
-    from evalsel.evaluate import load_questions
-    from evalsel.io import InputError
+    from evalsel.core.io import InputError
+    from evalsel.evaluate.multiple_choice import load_questions
 
     path = tmp_path / "physician.jsonl"
     rows = [
@@ -254,7 +261,7 @@ def test_cloze_scores_equal_a_direct_computation_from_logits(tiny_lm_dir):
     unpadded forward pass per (prompt, option); per-token and per-character normalisations follow."""
     import torch
 
-    from evalsel.evaluate import cloze_prompt, load_model, score_cloze
+    from evalsel.evaluate.multiple_choice import cloze_prompt, load_model, score_cloze
 
     model, tok = load_model(str(tiny_lm_dir), device="cpu")
     qs = [
@@ -282,7 +289,7 @@ def test_cloze_scores_equal_a_direct_computation_from_logits(tiny_lm_dir):
 
 
 def test_cloze_mode_writes_every_normalisation(tmp_path, tiny_lm_dir):
-    from evalsel.evaluate import evaluate
+    from evalsel.evaluate.multiple_choice import evaluate
 
     path = tmp_path / "physician.jsonl"
     rows = [

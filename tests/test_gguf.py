@@ -1,4 +1,4 @@
-"""GGUF base models (evalsel.gguf_import, rule base_model_import): the import is exact (the folder's
+"""GGUF base models (evalsel.train.gguf_import, rule base_model_import): the import is exact (the folder's
 logits are the GGUF-loaded model's, bit for bit), and a missing, damaged, truncated or unsupported
 file is one line naming it, before any job runs."""
 
@@ -21,7 +21,7 @@ def _needs_smollm2():
 def smollm2_dir(tmp_path_factory):
     """SmolLM2-135M-Instruct imported from the wheel's GGUF file by the workflow's own code."""
     _needs_smollm2()
-    from evalsel.gguf_import import import_gguf
+    from evalsel.train.gguf_import import import_gguf
 
     out = tmp_path_factory.mktemp("smollm2") / "model"
     info = import_gguf(SMOLLM2, out)
@@ -33,7 +33,7 @@ def test_the_imported_folder_is_the_gguf_model_exactly(smollm2_dir):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from evalsel.gguf_import import load_gguf, resolve_gguf
+    from evalsel.train.gguf_import import load_gguf, resolve_gguf
 
     ref, ref_tok = load_gguf(resolve_gguf(SMOLLM2))
     model = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32).eval()
@@ -103,7 +103,7 @@ def test_bad_gguf_files_are_one_line_naming_the_file(tmp_path):
 
 def test_a_truncated_copy_of_the_real_file_is_refused(tmp_path):
     _needs_smollm2()
-    from evalsel.gguf_import import resolve_gguf
+    from evalsel.train.gguf_import import resolve_gguf
 
     real = resolve_gguf(SMOLLM2)
     assert _problems(SMOLLM2) == []
@@ -130,9 +130,9 @@ def test_the_dag_imports_the_gguf_once_and_every_model_job_loads_the_folder(tmp_
     work = copy_repo(tmp_path / "repo")
     run = work / "results" / "control"
     run.mkdir(parents=True)
-    shutil.copy(work / "config.yaml", run / "config.yaml")
+    shutil.copytree(work / "config", run / "config", dirs_exist_ok=True)
     proc = run_snakemake(
-        work, "-n", "--directory", "results/control", "--configfile", "config.yaml", "demo/control/config.yaml"
+        work, "-n", "--directory", "results/control", "--configfile", "config/config.yaml", "demo/control/config.yaml"
     )
     assert proc.returncode == 0, proc.stdout[-3000:]
     out = proc.stdout

@@ -1,4 +1,4 @@
-"""evalsel.gpu.claim: devices by file locks, SLURM assignments kept, concurrent jobs never share a GPU."""
+"""evalsel.core.gpu.claim: devices by file locks, SLURM assignments kept, concurrent jobs never share a GPU."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from evalsel import gpu
+from evalsel.core import gpu
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -145,7 +145,7 @@ _WORKER = textwrap.dedent(
     """
     import json, os, sys, time
     sys.path.insert(0, {src!r})
-    from evalsel.gpu import claim
+    from evalsel.core.gpu import claim
     out, rounds = sys.argv[1], int(sys.argv[2])
     for _ in range(rounds):
         with claim(1, count=2, timeout=30) as ids:
@@ -192,7 +192,7 @@ def test_a_killed_job_releases_its_device(tmp_path):
         f"""
         import sys, time, pathlib
         sys.path.insert(0, {str(SRC)!r})
-        from evalsel.gpu import claim
+        from evalsel.core.gpu import claim
         with claim(1, count=1):
             pathlib.Path({str(ready)!r}).write_text("x")
             time.sleep(60)

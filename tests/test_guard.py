@@ -1,4 +1,4 @@
-"""The contamination guard (evalsel.guard): each reason on hand-made cases, planted leaks of every
+"""The contamination guard (evalsel.guard.check): each reason on hand-made cases, planted leaks of every
 kind caught on the demo benchmark and on real C-Eval, and the false-drop rate on a real pool."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from leak_variants import KINDS, OPTIONS_ONLY, texts_of, variant
 
-from evalsel.guard import ContentGuard, GuardSettings, guard_settings
-from evalsel.leak import BenchmarkItem, item_of, light_normalise, normalise
+from evalsel.guard.check import ContentGuard, GuardSettings, guard_settings
+from evalsel.guard.leak import BenchmarkItem, item_of, light_normalise, normalise
 
 REPO = Path(__file__).resolve().parents[1]
 # Every kind that keeps the question in some form; the options-only kinds (stem rewritten, options
@@ -147,7 +147,7 @@ def test_options_only_leaks_with_real_options(shared_data):
     caught whenever the options carry text, three or more of them with content letters, 8+ letters
     together. Options of numbers, units or formula symbols alone (30/40/50/60, B1/B2/C1/C2) are
     no evidence without the question: real pools list such values all the time."""
-    from evalsel.guard import content_letters
+    from evalsel.guard.check import content_letters
 
     recs = _ceval_items(shared_data)
     items = [_item(r) for r in recs]
@@ -221,8 +221,8 @@ def _hard_negatives(recs: list[dict], pool: list[dict]) -> dict[str, list[tuple[
       option of it within 100 characters;
     - ``two_options``: two of an item's options occur in the sample, and no part of its question.
     """
-    from evalsel.guard import content_letters
-    from evalsel.leak import char_ngrams
+    from evalsel.guard.check import content_letters
+    from evalsel.guard.leak import char_ngrams
 
     strict = [[normalise(t) for t in [r["question"], *r["choices"]]] for r in recs]
     numeric = [(i, segs[1:]) for i, segs in enumerate(strict) if all(o and content_letters(o) < 2 for o in segs[1:])]
@@ -280,9 +280,9 @@ def test_planted_leaks_never_reach_either_sft_set(shared_data, tmp_path):
     from real_pool import selection_paths, write_real_benchmark, write_real_pool
     from test_sft import _files
 
-    from evalsel.io import read_json, text_hash
-    from evalsel.recall import run_recall
-    from evalsel.sft import build_sft
+    from evalsel.core.io import read_json, text_hash
+    from evalsel.select.recall import run_recall
+    from evalsel.sets.build import build_sft
 
     subjects = ["basic_medicine", "clinical_medicine", "physician"]
     recs = _ceval_items(shared_data)
@@ -360,9 +360,9 @@ def test_planted_leaks_never_reach_either_sft_set(shared_data, tmp_path):
 def test_transfer_guard_lists_items_a_training_sample_matches(tmp_path):
     """A transfer benchmark played no part in selection: the finished SFT sets are scanned against
     it, and the evaluation leaves every matched item out for every model."""
-    from evalsel.evaluate import load_questions
-    from evalsel.io import write_jsonl
-    from evalsel.transfer import run_transfer_guard
+    from evalsel.core.io import write_jsonl
+    from evalsel.evaluate.multiple_choice import load_questions
+    from evalsel.guard.transfer import run_transfer_guard
 
     bench = tmp_path / "nursing.jsonl"
     rows = [
@@ -428,8 +428,8 @@ def _reference(g: ContentGuard, texts: list[str]) -> tuple[set[int], set[int]]:
     """The candidate lookup and the exact n-grams in plain Python sets and Counters (what the
     vectorised lookup replaced): the items a sample is scored against, and those it shares a
     counted n-gram with."""
-    from evalsel.guard import OPTION_CANDIDATE_SHARE
-    from evalsel.leak import char_ngrams
+    from evalsel.guard.check import OPTION_CANDIDATE_SHARE
+    from evalsel.guard.leak import char_ngrams
 
     s = g.settings
     segs = [t.replace(" ", "") for t in texts]
@@ -460,7 +460,7 @@ def test_the_vectorised_lookup_is_the_plain_one():
     sets the plain-Python lookup gives, on planted leaks and on ordinary demo pool text."""
     import numpy as np
 
-    from evalsel.guard import _SEP, _codes
+    from evalsel.guard.check import _SEP, _codes
 
     recs = _demo_items()
     items = [_item(r) for r in recs]

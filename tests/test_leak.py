@@ -8,8 +8,15 @@ import json
 import numpy as np
 import pytest
 
-from evalsel.io import InputError, write_jsonl
-from evalsel.leak import BenchmarkItem, NgramIndex, load_benchmark_items, longest_shared, normalise, sample_segments
+from evalsel.core.io import InputError, write_jsonl
+from evalsel.guard.leak import (
+    BenchmarkItem,
+    NgramIndex,
+    load_benchmark_items,
+    longest_shared,
+    normalise,
+    sample_segments,
+)
 
 
 def _item(i, question, choices=("甲", "乙", "丙", "丁"), subject="physician", split="test"):
@@ -140,7 +147,7 @@ def test_the_normaliser_folds_traditional_and_invisible_characters():
     """One normal form for benchmark items and samples: a Traditional-character copy, one with
     zero-width spaces inside words, and a full-width one all fold into the Simplified original;
     light_normalise keeps token breaks (where the guard's option boundaries come from)."""
-    from evalsel.leak import item_of, light_normalise
+    from evalsel.guard.leak import item_of, light_normalise
 
     original = "有机磷杀虫药中毒的特效解毒药是阿托品和碘解磷定"
     assert normalise("有機磷殺蟲藥中毒的特效解毒藥是阿托品和碘解磷定") == normalise(original)

@@ -1,4 +1,4 @@
-"""The listed strategy (evalsel.listed): an arm of the pool samples a file names (an oracle, a
+"""The listed strategy (evalsel.select.listed): an arm of the pool samples a file names (an oracle, a
 hand-picked set), in file order, every id checked against the prepared pool."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from evalsel.io import InputError
+from evalsel.core.io import InputError
 
 
 def _pool(tmp_path, n=5):
@@ -28,7 +28,7 @@ def _pool(tmp_path, n=5):
 
 
 def test_listed_selection_keeps_file_order_and_counts_repeats(tmp_path):
-    from evalsel.listed import listed_job
+    from evalsel.select.listed import listed_job
 
     ids = tmp_path / "ids.txt"
     ids.write_text("# an oracle\nid3\n\nid1\nid3\nid0\n", encoding="utf-8")
@@ -44,7 +44,7 @@ def test_listed_selection_keeps_file_order_and_counts_repeats(tmp_path):
 
 
 def test_an_id_not_in_the_pool_is_refused_at_its_line(tmp_path):
-    from evalsel.listed import listed_job
+    from evalsel.select.listed import listed_job
 
     ids = tmp_path / "ids.txt"
     ids.write_text("id1\nid9\n", encoding="utf-8")
@@ -74,7 +74,7 @@ def _config(arms):
 
 
 def test_listed_arms_in_the_config(tmp_path, monkeypatch):
-    from evalsel.arms import problems, resolve
+    from evalsel.select.arms import problems, resolve
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "ids.txt").write_text("id1\n")

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from test_evaluate import write_benchmark
 
-from evalsel.evaluate import evaluate
-from evalsel.merge import merge_adapter
+from evalsel.evaluate.multiple_choice import evaluate
+from evalsel.train.merge import merge_adapter
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from evalsel.io import InputError, read_json
-from evalsel.pool import (
+from evalsel.core.io import InputError, read_json
+from evalsel.data.pool import (
     BadRecord,
     SkipRecord,
     conversation_id,
@@ -670,7 +670,7 @@ def test_no_network_names_the_mirror_whatever_the_http_client(tmp_path):
 
     import httpx
 
-    from evalsel.hub import is_network_error
+    from evalsel.core.hub import is_network_error
 
     try:
         raise RuntimeError("datasets wrapped it") from httpx.ConnectError("[Errno -2] Name or service not known")
@@ -684,7 +684,7 @@ def test_no_network_names_the_mirror_whatever_the_http_client(tmp_path):
         "PYTHONPATH": str(REPO / "src"),
     }
     code = (
-        "from evalsel.pool import run_pool_prepare\n"
+        "from evalsel.data.pool import run_pool_prepare\n"
         f"run_pool_prepare({str(tmp_path / 'o')!r}, 'med', hf_name='shibing624/medical', "
         "hf_data_files='finetune/train_zh_0.json')\n"
     )

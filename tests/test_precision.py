@@ -23,7 +23,7 @@ def gpu_with_bf16(monkeypatch):
 
 
 def test_training_plan_takes_fp16_on_a_gpu_without_bf16(gpu_without_bf16, caplog):
-    from evalsel.train import TrainSettings, _job_device_plan
+    from evalsel.train.sft import TrainSettings, _job_device_plan
 
     with caplog.at_level(logging.WARNING):
         plan = _job_device_plan(TrainSettings(precision="bf16"), cuda=True)
@@ -32,14 +32,14 @@ def test_training_plan_takes_fp16_on_a_gpu_without_bf16(gpu_without_bf16, caplog
 
 
 def test_training_plan_keeps_bf16_where_supported(gpu_with_bf16):
-    from evalsel.train import TrainSettings, _job_device_plan
+    from evalsel.train.sft import TrainSettings, _job_device_plan
 
     assert _job_device_plan(TrainSettings(precision="bf16"), cuda=True)["precision"] == "bf16"
     assert _job_device_plan(TrainSettings(precision="bf16"), cuda=False)["precision"] == "fp32"
 
 
 def test_inference_dtype_for_evaluate_and_serve(gpu_without_bf16):
-    from evalsel.precision import inference_dtype
+    from evalsel.core.precision import inference_dtype
 
     assert inference_dtype("cuda") == torch.float16
     assert inference_dtype("cuda:1") == torch.float16
@@ -47,21 +47,21 @@ def test_inference_dtype_for_evaluate_and_serve(gpu_without_bf16):
 
 
 def test_inference_dtype_bf16_gpu(gpu_with_bf16):
-    from evalsel.precision import inference_dtype
+    from evalsel.core.precision import inference_dtype
 
     assert inference_dtype("cuda") == torch.bfloat16
 
 
 def test_unknown_precision_is_refused():
-    from evalsel.precision import resolve
+    from evalsel.core.precision import resolve
 
     with pytest.raises(ValueError, match="bf8"):
         resolve("bf8", cuda=True)
 
 
 def test_cpu_keeps_bf16_only_with_native_bf16(monkeypatch, caplog):
-    import evalsel.precision as precision
-    from evalsel.train import TrainSettings, _job_device_plan
+    import evalsel.core.precision as precision
+    from evalsel.train.sft import TrainSettings, _job_device_plan
 
     monkeypatch.setattr(precision, "cpu_bf16_supported", lambda: True)
     with caplog.at_level(logging.INFO):
@@ -80,8 +80,8 @@ def test_lora_trains_in_bf16_on_a_cpu_that_has_it(tiny_lm_dir, tmp_path):
     """On a CPU with native bf16 the run really is bf16 (autocast over bf16 weights), and learns."""
     import json
 
-    from evalsel.precision import cpu_bf16_supported
-    from evalsel.train import train
+    from evalsel.core.precision import cpu_bf16_supported
+    from evalsel.train.sft import train
 
     if torch.cuda.is_available() or not cpu_bf16_supported():
         pytest.skip("needs a CPU with native bf16 and no CUDA")

@@ -55,13 +55,13 @@ def test_rendered_prompt_ids_and_letters(tok):
     # the option letters as the first answer token
     for k, letter in enumerate("ABCDE"):
         assert tok(text + letter, add_special_tokens=False)["input_ids"] == ids + [32 + k]
-    from evalsel.evaluate import letter_token_ids
+    from evalsel.evaluate.multiple_choice import letter_token_ids
 
     assert letter_token_ids(tok) == [32, 33, 34, 35, 36]
 
 
 def _labelled(tok, messages):
-    from evalsel.train import tokenize_conversation
+    from evalsel.train.sft import tokenize_conversation
 
     ex = tokenize_conversation(tok, messages, max_length=4096)
     trained = [i for i, lab in zip(ex["input_ids"], ex["labels"]) if lab != -100]
@@ -85,7 +85,7 @@ def test_label_masks_train_only_the_assistant_turns(tok):
 
 
 def test_alpaca_history_is_trained_like_sharegpt(tok):
-    from evalsel.chat import sft_messages
+    from evalsel.core.chat import sft_messages
 
     sharegpt = {
         "conversations": [
@@ -107,8 +107,8 @@ def test_alpaca_history_is_trained_like_sharegpt(tok):
 
 def test_sft_build_alpaca_output_round_trips_through_training(tok):
     """sft.to_alpaca writes history; chat.sft_messages reads it back: the same conversation."""
-    from evalsel.chat import sft_messages
-    from evalsel.sft import to_alpaca
+    from evalsel.core.chat import sft_messages
+    from evalsel.sets.build import to_alpaca
 
     rec = {
         "id": "x",
@@ -127,7 +127,7 @@ def test_sft_build_alpaca_output_round_trips_through_training(tok):
 
 
 def test_letter_scoring_batched_equals_one_at_a_time(qwen_tiny_dir):
-    from evalsel.evaluate import build_prompt, load_model, score_letters
+    from evalsel.evaluate.multiple_choice import build_prompt, load_model, score_letters
 
     model, tok = load_model(str(qwen_tiny_dir), device="cpu")
     questions = [
@@ -152,7 +152,7 @@ def test_letter_scoring_batched_equals_one_at_a_time(qwen_tiny_dir):
 def test_greedy_generation_ignores_the_models_repetition_penalty(qwen_tiny_dir):
     import torch
 
-    from evalsel.evaluate import generate_answers, load_model
+    from evalsel.evaluate.multiple_choice import generate_answers, load_model
 
     model, tok = load_model(str(qwen_tiny_dir), device="cpu")
     assert model.generation_config.repetition_penalty == 1.05  # as Qwen2.5-Instruct ships it
@@ -171,7 +171,7 @@ def test_greedy_generation_ignores_the_models_repetition_penalty(qwen_tiny_dir):
 
 
 def test_serve_renders_with_the_template_and_stops_at_both_end_tokens(qwen_tiny_dir, tok):
-    from evalsel.serve import ChatModel
+    from evalsel.serve.app import ChatModel
 
     chat = ChatModel(str(qwen_tiny_dir), device="cpu")
     messages = [{"role": "system", "content": "你是医生。"}, {"role": "user", "content": "头痛怎么办？"}]
@@ -188,7 +188,7 @@ def test_serve_greedy_ignores_the_models_repetition_penalty(qwen_tiny_dir, tok):
     """serve's temperature-0 answer equals plain greedy decoding, whatever generation_config says."""
     import torch
 
-    from evalsel.serve import ChatModel
+    from evalsel.serve.app import ChatModel
 
     chat = ChatModel(str(qwen_tiny_dir), device="cpu")
     chat.model.generation_config.repetition_penalty = 5.0  # a strong inherited penalty (Qwen ships 1.05)

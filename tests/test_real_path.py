@@ -18,7 +18,7 @@ def test_default_config_fetches_the_benchmark_and_prepares_the_pool(tmp_path, hu
     proc = run_snakemake(work, *targets, "--cores", "2", "--config", f"hub_mirror={hub_mirror}", env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout[-5000:]
     # held out by default: C-Eval's answerless test questions are the recall queries, val is scored
-    cfg = yaml.safe_load((work / "config.yaml").read_text(encoding="utf-8"))["benchmark"]
+    cfg = yaml.safe_load((work / "config" / "config.yaml").read_text(encoding="utf-8"))["benchmark"]
     assert cfg["recall_splits"] == ["test"] and cfg["eval_splits"] == ["val"]
     for s in subjects:
         lines = (work / f"results/benchmark/{s}.jsonl").read_text(encoding="utf-8").splitlines()

@@ -67,12 +67,12 @@ def _sft(path: Path) -> Path:
 def test_lora_save_reload_evaluate_merge_dpo_and_rl_at_real_shapes(tmp_path, qwen_half_b):
     from transformers import AutoConfig
 
-    from evalsel.dpo import train_dpo
-    from evalsel.evaluate import evaluate
-    from evalsel.merge import merge_adapter
-    from evalsel.rl import train_rl
-    from evalsel.rlprompts import build_rl_prompts
-    from evalsel.train import train
+    from evalsel.evaluate.multiple_choice import evaluate
+    from evalsel.rl.prompts import build_rl_prompts
+    from evalsel.rl.train import train_rl
+    from evalsel.train.dpo import train_dpo
+    from evalsel.train.merge import merge_adapter
+    from evalsel.train.sft import train
 
     cfg = AutoConfig.from_pretrained(qwen_half_b)
     assert (
@@ -219,7 +219,7 @@ def test_gpu_check_survives_an_initialised_cuda_and_a_failing_row(tmp_path, monk
     recorded and the others still run; the table and JSON are written."""
     import torch
 
-    from evalsel import gpu
+    from evalsel.core import gpu
 
     monkeypatch.setenv(gpu.COUNT_ENV, "1")
     monkeypatch.setenv(gpu.LOCK_DIR_ENV, str(tmp_path / "locks"))

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evalsel.io import InputError, load_jsonl, read_json, text_hash, write_jsonl
-from evalsel.kernels import EMPTY, score_topk_mean, search_topk
-from evalsel.poolindex import PoolIndex
-from evalsel.recall import run_recall
-from evalsel.vectors import save_vectors
+from evalsel.core.io import InputError, load_jsonl, read_json, text_hash, write_jsonl
+from evalsel.core.vectors import save_vectors
+from evalsel.data.poolindex import PoolIndex
+from evalsel.select.kernels import EMPTY, score_topk_mean, search_topk
+from evalsel.select.recall import run_recall
 
 SUBJECTS = ["clinical_medicine", "basic_medicine", "physician"]
 
@@ -171,7 +171,7 @@ def test_numpy_search_is_exact_across_chunk_sizes_and_threads(monkeypatch, chunk
     then scores chunks against its running k-th, tightened whenever the held candidates are merged,
     and the workers' top-k are merged at the end: exact with ties, leaks and repeated ids at any
     sizes, and on continuous scores where the k-th moves chunk after chunk."""
-    import evalsel.kernels as kernels
+    import evalsel.select.kernels as kernels
 
     monkeypatch.setattr(kernels, "CHUNK_COLUMNS", chunk)
     rng = np.random.default_rng(3)
@@ -202,7 +202,7 @@ def test_numpy_search_is_exact_across_chunk_sizes_and_threads(monkeypatch, chunk
 def test_float16_rows_convert_bit_exactly():
     """The kernel's float16 -> float32 conversion (by the bits) equals numpy's cast on every one of
     the 65,536 float16 values: finite ones by the bit trick, a chunk holding inf or NaN by the cast."""
-    from evalsel.kernels import _to_float32
+    from evalsel.select.kernels import _to_float32
 
     every = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).reshape(256, 256)
     finite = every[np.isfinite(every)].reshape(-1, 8)
@@ -475,14 +475,14 @@ def test_torch_recall_claims_a_gpu_and_numpy_does_not(tmp_path, monkeypatch, cap
     that reports two GPUs, device 0 held by another job)."""
     import logging
 
-    from evalsel import gpu
+    from evalsel.core import gpu
 
     for var in ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID", gpu.CLAIMED_ENV):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv(gpu.COUNT_ENV, "2")
     monkeypatch.setenv(gpu.LOCK_DIR_ENV, str(tmp_path / "locks"))
     proj = Project(n_pool=60)
-    with gpu.claim(1) as held, caplog.at_level(logging.INFO, logger="evalsel.gpu"):
+    with gpu.claim(1) as held, caplog.at_level(logging.INFO, logger="evalsel.core.gpu"):
         assert held == ["0"]
         # the recall job is another process, which does not inherit the holder's environment
         monkeypatch.delenv(gpu.CLAIMED_ENV, raising=False)

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from evalsel.io import InputError
-from evalsel.report import build_comparison, parse_model, write_report
-from evalsel.stats import mcnemar_exact, wilson_interval
+from evalsel.core.io import InputError
+from evalsel.report.compare import build_comparison, parse_model, write_report
+from evalsel.report.stats import mcnemar_exact, wilson_interval
 
 SUBJECTS = {"basic_medicine": 10, "physician": 20}
 
@@ -276,7 +276,7 @@ def test_arms_are_compared_with_base_random_and_each_other_holm_over_the_family(
     ]
     assert rep["family_size"] == 10
     raw = [c["scopes"]["overall"]["p_value"] for c in rep["comparisons"]]
-    from evalsel.report import holm
+    from evalsel.report.compare import holm
 
     assert [c["scopes"]["overall"]["p_holm"] for c in rep["comparisons"]] == pytest.approx(holm(raw))
     d = _comp(rep, "dsir vs base")["scopes"]["overall"]

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from evalsel.report import build_comparison, render_markdown
+from evalsel.report.compare import build_comparison, render_markdown
 
 
 def _eval(model: str, rows: list[tuple[str, str, str]], mode: str = "logprob") -> dict:

@@ -106,7 +106,7 @@ def demo_workdir(demo_run) -> Path:
 def demo_shape(demo_workdir) -> dict:
     """Counts the expected job sets are made of: pool shards, subjects."""
     demo = yaml.safe_load((demo_workdir / DEMO_CONFIG).read_text(encoding="utf-8"))
-    base = yaml.safe_load((demo_workdir / "config.yaml").read_text(encoding="utf-8"))
+    base = yaml.safe_load((demo_workdir / "config" / "config.yaml").read_text(encoding="utf-8"))
     shards = 0
     for source in demo["pool"]["sources"]:
         manifest = json.loads((demo_workdir / "results/pool" / source["name"] / "manifest.json").read_text())
@@ -258,7 +258,7 @@ def test_new_transfer_benchmark_schedules_only_its_own_jobs(demo_workdir, demo_s
 
 def test_editing_package_code_reruns_its_rule(demo_workdir):
     """recall.py is an input of the recall rule: editing it re-runs recall and what follows."""
-    module = demo_workdir / "src/evalsel/recall.py"
+    module = demo_workdir / "src/evalsel/select/recall.py"
     original, stat = module.read_bytes(), module.stat()
     try:
         module.write_bytes(original + b"\n# edited\n")

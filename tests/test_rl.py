@@ -1,4 +1,4 @@
-"""RL after SFT (evalsel.rl): the verifiable reward on hand-made completions, the RL prompts and
+"""RL after SFT (evalsel.rl.train): the verifiable reward on hand-made completions, the RL prompts and
 their refusals, the config's refusals, and GRPO/RLOO moving a real pretrained model toward the
 rewarded answer (and away from it when the labels are flipped)."""
 
@@ -13,9 +13,9 @@ import yaml
 from conftest import REPO
 
 from evalsel.config import ConfigError, check
-from evalsel.io import InputError
-from evalsel.rl import RLSettings, answer_reward, format_reward, parse_choice, train_rl
-from evalsel.rlprompts import build_rl_prompts
+from evalsel.core.io import InputError
+from evalsel.rl.prompts import build_rl_prompts
+from evalsel.rl.train import RLSettings, answer_reward, format_reward, parse_choice, train_rl
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 CHOICES = ["Vadolinex", "Korimab", "Sutrabon", "Penfaxil"]
@@ -139,7 +139,7 @@ def test_rl_prompts_refuse_a_scored_split_and_no_questions(tmp_path):
     ],
 )
 def test_contradictory_rl_settings_are_refused_in_one_line(edit, expected):
-    cfg = yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))
     cfg["rl"].update(enabled=True, **edit)
     with pytest.raises(ConfigError) as exc:
         check(copy.deepcopy(cfg), SCHEMA, environ={})
@@ -151,7 +151,7 @@ def test_a_local_rl_split_without_answers_is_refused_before_any_job(monkeypatch)
     """The demo's test split (recall queries, no answers) as the RL split: refused by the config
     check, naming the file; its dev split passes."""
     monkeypatch.chdir(REPO)
-    cfg = yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))
     demo = yaml.safe_load((REPO / "demo" / "config.yaml").read_text(encoding="utf-8"))
     for key, value in demo.items():
         cfg[key] = {**cfg[key], **value} if isinstance(value, dict) and isinstance(cfg.get(key), dict) else value
@@ -165,7 +165,7 @@ def test_a_local_rl_split_without_answers_is_refused_before_any_job(monkeypatch)
 
 
 def test_qlora_sft_cannot_be_continued():
-    cfg = yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))
     cfg["rl"]["enabled"] = True
     cfg["train"].update(method="qlora", deepspeed=None)
     with pytest.raises(ConfigError, match="rl.enabled with train.method 'qlora' is not supported"):
@@ -218,7 +218,7 @@ def _sft_to_answer_letters(model, tok):
     so that the start answers with a letter and favours neither: the SFT stage RL continues."""
     import torch
 
-    from evalsel.evaluate import build_prompt
+    from evalsel.evaluate.multiple_choice import build_prompt
 
     shots = [
         _record(i, "dev", f"Which tonic suits {n} cough?", "AB"[i % 2]) | {"choices": ["Corvalin", "Dumaxil"]}
@@ -249,7 +249,7 @@ def smollm2_start(tmp_path_factory):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from evalsel.gguf_import import import_gguf
+    from evalsel.train.gguf_import import import_gguf
 
     root = tmp_path_factory.mktemp("rl_smollm2")
     base = root / "model"
@@ -275,7 +275,7 @@ def _fiction(answer):
 
 
 def _p_letter_a(base, adapter, records):
-    from evalsel.evaluate import build_prompt, load_model, score_letters
+    from evalsel.evaluate.multiple_choice import build_prompt, load_model, score_letters
 
     model, tok = load_model(str(base), str(adapter))
     prompts = [build_prompt(tok, r, language="en") for r in records]
@@ -370,7 +370,7 @@ def test_the_cli_refuses_bad_prompts_in_one_line(tmp_path, capsys):
 
 
 def test_the_rl_arm_can_be_merged_only_when_enabled():
-    cfg = yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))
     cfg["rl"].update(enabled=True, splits=["dev"])
     cfg["merge"]["arms"] = ["eval_driven", "rl"]
     check(copy.deepcopy(cfg), SCHEMA, environ={})
@@ -380,14 +380,14 @@ def test_the_rl_arm_can_be_merged_only_when_enabled():
 
 
 def test_an_arm_cannot_be_named_rl():
-    cfg = yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))
     cfg["arms"].append({"name": "rl", "strategy": "random", "match": "eval_driven"})
     with pytest.raises(ConfigError, match=r"arms\[2\]\.name"):
         check(cfg, SCHEMA, environ={})
 
 
 def test_the_report_compares_rl_with_its_start_and_base_and_names_it():
-    from evalsel.report import _arm_label, _arm_specs, comparison_pairs
+    from evalsel.report.compare import _arm_label, _arm_specs, comparison_pairs
 
     arms = ["eval_driven", "random", "rl"]
     given = {

@@ -46,7 +46,7 @@ class _Server:
 
 @pytest.fixture(scope="module")
 def server(tiny_lm_dir):
-    from evalsel.serve import create_app
+    from evalsel.serve.app import create_app
 
     app = create_app(tiny_lm_dir, api_key=KEY, model_name="tiny")
     with _Server(app) as srv:
@@ -191,7 +191,7 @@ def test_base_plus_adapter(tiny_lm_dir, tmp_path):
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from evalsel.serve import create_app
+    from evalsel.serve.app import create_app
 
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
@@ -252,7 +252,7 @@ def _stream_and_drop(url: str, seconds: float, results: list) -> None:
 
 
 def test_dropped_streams_free_the_model_and_shutdown_completes(tiny_lm_dir):
-    from evalsel.serve import create_app
+    from evalsel.serve.app import create_app
 
     app = create_app(tiny_lm_dir, api_key=KEY, model_name="tiny", timeout=120)
     with _Server(app) as srv:
@@ -296,7 +296,7 @@ def test_usage_does_not_count_the_end_of_turn_token(tiny_lm_dir):
     """An answer that ends on its own: completion_tokens counts the answer's tokens, not <|im_end|>."""
     import torch
 
-    from evalsel.serve import ChatModel
+    from evalsel.serve.app import ChatModel
 
     chat = ChatModel(str(tiny_lm_dir), device="cpu")
     ids = chat.encode(MESSAGES)
@@ -331,7 +331,7 @@ class _SlowChat:
 
 
 async def _drain(job):
-    from evalsel.serve import APIError
+    from evalsel.serve.app import APIError
 
     out = []
     try:
@@ -345,7 +345,7 @@ async def _drain(job):
 def test_a_full_queue_is_429_and_a_request_waiting_too_long_is_503():
     import asyncio
 
-    from evalsel.serve import APIError, Generator
+    from evalsel.serve.app import APIError, Generator
 
     gen = Generator(_SlowChat(steps=20, pause=0.05, honour_stop=False), max_queue=1, timeout=0.5)
     try:
@@ -373,7 +373,7 @@ def test_a_full_queue_is_429_and_a_request_waiting_too_long_is_503():
 def test_a_request_running_past_its_timeout_is_cut_short():
     import asyncio
 
-    from evalsel.serve import Generator
+    from evalsel.serve.app import Generator
 
     gen = Generator(_SlowChat(steps=40, pause=0.05), max_queue=2, timeout=0.5)
     try:
@@ -389,7 +389,7 @@ def test_a_request_running_past_its_timeout_is_cut_short():
 def test_a_cancelled_job_is_dropped_and_the_next_one_served():
     import asyncio
 
-    from evalsel.serve import Generator
+    from evalsel.serve.app import Generator
 
     chat = _SlowChat(steps=5, pause=0.01)
     gen = Generator(chat, max_queue=4, timeout=30)
@@ -440,7 +440,7 @@ def test_a_3m_character_prompt_does_not_freeze_the_server(tiny_lm_dir, tokenised
     """Before: one 3M-character prompt held /health for 66 s (tokenised on the event loop). Now it
     is refused by its length before tokenising; and a prompt that must be tokenised (a context
     made large enough that the character bound lets it through) is tokenised in a worker thread."""
-    from evalsel.serve import create_app
+    from evalsel.serve.app import create_app
 
     app = create_app(tiny_lm_dir, api_key=KEY, model_name="tiny")
     chat = app.state.chat
@@ -464,7 +464,7 @@ def test_a_3m_character_prompt_does_not_freeze_the_server(tiny_lm_dir, tokenised
 
 
 def test_a_body_over_the_limit_is_413_before_it_is_parsed(tiny_lm_dir):
-    from evalsel.serve import create_app
+    from evalsel.serve.app import create_app
 
     app = create_app(tiny_lm_dir, api_key=KEY, model_name="tiny", max_body_bytes=10_000)
     with _Server(app) as srv:

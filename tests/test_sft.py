@@ -10,9 +10,9 @@ from real_pool import SUBJECTS as SUBJECTS_REAL
 from real_pool import hash_vectors, selection_paths, write_real_benchmark, write_real_pool
 from test_recall import SUBJECTS, Project
 
-from evalsel.io import InputError, load_jsonl, read_json, write_jsonl
-from evalsel.leak import NgramIndex, load_benchmark_items, sample_segments
-from evalsel.sft import build_sft, mix_size, to_alpaca, to_sharegpt
+from evalsel.core.io import InputError, load_jsonl, read_json, write_jsonl
+from evalsel.guard.leak import NgramIndex, load_benchmark_items, sample_segments
+from evalsel.sets.build import build_sft, mix_size, to_alpaca, to_sharegpt
 
 
 def _project(seed=0, n_pool=400):
@@ -233,7 +233,7 @@ def test_real_data_recall_and_sft_keep_benchmark_text_out(shared_data, tmp_path)
     """C-Eval medical questions against 1,500 real pool samples per file, with a C-Eval question planted
     (three characters changed): recall drops it and the final sets hold no 13-gram of any item, every split."""
 
-    from evalsel.recall import run_recall
+    from evalsel.select.recall import run_recall
 
     subjects = SUBJECTS_REAL
     bench = write_real_benchmark(shared_data, tmp_path, subjects)
@@ -248,7 +248,7 @@ def test_real_data_recall_and_sft_keep_benchmark_text_out(shared_data, tmp_path)
         return [planted_q, turns[1]] if stem == "medical_qa_alpaca" and n == 700 else turns
 
     pool_vectors, pool_shards = write_real_pool(shared_data, tmp_path, 1500, edit=plant)
-    from evalsel.io import read_jsonl
+    from evalsel.core.io import read_jsonl
 
     planted = [r["id"] for p in pool_shards for _, r in read_jsonl(p) if r["conversations"][0]["value"] == planted_q]
     planted_id = planted[0] if planted else None

@@ -120,7 +120,7 @@ MULTI_GPU_SNAKEFILE = textwrap.dedent(
 PROBE = textwrap.dedent(
     """
     import os
-    from evalsel.gpu import claim
+    from evalsel.core.gpu import claim
 
     with claim(2) as ids:
         print(",".join(ids), os.environ["SLURM_NTASKS"], os.environ["SLURM_JOB_ID"])

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from evalsel.stats import (
+from evalsel.report.stats import (
     discordant_counts,
     mcnemar_exact,
     mcnemar_mdd,

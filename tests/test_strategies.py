@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from test_recall import SUBJECTS, Project, rand_text
 
-from evalsel.dsir import DsirSettings, dsir_job, gumbel_keys, log_ratio, log_weights
-from evalsel.io import load_jsonl, read_json, write_jsonl
-from evalsel.kernels import score_subject_max
-from evalsel.ngrams import counts, hashed_grams, tokens
-from evalsel.overlap import arms_overlap, jaccard, prompt_text
-from evalsel.poolindex import PoolIndex
+from evalsel.core.io import load_jsonl, read_json, write_jsonl
+from evalsel.data.poolindex import PoolIndex
+from evalsel.select.dsir import DsirSettings, dsir_job, gumbel_keys, log_ratio, log_weights
+from evalsel.select.kernels import score_subject_max
+from evalsel.select.ngrams import counts, hashed_grams, tokens
+from evalsel.sets.overlap import arms_overlap, jaccard, prompt_text
 
 M64 = (1 << 64) - 1
 P = 0x100000001B3
@@ -199,7 +199,7 @@ def test_dsir_weights_in_the_job_equal_the_definition(tmp_path):
 
 def test_position_weighted_mean_by_hand():
     torch = pytest.importorskip("torch")
-    from evalsel.embed_rds import position_weighted_mean
+    from evalsel.embed.rds import position_weighted_mean
 
     h = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [3.0, 3.0]], [[2.0, 2.0], [4.0, 0.0], [9.0, 9.0]]])
     mask = torch.tensor([[1, 1, 1], [1, 1, 0]])  # right padding: the second text has 2 tokens
@@ -223,7 +223,7 @@ def test_rds_vectors_are_the_pooled_last_hidden_states(tiny_qwen):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from evalsel.embed_rds import RdsEncoder, RdsSettings
+    from evalsel.embed.rds import RdsEncoder, RdsSettings
 
     texts = ["高血压的一线治疗药物是什么？", "A", "肺炎链球菌感染的典型表现包括发热、咳嗽和胸痛，应如何处理？" * 3]
     enc = RdsEncoder(RdsSettings(model=str(tiny_qwen), device="cpu", batch_size=2))
@@ -244,8 +244,8 @@ def test_rds_vectors_are_the_pooled_last_hidden_states(tiny_qwen):
 def test_rds_pool_shard_embeds_the_rendered_conversation(tiny_qwen, tmp_path):
     from transformers import AutoTokenizer
 
-    from evalsel.embed_rds import RdsEncoder, RdsSettings, embed_pool_shard_rds, pool_messages
-    from evalsel.vectors import load_vectors
+    from evalsel.core.vectors import load_vectors
+    from evalsel.embed.rds import RdsEncoder, RdsSettings, embed_pool_shard_rds, pool_messages
 
     proj = Project(n_pool=5, seed=1)
     paths = proj.write(tmp_path)
@@ -282,7 +282,7 @@ def _brute_round_robin(Q, qsub, X, n_subjects, budget):
 
 
 def test_round_robin_max_equals_the_definition(tmp_path):
-    from evalsel.recall import run_recall
+    from evalsel.select.recall import run_recall
 
     proj = Project(n_pool=200, seed=11)
     paths = proj.write(tmp_path)

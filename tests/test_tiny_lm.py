@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from evalsel.io import InputError
-from evalsel.tiny_lm import build_tiny_lm, texts_from_jsonl
+from evalsel.core.io import InputError
+from evalsel.demo.tiny_lm import build_tiny_lm, texts_from_jsonl
 
 
 def test_loads_offline_with_auto_classes(tiny_lm_dir):

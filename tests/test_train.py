@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from evalsel.io import InputError, read_json, write_json
-from evalsel.train import FINGERPRINT, load_sft, prepare_checkpoints, tokenize_conversation, train
+from evalsel.core.io import InputError, read_json, write_json
+from evalsel.train.sft import FINGERPRINT, load_sft, prepare_checkpoints, tokenize_conversation, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -143,7 +143,7 @@ def test_alpaca_and_sharegpt_tokenise_alike(tmp_path, tok):
 
 
 def test_truncation_keeps_or_drops_and_counts(tok):
-    from evalsel.train import build_dataset
+    from evalsel.train.sft import build_dataset
 
     long_prompt = [{"role": "user", "content": "很长的问题" * 200}, {"role": "assistant", "content": "答"}]
     long_answer = [{"role": "user", "content": "问"}, {"role": "assistant", "content": "很长的回答" * 200}]
@@ -257,7 +257,7 @@ def test_crashed_run_resumes_and_matches_uninterrupted_run(tmp_path, tiny_lm_dir
 
 
 def test_whole_run_loss_weights_each_logged_interval():
-    from evalsel.train import whole_run_loss
+    from evalsel.train.sft import whole_run_loss
 
     logs = [{"step": 1, "loss": 4.0}, {"step": 3, "loss": 3.0}, {"step": 5, "loss": 2.0}]
     # resumed at 5, the session's 5 steps averaged 1.0: (4 + 3*2 + 2*2 + 1*5) / 10
@@ -299,7 +299,7 @@ def test_prepare_checkpoints(tmp_path):
 
 
 def test_fingerprint_ignores_cadence_but_not_data(tmp_path, tiny_lm_dir):
-    from evalsel.train import TrainSettings, fingerprint
+    from evalsel.train.sft import TrainSettings, fingerprint
 
     sft = write_sft(tmp_path / "sft.jsonl", 4)
     base = fingerprint(TrainSettings(**FAST), sft, str(tiny_lm_dir))
@@ -323,7 +323,7 @@ def test_killed_process_resumes_from_checkpoint(tmp_path, tiny_lm_dir):
     ]
     write_json(tmp_path / "job.json", {"args": args, "settings": settings})
     code = (
-        "import json, sys; from evalsel.train import train; "
+        "import json, sys; from evalsel.train.sft import train; "
         "job = json.load(open(sys.argv[1])); train(*job['args'], **job['settings'])"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
@@ -395,7 +395,7 @@ def test_full_finetuning_and_target_list(tmp_path, tiny_lm_dir):
     # evaluation takes the fully fine-tuned directory where an adapter would be
     from test_evaluate import write_benchmark
 
-    from evalsel.evaluate import evaluate
+    from evalsel.evaluate.multiple_choice import evaluate
 
     r = evaluate(
         write_benchmark(tmp_path),
@@ -444,7 +444,7 @@ def test_torchrun_two_processes_train_one_model(tmp_path, tiny_lm_dir):
     """The multi-GPU launcher path, on CPU: torchrun starts two gloo workers that train one model."""
     import dataclasses
 
-    from evalsel.train import TrainSettings, fingerprint, launch_distributed
+    from evalsel.train.sft import TrainSettings, fingerprint, launch_distributed
 
     sft = write_sft(tmp_path / "sft.jsonl", 16)
     s = TrainSettings(**{**FAST, "epochs": 2, "threads": 2})
@@ -479,7 +479,7 @@ def test_max_steps_with_gradient_checkpointing(tmp_path, tiny_lm_dir):
 
 
 def test_qlora_with_zero3_is_refused_naming_what_works():
-    from evalsel.train import TrainSettings
+    from evalsel.train.sft import TrainSettings
 
     repo = Path(__file__).resolve().parents[1]
     s = TrainSettings(method="qlora", deepspeed=str(repo / "config/deepspeed/zero3.json"))
@@ -496,7 +496,7 @@ def test_zero3_is_registered_before_the_model_loads(tmp_path, tiny_lm_dir, monke
 
     from transformers.integrations import is_deepspeed_zero3_enabled
 
-    from evalsel import train
+    from evalsel.train import sft as train
 
     pytest.importorskip("deepspeed")
     repo = Path(__file__).resolve().parents[1]

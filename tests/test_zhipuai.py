@@ -19,9 +19,9 @@ import pytest
 
 pytest.importorskip("zhipuai")
 
-from evalsel.embed import EmbedSettings, ZhipuSettings, embed_pool_shard, embed_texts  # noqa: E402
-from evalsel.embed_zhipuai import VectorCache, ZhipuEmbedError, embed_zhipuai  # noqa: E402
-from evalsel.vectors import load_vectors  # noqa: E402
+from evalsel.core.vectors import load_vectors  # noqa: E402
+from evalsel.embed.encode import EmbedSettings, ZhipuSettings, embed_pool_shard, embed_texts  # noqa: E402
+from evalsel.embed.zhipu import VectorCache, ZhipuEmbedError, embed_zhipuai  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fake_zhipuai import FakeZhipuAI, fake_vector  # noqa: E402
@@ -190,8 +190,8 @@ def test_embed_texts_dispatches_and_refuses_empty(key, tmp_path):
 _CHILD = """
 import sys
 sys.path[:0] = {paths!r}
-from evalsel.embed import ZhipuSettings
-from evalsel.embed_zhipuai import embed_zhipuai
+from evalsel.embed.encode import ZhipuSettings
+from evalsel.embed.zhipu import embed_zhipuai
 texts = [f"文本{{i}}" for i in range(40)]
 embed_zhipuai(texts, ZhipuSettings(dimensions={dims}, batch_size=2, concurrency=1, base_url={url!r}, cache_dir={cache!r}))
 """

@@ -202,7 +202,7 @@ def disease_of(q: dict) -> str:
 
 def pool_id(raw: dict) -> str:
     """The id pool_prepare gives a raw record (its content hash)."""
-    from evalsel.pool import normalise_record
+    from evalsel.data.pool import normalise_record
 
     return normalise_record(raw, source="control", medical=True)["id"]
 

@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from evalsel.io import InputError, setup_logging
+from evalsel.core.io import InputError, setup_logging
 
 log = logging.getLogger("evalsel")
 
@@ -18,7 +18,7 @@ log = logging.getLogger("evalsel")
 def _serve(ns: argparse.Namespace) -> int:
     import math
 
-    from evalsel.serve import serve
+    from evalsel.serve.app import serve
 
     if not (math.isfinite(ns.timeout) and ns.timeout > 0):
         raise SystemExit(f"evalsel serve: --timeout must be a finite number of seconds above 0, got {ns.timeout!r}")
@@ -47,7 +47,7 @@ def _serve(ns: argparse.Namespace) -> int:
 
 
 def _report(ns: argparse.Namespace) -> int:
-    from evalsel.report import write_report
+    from evalsel.report.compare import write_report
 
     out = Path(ns.out_dir)
     rep = write_report(
@@ -77,7 +77,7 @@ def _report(ns: argparse.Namespace) -> int:
 
 
 def _rl(ns: argparse.Namespace) -> int:
-    from evalsel.rl import train_rl
+    from evalsel.rl.train import train_rl
 
     out = Path(ns.out_dir)
     m = train_rl(
@@ -108,7 +108,7 @@ def _rl(ns: argparse.Namespace) -> int:
 
 
 def _dpo(ns: argparse.Namespace) -> int:
-    from evalsel.dpo import train_dpo
+    from evalsel.train.dpo import train_dpo
 
     out = Path(ns.out_dir)
     m = train_dpo(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from .arms import problems as arm_problems
+from evalsel.select.arms import problems as arm_problems
 
 
 class ConfigError(ValueError):
@@ -89,7 +89,7 @@ def schema_problems(config: dict, schema_path: str | os.PathLike) -> list[str]:
         if err.validator == "required":
             problems.append(f"{key}: {err.message} (required)")
         elif err.validator == "additionalProperties":
-            problems.append(f"{key}: {err.message} (unknown key; see config.yaml for the documented ones)")
+            problems.append(f"{key}: {err.message} (unknown key; see config/README.md for the documented ones)")
         elif err.validator == "enum":
             problems.append(f"{key}: {_short(err.instance)} is not one of {err.validator_value} (enum)")
         elif err.validator in ("oneOf", "anyOf"):
@@ -106,8 +106,8 @@ def missing_config_problem(config: dict, workdir: str | os.PathLike) -> str | No
         return None
     workdir = Path(workdir).resolve()
     return (
-        f"no configuration loaded: config.yaml was not found in the working directory {workdir}. "
-        "Run Snakemake from the checkout, copy config.yaml there, or point at one with "
+        f"no configuration loaded: config/config.yaml was not found in the working directory {workdir}. "
+        "Run Snakemake from the checkout, copy config/config.yaml there, or point at one with "
         "--configfile PATH (with --directory, relative paths are taken from that directory)"
     )
 
@@ -252,8 +252,8 @@ def rl_problems(config: dict) -> list[str]:
 def _local_rl_split_problems(bench: dict, splits: list[str]) -> list[str]:
     """A local RL split's files must exist and every question have an answer (read now: benchmark
     files are small, and an unlabelled RL split would otherwise fail only at its job)."""
-    from .benchmark import load_local_split, resolve_columns
-    from .io import InputError
+    from evalsel.core.io import InputError
+    from evalsel.data.benchmark import load_local_split, resolve_columns
 
     local = bench.get("local", {})
     if not local.get("path"):
@@ -273,8 +273,8 @@ def _local_rl_split_problems(bench: dict, splits: list[str]) -> list[str]:
 
 def _base_model_problems(config: dict) -> list[str]:
     """A GGUF base model must be a readable GGUF file of an architecture transformers converts."""
-    from .gguf_import import gguf_architecture, is_gguf, resolve_gguf
-    from .io import InputError
+    from evalsel.core.io import InputError
+    from evalsel.train.gguf_import import gguf_architecture, is_gguf, resolve_gguf
 
     base = config["train"]["base_model"]
     if not is_gguf(base):

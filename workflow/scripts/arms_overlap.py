@@ -4,8 +4,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # works without pip install (conda envs)
-from evalsel.io import job_logging
-from evalsel.overlap import arms_overlap
+from evalsel.core.io import job_logging
+from evalsel.sets.overlap import arms_overlap
 
 with job_logging(snakemake):
     arms_overlap(

@@ -4,9 +4,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # works without pip install (conda envs)
-from evalsel.embed import embed_benchmark, embed_settings
-from evalsel.gpu import device_claim
-from evalsel.io import job_logging
+from evalsel.core.gpu import device_claim
+from evalsel.core.io import job_logging
+from evalsel.embed.encode import embed_benchmark, embed_settings
 
 with job_logging(snakemake), device_claim(snakemake.params.device, snakemake.resources.gpu):
     params = dict(snakemake.params.items())

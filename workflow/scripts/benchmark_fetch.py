@@ -4,8 +4,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # works without pip install (conda envs)
-from evalsel.benchmark import run_benchmark_fetch
-from evalsel.io import job_logging
+from evalsel.core.io import job_logging
+from evalsel.data.benchmark import run_benchmark_fetch
 
 with job_logging(snakemake):
     run_benchmark_fetch(

@@ -4,8 +4,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # works without pip install (conda envs)
-from evalsel.crosscheck import crosscheck
-from evalsel.io import job_logging
+from evalsel.core.io import job_logging
+from evalsel.evaluate.crosscheck import crosscheck
 
 p = snakemake.params
 base = list(snakemake.input.base)  # the tiny demo model when the DAG builds it

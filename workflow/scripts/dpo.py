@@ -4,8 +4,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # works without pip install (conda envs)
-from evalsel.dpo import train_dpo
-from evalsel.io import job_logging
+from evalsel.core.io import job_logging
+from evalsel.train.dpo import train_dpo
 
 p = snakemake.params
 base = list(snakemake.input.base)  # the tiny demo model when the DAG builds it

@@ -4,8 +4,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # works without pip install (conda envs)
-from evalsel.dsir import dsir_job
-from evalsel.io import job_logging
+from evalsel.core.io import job_logging
+from evalsel.select.dsir import dsir_job
 
 with job_logging(snakemake):
     dsir_job(

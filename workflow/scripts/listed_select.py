@@ -4,8 +4,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # works without pip install (conda envs)
-from evalsel.io import job_logging
-from evalsel.listed import listed_job
+from evalsel.core.io import job_logging
+from evalsel.select.listed import listed_job
 
 with job_logging(snakemake):
     listed_job(

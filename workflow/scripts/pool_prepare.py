@@ -4,8 +4,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # works without pip install (conda envs)
-from evalsel.io import job_logging
-from evalsel.pool import run_pool_prepare
+from evalsel.core.io import job_logging
+from evalsel.data.pool import run_pool_prepare
 
 with job_logging(snakemake):
     run_pool_prepare(

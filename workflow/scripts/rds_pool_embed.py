@@ -4,9 +4,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # works without pip install (conda envs)
-from evalsel.embed_rds import RdsSettings, embed_pool_shard_rds
-from evalsel.gpu import device_claim
-from evalsel.io import job_logging
+from evalsel.core.gpu import device_claim
+from evalsel.core.io import job_logging
+from evalsel.embed.rds import RdsSettings, embed_pool_shard_rds
 
 with job_logging(snakemake), device_claim(snakemake.params.device, snakemake.resources.gpu):
     embed_pool_shard_rds(

@@ -4,8 +4,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # works without pip install (conda envs)
-from evalsel.io import job_logging
-from evalsel.report import write_report
+from evalsel.core.io import job_logging
+from evalsel.report.compare import write_report
 
 with job_logging(snakemake):
     write_report(

@@ -4,8 +4,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # works without pip install (conda envs)
-from evalsel.io import job_logging
-from evalsel.rlprompts import build_rl_prompts
+from evalsel.core.io import job_logging
+from evalsel.rl.prompts import build_rl_prompts
 
 p = snakemake.params
 with job_logging(snakemake):

@@ -4,8 +4,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # works without pip install (conda envs)
-from evalsel.io import job_logging
-from evalsel.rl import train_rl
+from evalsel.core.io import job_logging
+from evalsel.rl.train import train_rl
 
 p = snakemake.params
 base = list(snakemake.input.base)  # the tiny demo model or an imported GGUF file when the DAG builds it

@@ -4,8 +4,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # works without pip install (conda envs)
-from evalsel.io import job_logging
-from evalsel.sft import Context, build_random
+from evalsel.core.io import job_logging
+from evalsel.sets.build import Context, build_random
 
 with job_logging(snakemake):
     ctx = Context.of_job(snakemake.input, snakemake.params)

@@ -4,8 +4,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # works without pip install (conda envs)
-from evalsel.io import job_logging
-from evalsel.train import train
+from evalsel.core.io import job_logging
+from evalsel.train.sft import train
 
 p = snakemake.params
 base = list(snakemake.input.base)  # the tiny demo model when the DAG builds it

@@ -4,8 +4,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # works without pip install (conda envs)
-from evalsel.io import job_logging
-from evalsel.transfer import run_transfer_guard
+from evalsel.core.io import job_logging
+from evalsel.guard.transfer import run_transfer_guard
 
 with job_logging(snakemake):
     run_transfer_guard(

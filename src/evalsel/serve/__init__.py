@@ -1,0 +1,1 @@
+"""Serving a trained arm: an OpenAI-compatible chat server."""
