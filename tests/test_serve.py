@@ -579,7 +579,9 @@ def test_sigterm_ends_the_stream_and_answers_every_waiter(tiny_lm_dir, tmp_path)
                     break
             except httpx.TransportError:
                 time.sleep(0.2)
-        long = {"model": "tiny", "messages": MESSAGES, "max_tokens": 100_000, "temperature": 0.9, "stream": True}
+        # greedy: the tiny model then runs to the end of its context (2,026 tokens, about 3.5 s here); sampled,
+        # it meets an end-of-turn token after a few hundred tokens most of the time and the queue drains early
+        long = {"model": "tiny", "messages": MESSAGES, "max_tokens": 100_000, "temperature": 0, "stream": True}
         streams: dict[int, list[str]] = {0: [], 1: []}
 
         def stream(k):

@@ -492,10 +492,7 @@ def create_app(
     """
     from contextlib import asynccontextmanager
 
-    from fastapi import FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, StreamingResponse
-    from starlette.exceptions import HTTPException as StarletteHTTPException
+    from fastapi import FastAPI
 
     chat = ChatModel(str(model_path), None if adapter is None else str(adapter), device=device)
     generator = Generator(chat, max_queue=max_queue, timeout=timeout)
@@ -512,6 +509,46 @@ def create_app(
     app.state.chat = chat
     app.state.generator = generator
     app.state.model_name = name
+    _add_error_handlers(app)
+    _add_auth(app, api_key)
+
+    def model_card() -> dict:
+        return {"id": name, "object": "model", "created": created, "owned_by": "evalsel"}
+
+    @app.get("/health")
+    def health():
+        return {"status": "ok", "model": name, **generator.status()}
+
+    @app.get("/v1/models")
+    def list_models():
+        return {"object": "list", "data": [model_card()]}
+
+    @app.get("/v1/models/{model_id:path}")
+    def get_model(model_id: str):
+        _check_model(model_id, name)
+        return model_card()
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(req: ChatRequest):
+        _check_model(req.model, name)
+        messages = _request_messages(req, chat)
+        prompt_ids, room = await _encode_prompt(chat, messages, timeout)
+        job = generator.submit(_generation_params(req, prompt_ids, room), asyncio.get_running_loop())
+        reply = _Reply(f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), name)
+        if not req.stream:
+            return await reply.complete(job)
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        return reply.stream(job, include_usage)
+
+    return app
+
+
+def _add_error_handlers(app) -> None:
+    """OpenAI-style JSON errors: the API's own, unreadable or invalid bodies, unknown routes, failures."""
+    from fastapi import Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError):
@@ -547,6 +584,12 @@ def create_app(
             APIError(500, f"generation failed: {type(exc).__name__}", "server_error").body(), status_code=500
         )
 
+
+def _add_auth(app, api_key: str | None) -> None:
+    """With ``api_key``, every request needs ``Authorization: Bearer <api_key>`` (401 otherwise)."""
+    from fastapi import Request
+    from fastapi.responses import JSONResponse
+
     @app.middleware("http")
     async def _auth(request: Request, call_next):
         if api_key:
@@ -559,166 +602,162 @@ def create_app(
                 return JSONResponse(err.body(), status_code=401)
         return await call_next(request)
 
-    def model_card() -> dict:
-        return {"id": name, "object": "model", "created": created, "owned_by": "evalsel"}
 
-    @app.get("/health")
-    def health():
-        return {"status": "ok", "model": name, **generator.status()}
-
-    @app.get("/v1/models")
-    def list_models():
-        return {"object": "list", "data": [model_card()]}
-
-    @app.get("/v1/models/{model_id:path}")
-    def get_model(model_id: str):
-        if model_id != name:
-            raise APIError(
-                404,
-                f"model {model_id!r} does not exist; this server has {name!r}",
-                code="model_not_found",
-                param="model",
-            )
-        return model_card()
-
-    @app.post("/v1/chat/completions")
-    async def chat_completions(req: ChatRequest):
-        if req.model != name:
-            raise APIError(
-                404,
-                f"model {req.model!r} does not exist; this server has {name!r}",
-                code="model_not_found",
-                param="model",
-            )
-        messages = []
-        for i, m in enumerate(req.messages):
-            try:
-                content = m.text()
-            except ValueError as exc:
-                raise APIError(400, str(exc), param=f"messages.{i}.content") from None
-            messages.append({"role": "system" if m.role == "developer" else m.role, "content": content})
-        if messages[-1]["role"] == "assistant":
-            raise APIError(400, "the last message must not be the assistant's (nothing to answer)", param="messages")
-        chars = sum(len(m["content"]) for m in messages)
-        if chars > chat.context_length * chat.max_token_chars:
-            raise APIError(
-                400,
-                f"the messages have {chars} characters: more than the model's context of {chat.context_length} "
-                f"tokens can hold (no token is longer than {chat.max_token_chars} characters)",
-                code="context_length_exceeded",
-                param="messages",
-            )
-        try:  # in a worker thread: the event loop keeps answering other requests meanwhile
-            prompt_ids = await asyncio.wait_for(asyncio.to_thread(chat.encode, messages), timeout)
-        except TimeoutError:
-            raise APIError(
-                503, f"timed out after {timeout:g} s tokenising the prompt", "server_error", code="timeout"
-            ) from None
-        except Exception as exc:  # the template rejects the conversation (e.g. roles out of order)
-            raise APIError(400, f"the chat template rejected the messages: {exc}", param="messages") from None
-        room = chat.context_length - len(prompt_ids)
-        if room < 1:
-            raise APIError(
-                400,
-                f"the prompt has {len(prompt_ids)} tokens; the model's context is {chat.context_length}",
-                code="context_length_exceeded",
-                param="messages",
-            )
-        asked = req.max_completion_tokens or req.max_tokens or DEFAULT_MAX_TOKENS
-        max_new = min(asked, room)
-        temperature = 1.0 if req.temperature is None else req.temperature
-        top_p = 1.0 if req.top_p is None else req.top_p
-        params = {
-            "prompt_ids": prompt_ids,
-            "max_new_tokens": max_new,
-            "temperature": temperature,
-            "top_p": top_p,
-            "stops": req.stops(),
-            "seed": req.seed,
-        }
-        job = generator.submit(params, asyncio.get_running_loop())
-        cid = f"chatcmpl-{uuid.uuid4().hex}"
-        now = int(time.time())
-        if not req.stream:
-            text, info = "", {}
-            try:
-                async for delta, info in job:  # noqa: B007 (the last info holds the counts)
-                    text += delta
-            finally:  # the client went away (the task is cancelled) or the answer is complete
-                job.cancel()
-            usage = {
-                "prompt_tokens": info["prompt_tokens"],
-                "completion_tokens": info["completion_tokens"],
-                "total_tokens": info["prompt_tokens"] + info["completion_tokens"],
-            }
-            return {
-                "id": cid,
-                "object": "chat.completion",
-                "created": now,
-                "model": name,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": text},
-                        "finish_reason": info["finish_reason"],
-                        "logprobs": None,
-                    }
-                ],
-                "usage": usage,
-            }
-        include_usage = bool(req.stream_options and req.stream_options.include_usage)
-
-        def chunk(delta: dict, finish: str | None) -> str:
-            body = {
-                "id": cid,
-                "object": "chat.completion.chunk",
-                "created": now,
-                "model": name,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
-            }
-            if include_usage:
-                body["usage"] = None
-            return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
-
-        async def events():
-            # headers go at once, so that a client that leaves while waiting frees its place; a
-            # stream still waiting at a timeout or a shutdown gets the 503 as an error event, then [DONE]
-            yield chunk({"role": "assistant", "content": ""}, None)
-            try:
-                async for delta, info in job:
-                    if delta:
-                        yield chunk({"content": delta}, None)
-                    if "finish_reason" in info:
-                        yield chunk({}, info["finish_reason"])
-                        if include_usage:
-                            usage = {
-                                "prompt_tokens": info["prompt_tokens"],
-                                "completion_tokens": info["completion_tokens"],
-                                "total_tokens": info["prompt_tokens"] + info["completion_tokens"],
-                            }
-                            body = {
-                                "id": cid,
-                                "object": "chat.completion.chunk",
-                                "created": now,
-                                "model": name,
-                                "choices": [],
-                                "usage": usage,
-                            }
-                            yield f"data: {json.dumps(body)}\n\n"
-            except APIError as exc:  # timed out waiting, or shutting down
-                yield f"data: {json.dumps(exc.body())}\n\n"
-            except Exception as exc:  # headers are sent: report the failure in the stream, as OpenAI does
-                log.error("generation failed mid-stream: %s", type(exc).__name__)
-                yield f"data: {json.dumps(APIError(500, f'generation failed: {type(exc).__name__}', 'server_error').body())}\n\n"
-            finally:  # a disconnected client cancels this generator: free the model at once
-                job.cancel()
-            yield "data: [DONE]\n\n"
-
-        return StreamingResponse(
-            events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+def _check_model(model_id: str, name: str) -> None:
+    if model_id != name:
+        raise APIError(
+            404,
+            f"model {model_id!r} does not exist; this server has {name!r}",
+            code="model_not_found",
+            param="model",
         )
 
-    return app
+
+def _request_messages(req: ChatRequest, chat: ChatModel) -> list[dict]:
+    """The request's messages as the chat template takes them, refused when there is nothing to
+    answer or more characters than the model's context can hold (before tokenising)."""
+    messages = []
+    for i, m in enumerate(req.messages):
+        try:
+            content = m.text()
+        except ValueError as exc:
+            raise APIError(400, str(exc), param=f"messages.{i}.content") from None
+        messages.append({"role": "system" if m.role == "developer" else m.role, "content": content})
+    if messages[-1]["role"] == "assistant":
+        raise APIError(400, "the last message must not be the assistant's (nothing to answer)", param="messages")
+    chars = sum(len(m["content"]) for m in messages)
+    if chars > chat.context_length * chat.max_token_chars:
+        raise APIError(
+            400,
+            f"the messages have {chars} characters: more than the model's context of {chat.context_length} "
+            f"tokens can hold (no token is longer than {chat.max_token_chars} characters)",
+            code="context_length_exceeded",
+            param="messages",
+        )
+    return messages
+
+
+async def _encode_prompt(chat: ChatModel, messages: list[dict], timeout: float) -> tuple[list[int], int]:
+    """The prompt's token ids, tokenised in a worker thread (the event loop keeps answering other
+    requests meanwhile), and the room left in the context for the answer."""
+    try:
+        prompt_ids = await asyncio.wait_for(asyncio.to_thread(chat.encode, messages), timeout)
+    except TimeoutError:
+        raise APIError(
+            503, f"timed out after {timeout:g} s tokenising the prompt", "server_error", code="timeout"
+        ) from None
+    except Exception as exc:  # the template rejects the conversation (e.g. roles out of order)
+        raise APIError(400, f"the chat template rejected the messages: {exc}", param="messages") from None
+    room = chat.context_length - len(prompt_ids)
+    if room < 1:
+        raise APIError(
+            400,
+            f"the prompt has {len(prompt_ids)} tokens; the model's context is {chat.context_length}",
+            code="context_length_exceeded",
+            param="messages",
+        )
+    return prompt_ids, room
+
+
+def _generation_params(req: ChatRequest, prompt_ids: list[int], room: int) -> dict:
+    """The keyword arguments of :meth:`ChatModel.stream` for one request."""
+    asked = req.max_completion_tokens or req.max_tokens or DEFAULT_MAX_TOKENS
+    return {
+        "prompt_ids": prompt_ids,
+        "max_new_tokens": min(asked, room),
+        "temperature": 1.0 if req.temperature is None else req.temperature,
+        "top_p": 1.0 if req.top_p is None else req.top_p,
+        "stops": req.stops(),
+        "seed": req.seed,
+    }
+
+
+def _usage(info: dict) -> dict:
+    return {
+        "prompt_tokens": info["prompt_tokens"],
+        "completion_tokens": info["completion_tokens"],
+        "total_tokens": info["prompt_tokens"] + info["completion_tokens"],
+    }
+
+
+class _Reply:
+    """One answer to a chat request, whole or streamed, from its :class:`Job`'s events."""
+
+    def __init__(self, cid: str, created: int, model: str):
+        self.cid, self.created, self.model = cid, created, model
+
+    async def complete(self, job: Job) -> dict:
+        text, info = "", {}
+        try:
+            async for delta, info in job:  # noqa: B007 (the last info holds the counts)
+                text += delta
+        finally:  # the client went away (the task is cancelled) or the answer is complete
+            job.cancel()
+        return {
+            "id": self.cid,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": info["finish_reason"],
+                    "logprobs": None,
+                }
+            ],
+            "usage": _usage(info),
+        }
+
+    def _chunk(self, delta: dict, finish: str | None, include_usage: bool) -> str:
+        body = {
+            "id": self.cid,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+        }
+        if include_usage:
+            body["usage"] = None
+        return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+    async def _events(self, job: Job, include_usage: bool):
+        # headers go at once, so that a client that leaves while waiting frees its place; a
+        # stream still waiting at a timeout or a shutdown gets the 503 as an error event, then [DONE]
+        yield self._chunk({"role": "assistant", "content": ""}, None, include_usage)
+        try:
+            async for delta, info in job:
+                if delta:
+                    yield self._chunk({"content": delta}, None, include_usage)
+                if "finish_reason" in info:
+                    yield self._chunk({}, info["finish_reason"], include_usage)
+                    if include_usage:
+                        body = {
+                            "id": self.cid,
+                            "object": "chat.completion.chunk",
+                            "created": self.created,
+                            "model": self.model,
+                            "choices": [],
+                            "usage": _usage(info),
+                        }
+                        yield f"data: {json.dumps(body)}\n\n"
+        except APIError as exc:  # timed out waiting, or shutting down
+            yield f"data: {json.dumps(exc.body())}\n\n"
+        except Exception as exc:  # headers are sent: report the failure in the stream, as OpenAI does
+            log.error("generation failed mid-stream: %s", type(exc).__name__)
+            yield f"data: {json.dumps(APIError(500, f'generation failed: {type(exc).__name__}', 'server_error').body())}\n\n"
+        finally:  # a disconnected client cancels this generator: free the model at once
+            job.cancel()
+        yield "data: [DONE]\n\n"
+
+    def stream(self, job: Job, include_usage: bool):
+        from fastapi.responses import StreamingResponse
+
+        return StreamingResponse(
+            self._events(job, include_usage),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
 
 class BodyLimit:
