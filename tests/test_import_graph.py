@@ -54,6 +54,19 @@ def test_a_stage_imports_only_core_and_earlier_stages(path):
     assert violations(path) == [], f"{_module(path)} imports a later stage"
 
 
+@pytest.mark.parametrize("folder", ["src/evalsel", "workflow/scripts"])
+def test_no_function_is_over_100_lines(folder):
+    """Long functions are split where a reader would cut them (ruff holds complexity and statements)."""
+    import ast
+
+    long = []
+    for path in sorted((SRC.parent / folder).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 100:
+                long.append(f"{path.name}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert long == []
+
+
 def test_core_imports_no_stage():
     for path in (PKG / "core").glob("*.py"):
         assert all(_stage(n) in (None, "core") for n in imported_modules(path, SRC)), path.name

@@ -89,44 +89,9 @@ def sft_messages(record: Any, path: str | os.PathLike | None = None, line: int |
     if system:
         messages.append({"role": "system", "content": system})
     if "conversations" in record:
-        conv = record["conversations"]
-        if not isinstance(conv, list) or not conv:
-            raise InputError(path, line, "conversations", "must be a non-empty list")
-        for i, turn in enumerate(conv):
-            field = f"conversations[{i}]"
-            if not isinstance(turn, dict):
-                raise InputError(path, line, field, "must be an object with 'from' and 'value'")
-            role = _ROLES.get(turn.get("from", turn.get("role")))
-            if role is None:
-                raise InputError(path, line, f"{field}.from", f"unknown role {turn.get('from')!r} (human, gpt, system)")
-            value = turn.get("value", turn.get("content"))
-            if not isinstance(value, str) or not value.strip():
-                raise InputError(path, line, f"{field}.value", "must be a non-empty string")
-            messages.append({"role": role, "content": value})
+        messages += _sharegpt_turns(record["conversations"], path, line)
     elif "instruction" in record and "output" in record:
-        for key in ("instruction", "input", "output"):
-            if not isinstance(record.get(key, ""), str):
-                raise InputError(path, line, key, "must be a string")
-        # earlier exchanges, [[user, assistant], ...] (LLaMA-Factory's alpaca "history")
-        history = record.get("history") or []
-        if not isinstance(history, list):
-            raise InputError(path, line, "history", "must be a list of [user, assistant] pairs")
-        for i, pair in enumerate(history):
-            if (
-                not isinstance(pair, (list, tuple))
-                or len(pair) != 2
-                or not all(isinstance(x, str) and x.strip() for x in pair)
-            ):
-                raise InputError(path, line, f"history[{i}]", "must be a [user, assistant] pair of non-empty strings")
-            messages += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
-        prompt = record["instruction"]
-        if record.get("input"):
-            prompt = f"{prompt}\n{record['input']}" if prompt else record["input"]
-        if not prompt.strip():
-            raise InputError(path, line, "instruction", "instruction and input are both empty")
-        if not record["output"].strip():
-            raise InputError(path, line, "output", "must be a non-empty string")
-        messages += [{"role": "user", "content": prompt}, {"role": "assistant", "content": record["output"]}]
+        messages += _alpaca_turns(record, path, line)
     else:
         raise InputError(path, line, None, "neither ShareGPT ('conversations') nor alpaca ('instruction', 'output')")
     if not any(m["role"] == "assistant" for m in messages):
@@ -135,6 +100,51 @@ def sft_messages(record: Any, path: str | os.PathLike | None = None, line: int |
     if first != "user":
         raise InputError(path, line, "conversations", "the first turn after the system prompt must be from 'human'")
     return messages
+
+
+def _sharegpt_turns(conv: Any, path, line) -> list[dict]:
+    if not isinstance(conv, list) or not conv:
+        raise InputError(path, line, "conversations", "must be a non-empty list")
+    messages = []
+    for i, turn in enumerate(conv):
+        field = f"conversations[{i}]"
+        if not isinstance(turn, dict):
+            raise InputError(path, line, field, "must be an object with 'from' and 'value'")
+        role = _ROLES.get(turn.get("from", turn.get("role")))
+        if role is None:
+            raise InputError(path, line, f"{field}.from", f"unknown role {turn.get('from')!r} (human, gpt, system)")
+        value = turn.get("value", turn.get("content"))
+        if not isinstance(value, str) or not value.strip():
+            raise InputError(path, line, f"{field}.value", "must be a non-empty string")
+        messages.append({"role": role, "content": value})
+    return messages
+
+
+def _alpaca_turns(record: dict, path, line) -> list[dict]:
+    for key in ("instruction", "input", "output"):
+        if not isinstance(record.get(key, ""), str):
+            raise InputError(path, line, key, "must be a string")
+    # earlier exchanges, [[user, assistant], ...] (LLaMA-Factory's alpaca "history")
+    history = record.get("history") or []
+    if not isinstance(history, list):
+        raise InputError(path, line, "history", "must be a list of [user, assistant] pairs")
+    messages = []
+    for i, pair in enumerate(history):
+        if (
+            not isinstance(pair, (list, tuple))
+            or len(pair) != 2
+            or not all(isinstance(x, str) and x.strip() for x in pair)
+        ):
+            raise InputError(path, line, f"history[{i}]", "must be a [user, assistant] pair of non-empty strings")
+        messages += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
+    prompt = record["instruction"]
+    if record.get("input"):
+        prompt = f"{prompt}\n{record['input']}" if prompt else record["input"]
+    if not prompt.strip():
+        raise InputError(path, line, "instruction", "instruction and input are both empty")
+    if not record["output"].strip():
+        raise InputError(path, line, "output", "must be a non-empty string")
+    return messages + [{"role": "user", "content": prompt}, {"role": "assistant", "content": record["output"]}]
 
 
 def assistant_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:

@@ -459,15 +459,17 @@ def run_pool_prepare(
         source, path, hf_name, fmt, embed_text, on_bad_record, shard_size, max_chars, min_chars, max_samples
     )
     out = Path(out_dir)
-    read = 0
-    skipped: Counter = Counter()
-    modified: Counter = Counter()
-    formats: Counter = Counter()
-    first_skipped: dict[str, str] = {}
-    turns_hist: Counter = Counter()
-    with_system = text_chars = 0
-    seen: set[str] = set()
+    tally = _PoolTally()
     where = path or f"hf:{hf_name}:{split}"
+    settings = {
+        "format": fmt,
+        "embed_text": embed_text,
+        "max_chars": int(max_chars),
+        "min_chars": int(min_chars),
+        "max_samples": max_samples,
+        "on_bad_record": on_bad_record,
+        "encoding": encoding,
+    }
     with atomic_dir(out) as tmp:
         writer = _ShardWriter(tmp, int(shard_size))
         try:
@@ -481,94 +483,116 @@ def run_pool_prepare(
                 tqdm(total=max_samples, desc=f"pool {source}", unit="rec", mininterval=5) as bar,
             ):
                 for where, line, raw in records:
-                    if max_samples is not None and read >= max_samples:
+                    if max_samples is not None and tally.read >= max_samples:
                         break
-                    read += 1
+                    tally.read += 1
                     bar.update(1)
-                    origin = f"{where}:{line}"
-                    changes: Counter = Counter()  # counted only for kept records
-                    if isinstance(raw, Unreadable):  # bad bytes or bad JSON, with on_bad_record "skip"
-                        skipped[raw.reason] += 1
-                        first_skipped.setdefault(raw.reason, origin)
-                        continue
-                    try:
-                        rec = normalise_record(
-                            raw,
-                            fmt,
-                            source=source,
-                            medical=medical,
-                            origin=origin,
-                            embed_text=embed_text,
-                            max_chars=int(max_chars),
-                            min_chars=int(min_chars),
-                            modified=changes,
-                        )
-                    except BadRecord as exc:
-                        if on_bad_record == "error":
-                            raise InputError(where, line, exc.field, exc.problem) from None
-                        reason = exc.reason
-                    except SkipRecord as exc:
-                        reason = exc.reason
-                    else:
-                        reason = "duplicate" if rec["id"] in seen else None
-                    if reason is not None:
-                        skipped[reason] += 1
-                        first_skipped.setdefault(reason, origin)
-                        continue
-                    seen.add(rec["id"])
-                    modified.update(changes)
-                    formats[rec.pop("_format")] += 1
-                    turns_hist[len(rec["conversations"]) // 2] += 1
-                    with_system += bool(rec["system"])
-                    text_chars += len(rec["text"])
-                    writer.write(rec)
+                    rec = _prepare_one(raw, where, line, tally, source=source, medical=medical, **settings)
+                    if rec is not None:
+                        writer.write(rec)
             writer.close()
-            kept = len(seen)
-            statistics = {
-                "read": read,
-                "kept": kept,
-                "skipped": dict(sorted(skipped.items())),
-                "skipped_total": sum(skipped.values()),
-                "first_skipped": dict(sorted(first_skipped.items())),
-                "modified": dict(sorted(modified.items())),
-                "formats": dict(sorted(formats.items())),
-                "exchanges": {str(k): v for k, v in sorted(turns_hist.items())},
-                "with_system": with_system,
-                "text_chars_mean": round(text_chars / kept, 1) if kept else 0.0,
-                "records_per_shard": list(writer.counts),
-                "settings": {
-                    "format": fmt,
-                    "embed_text": embed_text,
-                    "max_chars": int(max_chars),
-                    "min_chars": int(min_chars),
-                    "max_samples": max_samples,
-                    "on_bad_record": on_bad_record,
-                    "encoding": encoding,
-                },
-            }
-            if kept == 0:
-                what = "the source is empty" if read == 0 else "every record was skipped"
+            if not tally.seen:
+                what = "the source is empty" if tally.read == 0 else "every record was skipped"
                 raise InputError(
                     where,
                     None,
                     None,
-                    f"empty pool: {what}; no record kept out of {read} read (skipped: {dict(skipped) or 'none'})",
+                    f"empty pool: {what}; no record kept out of {tally.read} read (skipped: {dict(tally.skipped) or 'none'})",
                 )
-            manifest = {"source": source, "count": kept, "shards": writer.names, "statistics": statistics}
+            statistics = tally.statistics(writer.counts, settings)
+            manifest = {"source": source, "count": len(tally.seen), "shards": writer.names, "statistics": statistics}
             write_json(tmp / "manifest.json", manifest)
         finally:
             writer.close()
     log.info(
         "%s: read %d, kept %d in %d shards; skipped %s; modified %s; formats %s",
         source,
-        read,
-        kept,
+        tally.read,
+        len(tally.seen),
         len(writer.counts),
-        dict(skipped),
-        dict(modified),
-        dict(formats),
+        dict(tally.skipped),
+        dict(tally.modified),
+        dict(tally.formats),
     )
     return manifest
+
+
+def _prepare_one(raw, where: str, line, tally: _PoolTally, **settings) -> dict | None:
+    """One raw record normalised and counted, or None (skipped, with its reason counted); a bad
+    record raises :class:`InputError` naming file, line and field when ``on_bad_record`` is "error"."""
+    origin = f"{where}:{line}"
+    if isinstance(raw, Unreadable):  # bad bytes or bad JSON, with on_bad_record "skip"
+        tally.skip(raw.reason, origin)
+        return None
+    changes: Counter = Counter()  # counted only for kept records
+    try:
+        rec = normalise_record(
+            raw,
+            settings["format"],
+            source=settings["source"],
+            medical=settings["medical"],
+            origin=origin,
+            embed_text=settings["embed_text"],
+            max_chars=settings["max_chars"],
+            min_chars=settings["min_chars"],
+            modified=changes,
+        )
+    except BadRecord as exc:
+        if settings["on_bad_record"] == "error":
+            raise InputError(where, line, exc.field, exc.problem) from None
+        reason = exc.reason
+    except SkipRecord as exc:
+        reason = exc.reason
+    else:
+        reason = "duplicate" if rec["id"] in tally.seen else None
+    if reason is not None:
+        tally.skip(reason, origin)
+        return None
+    tally.keep(rec, changes)
+    return rec
+
+
+class _PoolTally:
+    """What one source's preparation read, kept and skipped (with the first origin of each reason)."""
+
+    def __init__(self):
+        self.read = 0
+        self.skipped: Counter = Counter()
+        self.modified: Counter = Counter()
+        self.formats: Counter = Counter()
+        self.first_skipped: dict[str, str] = {}
+        self.turns: Counter = Counter()
+        self.with_system = self.text_chars = 0
+        self.seen: set[str] = set()
+
+    def skip(self, reason: str, origin: str) -> None:
+        self.skipped[reason] += 1
+        self.first_skipped.setdefault(reason, origin)
+
+    def keep(self, rec: dict, changes: Counter) -> None:
+        self.seen.add(rec["id"])
+        self.modified.update(changes)
+        self.formats[rec.pop("_format")] += 1
+        self.turns[len(rec["conversations"]) // 2] += 1
+        self.with_system += bool(rec["system"])
+        self.text_chars += len(rec["text"])
+
+    def statistics(self, records_per_shard: list[int], settings: dict) -> dict:
+        kept = len(self.seen)
+        return {
+            "read": self.read,
+            "kept": kept,
+            "skipped": dict(sorted(self.skipped.items())),
+            "skipped_total": sum(self.skipped.values()),
+            "first_skipped": dict(sorted(self.first_skipped.items())),
+            "modified": dict(sorted(self.modified.items())),
+            "formats": dict(sorted(self.formats.items())),
+            "exchanges": {str(k): v for k, v in sorted(self.turns.items())},
+            "with_system": self.with_system,
+            "text_chars_mean": round(self.text_chars / kept, 1) if kept else 0.0,
+            "records_per_shard": list(records_per_shard),
+            "settings": settings,
+        }
 
 
 def load_pool_dir(out_dir: str | os.PathLike) -> Iterator[dict]:

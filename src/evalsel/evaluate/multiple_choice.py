@@ -358,58 +358,16 @@ def evaluate(
     with claim(gpus) as devices:
         # several GPUs hold one large model split by layers; one GPU or the CPU holds it whole
         model, tokenizer = load_model(base_model, adapter, device_map="auto" if len(devices) > 1 else None)
-        if mode == "cloze":
-            prompts = [cloze_prompt(tokenizer, q, language) for q in questions]
-        else:
-            prompts = [build_prompt(tokenizer, q, shots.get(q["subject"]), language) for q in questions]
-        n_options = [len(q["choices"]) for q in questions]
-        rows = []
-        if mode == "cloze":
-            scores = score_cloze(model, tokenizer, prompts, [q["choices"] for q in questions], batch_size)
-            for q, sc in zip(questions, scores):
-                preds = {norm: LETTERS[max(range(len(v)), key=v.__getitem__)] for norm, v in sc.items()}
-                rows.append(
-                    {
-                        "id": q["id"],
-                        "subject": q["subject"],
-                        "answer": q["answer"],
-                        "pred": preds["per_char"],
-                        "probs": None,
-                        "correct": preds["per_char"] == q["answer"],
-                        "cloze": {norm: [round(x, 6) for x in v] for norm, v in sc.items()},
-                        "cloze_correct": {norm: p == q["answer"] for norm, p in preds.items()},
-                    }
-                )
-        elif mode == "logprob":
-            scores = score_letters(model, tokenizer, prompts, n_options, batch_size)
-            for q, sc in zip(questions, scores):
-                pred = max(sc["probs"], key=sc["probs"].get)
-                rows.append(
-                    {
-                        "id": q["id"],
-                        "subject": q["subject"],
-                        "answer": q["answer"],
-                        "pred": pred,
-                        "probs": sc["probs"],
-                        "correct": pred == q["answer"],
-                        "letter_mass": sc["letter_mass"],
-                    }
-                )
-        else:
-            texts = generate_answers(model, tokenizer, prompts, batch_size, max_new_tokens, repetition_penalty)
-            for q, text in zip(questions, texts):
-                pred = extract_answer(text, q["choices"])
-                rows.append(
-                    {
-                        "id": q["id"],
-                        "subject": q["subject"],
-                        "answer": q["answer"],
-                        "pred": pred,
-                        "probs": None,
-                        "correct": pred == q["answer"],
-                        "response": text,
-                    }
-                )
+        rows = SCORERS[mode](
+            model,
+            tokenizer,
+            questions,
+            shots=shots,
+            language=language,
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+            repetition_penalty=repetition_penalty,
+        )
     subjects = {}
     for s in dict.fromkeys(q["subject"] for q in questions):
         subjects[s] = summarise([r for r in rows if r["subject"] == s])
@@ -442,3 +400,68 @@ def evaluate(
         result["unparsed"],
     )
     return result
+
+
+def _row(q: dict, pred: str | None, probs: dict | None, **extra) -> dict:
+    return {
+        "id": q["id"],
+        "subject": q["subject"],
+        "answer": q["answer"],
+        "pred": pred,
+        "probs": probs,
+        "correct": pred == q["answer"],
+        **extra,
+    }
+
+
+def _cloze_rows(model, tokenizer, questions: list[dict], *, language: str, batch_size: int, **_) -> list[dict]:
+    """Each option's text scored as the continuation of the question (prediction: per_char)."""
+    prompts = [cloze_prompt(tokenizer, q, language) for q in questions]
+    scores = score_cloze(model, tokenizer, prompts, [q["choices"] for q in questions], batch_size)
+    rows = []
+    for q, sc in zip(questions, scores):
+        preds = {norm: LETTERS[max(range(len(v)), key=v.__getitem__)] for norm, v in sc.items()}
+        rows.append(
+            _row(
+                q,
+                preds["per_char"],
+                None,
+                cloze={norm: [round(x, 6) for x in v] for norm, v in sc.items()},
+                cloze_correct={norm: p == q["answer"] for norm, p in preds.items()},
+            )
+        )
+    return rows
+
+
+def _logprob_rows(
+    model, tokenizer, questions: list[dict], *, shots: dict, language: str, batch_size: int, **_
+) -> list[dict]:
+    """Each option letter's probability as the next token after the prompt."""
+    prompts = [build_prompt(tokenizer, q, shots.get(q["subject"]), language) for q in questions]
+    scores = score_letters(model, tokenizer, prompts, [len(q["choices"]) for q in questions], batch_size)
+    rows = []
+    for q, sc in zip(questions, scores):
+        pred = max(sc["probs"], key=sc["probs"].get)
+        rows.append(_row(q, pred, sc["probs"], letter_mass=sc["letter_mass"]))
+    return rows
+
+
+def _generate_rows(
+    model,
+    tokenizer,
+    questions: list[dict],
+    *,
+    shots: dict,
+    language: str,
+    batch_size: int,
+    max_new_tokens: int,
+    repetition_penalty: float,
+) -> list[dict]:
+    """A generated answer, its letter extracted (None when it names none)."""
+    prompts = [build_prompt(tokenizer, q, shots.get(q["subject"]), language) for q in questions]
+    texts = generate_answers(model, tokenizer, prompts, batch_size, max_new_tokens, repetition_penalty)
+    return [_row(q, extract_answer(text, q["choices"]), None, response=text) for q, text in zip(questions, texts)]
+
+
+# The one dispatch on eval.mode: how each mode builds its prompts and scores them.
+SCORERS = {"cloze": _cloze_rows, "logprob": _logprob_rows, "generate": _generate_rows}

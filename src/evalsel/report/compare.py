@@ -335,6 +335,36 @@ def _comparisons(pairs, groups, correct, scopes, seeds, alpha: float, n_boot: in
     return comparisons
 
 
+def _models(evals: dict, correct: dict, scopes: list, alpha: float) -> dict:
+    """Each model's arm, seed and accuracy (with its interval) in every scope."""
+    models = {}
+    for name, corr in correct.items():
+        arm, s = parse_model(name)
+        models[name] = {
+            "arm": arm,
+            "seed": s,
+            "unparsed": evals[name].get("unparsed"),
+            "adapter": evals[name].get("adapter"),
+            "scopes": {sc: _accuracy_row(int(corr[m].sum()), int(m.sum()), alpha) for sc, m in scopes},
+        }
+    return models
+
+
+def _design(base: dict, recall_splits: Sequence[str], eval_splits: Sequence[str]) -> dict:
+    """The protocol: which splits chose the data, which were scored, and whether they overlap."""
+    shared_splits = sorted(set(recall_splits) & set(eval_splits))
+    return {
+        "recall_splits": list(recall_splits),
+        "eval_splits": list(eval_splits),
+        "overlap": shared_splits,
+        "held_out": not shared_splits,
+        "mode": base["mode"],
+        "few_shot": base["few_shot"],
+        "splits": base["splits"],
+        "base_model": base.get("base_model"),
+    }
+
+
 def build_comparison(
     eval_paths: Sequence[str | os.PathLike],
     arms: Sequence[str],
@@ -375,36 +405,15 @@ def build_comparison(
         len(ids),
         ", ".join(f"{s}: {int(m.sum())}" for s, m in scopes),
     )
-    models = {}
-    for name, corr in correct.items():
-        arm, s = parse_model(name)
-        models[name] = {
-            "arm": arm,
-            "seed": s,
-            "unparsed": evals[name].get("unparsed"),
-            "adapter": evals[name].get("adapter"),
-            "scopes": {sc: _accuracy_row(int(corr[m].sum()), int(m.sum()), alpha) for sc, m in scopes},
-        }
+    models = _models(evals, correct, scopes, alpha)
     groups = {"base": [correct["base"]], **{arm: [correct[f"{arm}-seed{s}"] for s in seeds] for arm in arms}}
     specs = _arm_specs(arms, arm_specs)
     comparisons = _comparisons(
         comparison_pairs(arms, specs), groups, correct, scopes, seeds, alpha, bootstrap_samples, seed
     )
     answers = answer_distribution(evals, ids)
-    shared_splits = sorted(set(recall_splits) & set(eval_splits))
-    base = evals["base"]
-    design = {
-        "recall_splits": list(recall_splits),
-        "eval_splits": list(eval_splits),
-        "overlap": shared_splits,
-        "held_out": not shared_splits,
-        "mode": base["mode"],
-        "few_shot": base["few_shot"],
-        "splits": base["splits"],
-        "base_model": base.get("base_model"),
-    }
     return {
-        "design": design,
+        "design": _design(evals["base"], recall_splits, eval_splits),
         "alpha": alpha,
         "confidence": 1 - alpha,
         "bootstrap_samples": bootstrap_samples,

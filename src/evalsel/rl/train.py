@@ -31,6 +31,7 @@ from evalsel.core.io import InputError, read_jsonl, write_json
 from evalsel.core.precision import PRECISIONS
 from evalsel.core.records import LETTERS
 from evalsel.train.lora import check_at_least_one
+from evalsel.train.runs import reference_kept, run_figures, trainer_args
 
 log = logging.getLogger(__name__)
 
@@ -188,30 +189,14 @@ def _rl_config(s: RLSettings, checkpoint_dir, precision: str, cuda: bool):
     else:
         from trl import RLOOConfig as Config
     return Config(
-        output_dir=str(checkpoint_dir),
+        **trainer_args(s, checkpoint_dir, precision, cuda),
         num_generations=s.num_generations,
         per_device_train_batch_size=s.prompts_per_step * s.num_generations,
         gradient_accumulation_steps=1,
         max_completion_length=s.max_completion_length,
         temperature=s.temperature,
         beta=s.beta,
-        learning_rate=s.learning_rate,
-        num_train_epochs=s.epochs,
-        max_steps=s.max_steps if s.max_steps else -1,
         reward_weights=[1.0, s.format_weight] if s.format_weight else [1.0],
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
-        gradient_checkpointing=s.gradient_checkpointing,
-        logging_steps=s.logging_steps,
-        logging_first_step=True,
-        save_strategy="steps",
-        save_steps=s.save_steps,
-        save_total_limit=2,
-        seed=s.seed,
-        data_seed=s.seed,
-        report_to="none",
-        dataloader_num_workers=0,
-        use_cpu=not cuda,
         log_completions=False,
     )
 
@@ -332,11 +317,7 @@ def train_rl(
             from trl import RLOOTrainer as Trainer
         trainer = Trainer(model=model, reward_funcs=funcs, args=args, train_dataset=data, processing_class=tokenizer)
         reference = "the SFT model (frozen copy)" if s.beta > 0 else "none (beta 0: no KL term)"
-        if s.beta > 0 and is_adapter and "ref" not in getattr(trainer.model, "peft_config", {}):
-            log.warning(
-                "this trl/peft version keeps no frozen copy of the SFT adapter: the reference is the base model"
-            )
-            reference = "the base model (trl kept no copy of the SFT adapter)"
+        reference = reference_kept(trainer, s.beta > 0 and is_adapter, reference)
         result = trainer.train(resume_from_checkpoint=None if resume is None else str(resume))
         after = greedy_reward(trainer.model, tokenizer, prompts, s.max_completion_length)
         log.info("after RL: greedy answer reward %.3f", after["answer_reward"])
@@ -360,9 +341,7 @@ def train_rl(
         "device": "cuda" if cuda else "cpu",
         "precision": precision,
         "resumed_from": None if resume is None else Path(resume).name,
-        "global_step": int(trainer.state.global_step),
-        "train_loss": float(result.training_loss),
-        "train_runtime_s": float(result.metrics.get("train_runtime", 0.0)),
+        **run_figures(trainer, result),
         "before": before,
         "after": after,
         "log": rows,

@@ -110,30 +110,35 @@ def problems(config: dict) -> list[str]:
         for key, allowed in APPLIES_TO.items():
             if key in spec and a.strategy not in allowed:
                 out.append(f"{where}: '{key}' does not apply to strategy {a.strategy!r} (only {', '.join(allowed)})")
-        if a.strategy == "random":
-            if not a.match:
-                out.append(f"{where}: a random arm needs 'match', the arm it is sized like (one of {selecting})")
-            elif a.match not in selecting:
-                out.append(f"{where}: match {a.match!r} is not a selecting arm (one of {selecting})")
-        elif a.strategy == "listed":
-            if not a.ids:
-                out.append(f"{where}: strategy 'listed' needs 'ids', a file of pool ids (one a line)")
-            elif not Path(a.ids).is_file():
-                out.append(
-                    f"{where}: the ids file {a.ids!r} does not exist (paths are relative to the working directory)"
-                )
-        elif a.strategy in ("rds", "dsir") and a.budget is None:
-            out.append(f"{where}: strategy {a.strategy!r} needs a budget (the number of samples to select)")
-        elif a.strategy == "cosine":
-            r = a.recall
-            if r["strategy"] in ("train_topk_mean", "round_robin_max") and not r.get("budget"):
-                out.append(f"{where}: recall strategy {r['strategy']!r} needs recall.budget (or the arm's budget)")
-            if r["max_similarity"] is not None and r["similarity_threshold"] >= r["max_similarity"]:
-                out.append(
-                    f"{where}: recall.similarity_threshold ({r['similarity_threshold']}) must be below "
-                    f"recall.max_similarity ({r['max_similarity']}): nothing could be recalled"
-                )
+        out += _strategy_problems(a, where, selecting)
     return out
+
+
+def _strategy_problems(a: Arm, where: str, selecting: list[str]) -> list[str]:
+    """What one arm's strategy needs and its settings lack."""
+    if a.strategy == "random":
+        if not a.match:
+            return [f"{where}: a random arm needs 'match', the arm it is sized like (one of {selecting})"]
+        if a.match not in selecting:
+            return [f"{where}: match {a.match!r} is not a selecting arm (one of {selecting})"]
+    elif a.strategy == "listed":
+        if not a.ids:
+            return [f"{where}: strategy 'listed' needs 'ids', a file of pool ids (one a line)"]
+        if not Path(a.ids).is_file():
+            return [f"{where}: the ids file {a.ids!r} does not exist (paths are relative to the working directory)"]
+    elif a.strategy in ("rds", "dsir") and a.budget is None:
+        return [f"{where}: strategy {a.strategy!r} needs a budget (the number of samples to select)"]
+    elif a.strategy == "cosine":
+        r, out = a.recall, []
+        if r["strategy"] in ("train_topk_mean", "round_robin_max") and not r.get("budget"):
+            out.append(f"{where}: recall strategy {r['strategy']!r} needs recall.budget (or the arm's budget)")
+        if r["max_similarity"] is not None and r["similarity_threshold"] >= r["max_similarity"]:
+            out.append(
+                f"{where}: recall.similarity_threshold ({r['similarity_threshold']}) must be below "
+                f"recall.max_similarity ({r['max_similarity']}): nothing could be recalled"
+            )
+        return out
+    return []
 
 
 def guard_uses_vectors(config: dict) -> bool:

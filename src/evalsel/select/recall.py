@@ -410,14 +410,7 @@ def recall_job(
     Refuses an unknown strategy, a missing budget for train_topk_mean and mismatched input lists.
     """
     t0 = time.monotonic()
-    if strategy not in STRATEGIES:
-        raise ValueError(f"recall.strategy must be one of {STRATEGIES}, got {strategy!r}")
-    if strategy in ("train_topk_mean", "round_robin_max") and budget is None:
-        raise ValueError(f"recall.budget is required by strategy {strategy}")
-    if not (len(subjects) == len(query_vectors) == len(recall_outputs)):
-        raise ValueError(
-            f"{len(subjects)} subjects, {len(query_vectors)} query vector files, {len(recall_outputs)} outputs"
-        )
+    _check_job(strategy, budget, subjects, query_vectors, recall_outputs)
     items = leak.load_benchmark_items(benchmark_files)
     guard = ContentGuard(items, guard_settings(leak_guard))
     qids, qsub, queries = load_queries(query_vectors, items)
@@ -435,19 +428,20 @@ def recall_job(
     stats = [{"questions": int((qsub == s).sum())} for s in range(S)]
     drops = [dict.fromkeys((*GUARD_REASONS, "duplicate_text", "near_duplicate"), 0) for _ in range(S)]
 
-    if strategy == "per_query_topk":
-        scored = _per_query_topk(
-            queries, qsub, S, pool, top_k, similarity_threshold, max_similarity, block_size, backend, progress, threads
-        )
-    elif strategy == "round_robin_max":
-        scored = _round_robin_max(
-            queries, qsub, S, pool, budget, similarity_threshold, max_similarity, block_size, progress
-        )
-    else:
-        scored = _train_topk_mean(
-            queries, qsub, S, pool, topk_mean_m, budget, similarity_threshold, max_similarity, block_size, progress
-        )
-    lists, leak_pairs, leak_total = scored.lists, scored.leak_pairs, scored.leak_total
+    settings = {
+        "top_k": top_k,
+        "similarity_threshold": similarity_threshold,
+        "max_similarity": max_similarity,
+        "topk_mean_m": topk_mean_m,
+        "budget": budget,
+        "per_subject_quota": per_subject_quota,
+        "near_duplicate_threshold": near_duplicate_threshold,
+        "block_size": block_size,
+        "leak_guard": dict(leak_guard or {}),
+        "backend": resolve_backend(backend)[0],
+    }
+    scored = _score(strategy, queries, qsub, S, pool, settings, backend, progress, threads)
+    lists = scored.lists
     for s in range(S):
         stats[s].update(scored.stats[s])
 
@@ -458,37 +452,8 @@ def recall_job(
         log.warning("recall: kept %d of the budget of %d samples (the candidates ran out)", len(kept), budget)
 
     hist_values = _write_subjects(recall_outputs, subjects, kept, selector, qids, stats, drops)
-    overall = {k: sum(st[k] for st in stats) for k in stats[0] if k not in ("similarity", "dropped_guard")}
-    overall["dropped_guard"] = {k: sum(st["dropped_guard"][k] for st in stats) for k in GUARD_REASONS}
-    overall["similarity"] = _sim_summary([c.score for c in kept])
-    statistics = {
-        "strategy": strategy,
-        "settings": {
-            "top_k": top_k,
-            "similarity_threshold": similarity_threshold,
-            "max_similarity": max_similarity,
-            "topk_mean_m": topk_mean_m,
-            "budget": budget,
-            "per_subject_quota": per_subject_quota,
-            "near_duplicate_threshold": near_duplicate_threshold,
-            "block_size": block_size,
-            "leak_guard": dict(leak_guard or {}),
-            "backend": resolve_backend(backend)[0],
-        },
-        "pool": {"vectors": pool.size, "repeated_ids": pool.n_duplicates, "files": len(pool.files), "dim": pool.dim},
-        "benchmark_items_guarded": len(items),
-        "benchmark_items_too_short_for_ngram": guard.too_short_for_ngram,
-        "subjects": dict(zip(subjects, stats)),
-        "overall": overall,
-        "max_similarity_drops": {
-            "total_pairs": leak_total,
-            "recorded": [
-                {"query_id": qids[q], "sample_id": pool.ids[p], "similarity": round(v, 6)} for q, p, v in leak_pairs
-            ],
-        },
-        "guard_drops": selector.guard_drops,
-        "seconds": round(time.monotonic() - t0, 2),
-    }
+    statistics = _statistics(strategy, settings, subjects, stats, kept, scored, selector, guard, len(items), qids, t0)
+    overall = statistics["overall"]
     write_json(statistics_path, statistics)
     plot_histogram(histogram_path, subjects, hist_values, similarity_threshold, max_similarity)
     log.info(
@@ -498,3 +463,67 @@ def recall_job(
         statistics["seconds"],
     )
     return statistics
+
+
+def _score(strategy: str, queries, qsub, S: int, pool, settings: dict, backend: str, progress: bool, threads):
+    """The candidates of one strategy (the one dispatch on recall.strategy)."""
+    threshold, max_sim, block = settings["similarity_threshold"], settings["max_similarity"], settings["block_size"]
+    if strategy == "per_query_topk":
+        return _per_query_topk(
+            queries, qsub, S, pool, settings["top_k"], threshold, max_sim, block, backend, progress, threads
+        )
+    if strategy == "round_robin_max":
+        return _round_robin_max(queries, qsub, S, pool, settings["budget"], threshold, max_sim, block, progress)
+    return _train_topk_mean(
+        queries, qsub, S, pool, settings["topk_mean_m"], settings["budget"], threshold, max_sim, block, progress
+    )
+
+
+def _check_job(strategy: str, budget, subjects: list, query_vectors: list, recall_outputs: list) -> None:
+    if strategy not in STRATEGIES:
+        raise ValueError(f"recall.strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if strategy in ("train_topk_mean", "round_robin_max") and budget is None:
+        raise ValueError(f"recall.budget is required by strategy {strategy}")
+    if not (len(subjects) == len(query_vectors) == len(recall_outputs)):
+        raise ValueError(
+            f"{len(subjects)} subjects, {len(query_vectors)} query vector files, {len(recall_outputs)} outputs"
+        )
+
+
+def _statistics(
+    strategy: str,
+    settings: dict,
+    subjects: list[str],
+    stats: list[dict],
+    kept: list,
+    scored,
+    selector: _Selector,
+    guard: ContentGuard,
+    n_items: int,
+    qids: list[str],
+    t0: float,
+) -> dict:
+    """The recall job's statistics.json: settings, per-subject and overall counts, the recorded
+    max_similarity pairs and the guard's drops."""
+    pool = selector.pool
+    overall = {k: sum(st[k] for st in stats) for k in stats[0] if k not in ("similarity", "dropped_guard")}
+    overall["dropped_guard"] = {k: sum(st["dropped_guard"][k] for st in stats) for k in GUARD_REASONS}
+    overall["similarity"] = _sim_summary([c.score for c in kept])
+    return {
+        "strategy": strategy,
+        "settings": settings,
+        "pool": {"vectors": pool.size, "repeated_ids": pool.n_duplicates, "files": len(pool.files), "dim": pool.dim},
+        "benchmark_items_guarded": n_items,
+        "benchmark_items_too_short_for_ngram": guard.too_short_for_ngram,
+        "subjects": dict(zip(subjects, stats)),
+        "overall": overall,
+        "max_similarity_drops": {
+            "total_pairs": scored.leak_total,
+            "recorded": [
+                {"query_id": qids[q], "sample_id": pool.ids[p], "similarity": round(v, 6)}
+                for q, p, v in scored.leak_pairs
+            ],
+        },
+        "guard_drops": selector.guard_drops,
+        "seconds": round(time.monotonic() - t0, 2),
+    }

@@ -19,6 +19,7 @@ from typing import Any
 from evalsel.core.io import InputError, read_jsonl, write_json
 from evalsel.core.precision import PRECISIONS
 from evalsel.train.lora import check_at_least_one, lora_of
+from evalsel.train.runs import reference_kept, run_figures, trainer_args
 
 log = logging.getLogger(__name__)
 
@@ -160,30 +161,20 @@ def _dpo_config(s: DPOSettings, checkpoint_dir, precision: str, cuda: bool):
     from trl import DPOConfig
 
     return DPOConfig(
-        output_dir=str(checkpoint_dir),
+        **trainer_args(s, checkpoint_dir, precision, cuda),
         beta=s.beta,
-        num_train_epochs=s.epochs,
-        max_steps=s.max_steps if s.max_steps else -1,
-        learning_rate=s.learning_rate,
         per_device_train_batch_size=s.per_device_batch_size,
         per_device_eval_batch_size=s.per_device_batch_size,
         gradient_accumulation_steps=s.gradient_accumulation_steps,
         max_length=s.max_length,
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
-        gradient_checkpointing=s.gradient_checkpointing,
-        logging_steps=s.logging_steps,
-        logging_first_step=True,
-        save_strategy="steps",
-        save_steps=s.save_steps,
-        save_total_limit=2,
         eval_strategy="no",
-        seed=s.seed,
-        data_seed=s.seed,
-        report_to="none",
-        dataloader_num_workers=0,
-        use_cpu=not cuda,
     )
+
+
+def _log_rows(history: list[dict]) -> list[dict]:
+    """The training log's loss rows, with the DPO columns the curves and the metrics keep."""
+    keep = ("step", "epoch", "loss", "learning_rate", "rewards/margins", "rewards/accuracies")
+    return [{k: row[k] for k in keep if k in row} for row in history if "loss" in row]
 
 
 def train_dpo(
@@ -240,12 +231,7 @@ def train_dpo(
             processing_class=tokenizer,
             peft_config=peft_config,
         )
-        if sft_adapter is not None and "ref" not in getattr(trainer.model, "peft_config", {}):
-            # older trl (and LoRA on target_parameters with peft < 0.20) disable the adapter for the reference
-            log.warning(
-                "this trl/peft version keeps no frozen copy of the SFT adapter: the reference is the base model"
-            )
-            reference = "the base model (trl kept no copy of the SFT adapter)"
+        reference = reference_kept(trainer, sft_adapter is not None, reference)
         # on the pairs themselves: the direction check (loss below log 2, positive margin), not generalisation
         before = _eval_row(trainer.evaluate())
         log.info("before DPO: %s", before)
@@ -257,15 +243,7 @@ def train_dpo(
             trainer.model.save_pretrained(tmp, selected_adapters=["default"])
             tokenizer.save_pretrained(tmp)
 
-    rows = [
-        {
-            k: row[k]
-            for k in ("step", "epoch", "loss", "learning_rate", "rewards/margins", "rewards/accuracies")
-            if k in row
-        }
-        for row in trainer.state.log_history
-        if "loss" in row
-    ]
+    rows = _log_rows(trainer.state.log_history)
     metrics = {
         "preferences": str(preferences_path),
         "pairs": len(records),
@@ -276,9 +254,7 @@ def train_dpo(
         "device": "cuda" if cuda else "cpu",
         "precision": precision,
         "resumed_from": None if resume is None else Path(resume).name,
-        "global_step": int(trainer.state.global_step),
-        "train_loss": float(result.training_loss),
-        "train_runtime_s": float(result.metrics.get("train_runtime", 0.0)),
+        **run_figures(trainer, result),
         "log_2": math.log(2),
         "before": before,
         "after": after,
