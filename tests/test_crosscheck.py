@@ -69,6 +69,7 @@ def setup(tmp_path_factory):
     return root, model, bench, adapter
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("with_adapter", [False, True], ids=["base", "adapter"])
 def test_lm_eval_chooses_as_the_evaluator(setup, with_adapter):
     root, model, bench, adapter = setup

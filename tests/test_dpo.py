@@ -78,6 +78,7 @@ def _weights(path):
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_dpo_after_sft_moves_the_margin(tiny_lm_dir, sft_adapter, tmp_path):
     out = tmp_path / "adapter"
     metrics = train_dpo(
@@ -119,6 +120,7 @@ def test_dpo_after_sft_moves_the_margin(tiny_lm_dir, sft_adapter, tmp_path):
     assert any(not (new[k] == old[k]).all() for k in new)
 
 
+@pytest.mark.slow
 @pytest.mark.slow
 def test_dpo_without_sft_adapter_trains_a_fresh_lora_and_resumes(tiny_lm_dir, tmp_path):
     import shutil
