@@ -257,3 +257,36 @@ def test_nested_command_line_values_are_read_as_their_types(default_config, tmp_
     work = copy_repo(tmp_path / "repo")
     proc = run_snakemake(work, "-n", "--configfile", "demo/config.yaml", "--config", "train={max_steps: 4, gpus: 0}")
     assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+def test_every_default_is_a_value_of_config_yaml_and_nowhere_else_in_the_schema(default_config):
+    """One place per default: the schema's properties carry types and ranges, no `default`
+    (only list entries, such as a pool source's format, get theirs from the schema's $defs), and
+    config/config.yaml holds a value for every key the schema documents."""
+    schema = yaml.safe_load(SCHEMA.read_text(encoding="utf-8"))
+
+    def defaults(node, path=""):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k == "default":
+                    yield path
+                yield from defaults(v, f"{path}.{k}" if path else k)
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                yield from defaults(v, f"{path}[{i}]")
+
+    assert [p for p in defaults(schema["properties"])] == []
+    from evalsel.config import missing_key_problems
+
+    assert missing_key_problems(default_config, schema) == []
+
+
+def test_a_config_missing_a_key_is_refused_naming_it(default_config):
+    """Sabotage: an older config without train.lora_r (no schema default fills it any more)."""
+    cfg = copy.deepcopy(default_config)
+    del cfg["train"]["lora_r"], cfg["benchmark"]["local"]["encoding"]
+    problems = _problems(cfg)
+    assert problems == [
+        "benchmark.local.encoding: missing (every key needs a value: copy it from config/config.yaml)",
+        "train.lora_r: missing (every key needs a value: copy it from config/config.yaml)",
+    ]

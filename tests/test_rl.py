@@ -147,14 +147,19 @@ def test_contradictory_rl_settings_are_refused_in_one_line(edit, expected):
     assert line.startswith(expected) and "\n" not in line
 
 
+def _merge(base: dict, over: dict) -> dict:
+    for k, v in over.items():
+        base[k] = _merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return base
+
+
 def test_a_local_rl_split_without_answers_is_refused_before_any_job(monkeypatch):
     """The demo's test split (recall queries, no answers) as the RL split: refused by the config
     check, naming the file; its dev split passes."""
     monkeypatch.chdir(REPO)
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))
     demo = yaml.safe_load((REPO / "demo" / "config.yaml").read_text(encoding="utf-8"))
-    for key, value in demo.items():
-        cfg[key] = {**cfg[key], **value} if isinstance(value, dict) and isinstance(cfg.get(key), dict) else value
+    _merge(cfg, demo)  # key by key, as Snakemake merges config files
     cfg["rl"].update(enabled=True, splits=["dev"])
     check(copy.deepcopy(cfg), SCHEMA, environ={})
     cfg["rl"]["splits"] = ["test"]

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from evalsel.core.io import InputError, setup_logging
+from evalsel.core.settings import default
 
 log = logging.getLogger("evalsel")
 
@@ -76,32 +77,59 @@ def _report(ns: argparse.Namespace) -> int:
     return 0
 
 
+# The settings options of `dpo` and `rl`: given ones are passed, the others keep the settings'
+# defaults (config/config.yaml's values, evalsel.core.settings), so no default is written twice.
+_DPO_OPTIONS = (
+    "beta",
+    "epochs",
+    "max_steps",
+    "learning_rate",
+    "per_device_batch_size",
+    "max_length",
+    "precision",
+    "seed",
+    "gpus",
+)
+_RL_OPTIONS = (
+    "method",
+    "num_generations",
+    "prompts_per_step",
+    "max_completion_length",
+    "beta",
+    "learning_rate",
+    "epochs",
+    "max_steps",
+    "precision",
+    "seed",
+    "gpus",
+)
+
+
+def _given(ns: argparse.Namespace, names: tuple[str, ...]) -> dict:
+    return {k: getattr(ns, k) for k in names if hasattr(ns, k)}
+
+
+def _run_paths(ns: argparse.Namespace) -> tuple[Path, ...]:
+    out = Path(ns.out_dir)
+    return out / "adapter", out / "metrics.json", out / "checkpoints"
+
+
 def _rl(ns: argparse.Namespace) -> int:
     from evalsel.rl.train import train_rl
 
-    out = Path(ns.out_dir)
+    adapter, metrics, checkpoints = _run_paths(ns)
     m = train_rl(
         ns.prompts,
         ns.model,
         ns.adapter,
-        out / "adapter",
-        out / "metrics.json",
-        out / "checkpoints",
-        curves_png=out / "curves.png",
-        method=ns.method,
-        num_generations=ns.num_generations,
-        prompts_per_step=ns.prompts_per_step,
-        max_completion_length=ns.max_completion_length,
-        beta=ns.beta,
-        learning_rate=ns.learning_rate,
-        epochs=ns.epochs,
-        max_steps=ns.max_steps,
-        precision=ns.precision,
-        seed=ns.seed,
-        gpus=ns.gpus,
+        adapter,
+        metrics,
+        checkpoints,
+        curves_png=Path(ns.out_dir) / "curves.png",
+        **_given(ns, _RL_OPTIONS),
     )
     print(
-        f"RL adapter written to {out / 'adapter'}; greedy answer reward on the prompts "
+        f"RL adapter written to {adapter}; greedy answer reward on the prompts "
         f"{m['before']['answer_reward']:.3f} -> {m['after']['answer_reward']:.3f}"
     )
     return 0
@@ -110,30 +138,41 @@ def _rl(ns: argparse.Namespace) -> int:
 def _dpo(ns: argparse.Namespace) -> int:
     from evalsel.train.dpo import train_dpo
 
-    out = Path(ns.out_dir)
+    adapter, metrics, checkpoints = _run_paths(ns)
     m = train_dpo(
         ns.preferences,
         ns.model,
         ns.adapter,
-        out / "adapter",
-        out / "metrics.json",
-        out / "checkpoints",
-        curves_png=out / "curves.png",
-        beta=ns.beta,
-        epochs=ns.epochs,
-        max_steps=ns.max_steps,
-        learning_rate=ns.learning_rate,
-        per_device_batch_size=ns.batch_size,
-        max_length=ns.max_length,
-        precision=ns.precision,
-        seed=ns.seed,
-        gpus=ns.gpus,
+        adapter,
+        metrics,
+        checkpoints,
+        curves_png=Path(ns.out_dir) / "curves.png",
+        **_given(ns, _DPO_OPTIONS),
     )
     print(
         f"DPO: reward margin {m['before'].get('rewards/margins', 0):.4f} -> {m['after'].get('rewards/margins', 0):.4f}; "
-        f"adapter in {out / 'adapter'}"
+        f"adapter in {adapter}"
     )
     return 0
+
+
+def _add_run_options(p: argparse.ArgumentParser, section: str) -> None:
+    """The options `dpo` and `rl` share; unset, each keeps its settings' default (shown)."""
+
+    def opt(flag: str, key: str, **kw):
+        value = default(key)
+        shown = f"{value[0]} (the first of {key})" if key == "train.seeds" else f"{value} ({key})"
+        p.add_argument(flag, default=argparse.SUPPRESS, help=f"default {shown}", **kw)
+
+    p.add_argument("--model", required=True, help="base model")
+    p.add_argument("--out-dir", required=True)
+    opt("--beta", f"{section}.beta", type=float)
+    opt("--epochs", f"{section}.epochs", type=float)
+    opt("--learning-rate", f"{section}.learning_rate", type=float)
+    opt("--max-steps", "train.max_steps" if section == "dpo" else "rl.max_steps", type=int)
+    opt("--precision", "train.precision", choices=["bf16", "fp16", "fp32"])
+    opt("--seed", "train.seeds", type=int)
+    opt("--gpus", "train.gpus", type=int)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,57 +213,60 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_serve)
 
-    p = sub.add_parser("report", help="comparison report from results/eval/*.json")
-    p.add_argument("evals", nargs="+", help="eval JSON files named base.json and <arm>-seed<N>.json")
-    p.add_argument("--out-dir", default="results/report")
-    p.add_argument("--arms", nargs="+", default=["eval_driven", "random"])
-    p.add_argument("--seeds", nargs="+", type=int, default=[42])
-    p.add_argument("--alpha", type=float, default=0.05)
-    p.add_argument("--bootstrap-samples", type=int, default=10000)
-    p.add_argument("--seed", type=int, default=42, help="bootstrap seed")
-    p.add_argument("--recall-splits", nargs="*", default=[])
-    p.add_argument("--eval-splits", nargs="*", default=[])
-    p.add_argument("--recall-statistics", default=None)
-    p.add_argument("--contamination", default=None)
-    p.add_argument("--sft-statistics", default=None)
-    p.set_defaults(func=_report)
-
+    _add_report(sub)
     p = sub.add_parser("dpo", help="DPO on a prompt/chosen/rejected JSONL, optionally after an SFT adapter")
     p.add_argument("--preferences", required=True)
-    p.add_argument("--model", required=True, help="base model")
     p.add_argument("--adapter", default=None, help="SFT adapter to continue (its frozen copy is the reference)")
-    p.add_argument("--out-dir", required=True)
-    p.add_argument("--beta", type=float, default=0.1)
-    p.add_argument("--epochs", type=float, default=1)
-    p.add_argument("--max-steps", type=int, default=None)
-    p.add_argument("--learning-rate", type=float, default=5e-5)
-    p.add_argument("--batch-size", type=int, default=2)
-    p.add_argument("--max-length", type=int, default=1024)
-    p.add_argument("--precision", choices=["bf16", "fp16", "fp32"], default="bf16")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--gpus", type=int, default=1)
+    _add_run_options(p, "dpo")
+    p.add_argument(
+        "--batch-size",
+        dest="per_device_batch_size",
+        type=int,
+        default=argparse.SUPPRESS,
+        help=f"default {default('train.per_device_batch_size')} (train.per_device_batch_size)",
+    )
+    p.add_argument(
+        "--max-length",
+        type=int,
+        default=argparse.SUPPRESS,
+        help=f"default {default('train.max_length')} (train.max_length)",
+    )
     p.set_defaults(func=_dpo)
 
     p = sub.add_parser(
         "rl", help="GRPO or RLOO from an SFT adapter on RL prompts (results/rl/prompts.jsonl of rule rl_prompts)"
     )
     p.add_argument("--prompts", required=True, help="RL prompts JSONL: prompt (chat messages), choices, answer")
-    p.add_argument("--model", required=True, help="base model")
     p.add_argument("--adapter", required=True, help="SFT adapter (or full SFT model folder) to continue")
-    p.add_argument("--out-dir", required=True)
-    p.add_argument("--method", choices=["grpo", "rloo"], default="grpo")
-    p.add_argument("--num-generations", type=int, default=4)
-    p.add_argument("--prompts-per-step", type=int, default=4)
-    p.add_argument("--max-completion-length", type=int, default=16)
-    p.add_argument("--beta", type=float, default=0.04)
-    p.add_argument("--learning-rate", type=float, default=1e-5)
-    p.add_argument("--epochs", type=float, default=1)
-    p.add_argument("--max-steps", type=int, default=None)
-    p.add_argument("--precision", choices=["bf16", "fp16", "fp32"], default="bf16")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--gpus", type=int, default=1)
+    _add_run_options(p, "rl")
+    for flag, key in (
+        ("--num-generations", "num_generations"),
+        ("--prompts-per-step", "prompts_per_step"),
+        ("--max-completion-length", "max_completion_length"),
+    ):
+        p.add_argument(flag, type=int, default=argparse.SUPPRESS, help=f"default {default('rl.' + key)} (rl.{key})")
+    p.add_argument(
+        "--method", choices=["grpo", "rloo"], default=argparse.SUPPRESS, help=f"default {default('rl.method')}"
+    )
     p.set_defaults(func=_rl)
     return parser
+
+
+def _add_report(sub) -> None:
+    p = sub.add_parser("report", help="comparison report from results/eval/*.json")
+    p.add_argument("evals", nargs="+", help="eval JSON files named base.json and <arm>-seed<N>.json")
+    p.add_argument("--out-dir", default="results/report")
+    p.add_argument("--arms", nargs="+", default=[a["name"] for a in default("arms")])
+    p.add_argument("--seeds", nargs="+", type=int, default=default("train.seeds"))
+    p.add_argument("--alpha", type=float, default=default("report.alpha"))
+    p.add_argument("--bootstrap-samples", type=int, default=default("report.bootstrap_samples"))
+    p.add_argument("--seed", type=int, default=default("seed"), help="bootstrap seed")
+    p.add_argument("--recall-splits", nargs="*", default=[])
+    p.add_argument("--eval-splits", nargs="*", default=[])
+    p.add_argument("--recall-statistics", default=None)
+    p.add_argument("--contamination", default=None)
+    p.add_argument("--sft-statistics", default=None)
+    p.set_defaults(func=_report)
 
 
 def main(argv: list[str] | None = None) -> int:

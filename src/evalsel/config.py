@@ -100,6 +100,23 @@ def schema_problems(config: dict, schema_path: str | os.PathLike) -> list[str]:
     return problems
 
 
+def missing_key_problems(config: dict, schema: dict, node: dict | None = None, path: tuple = ()) -> list[str]:
+    """Every documented key absent from ``config``, one line each. The defaults live in one place,
+    config/config.yaml (the schema declares types and ranges, not values), and Snakemake merges
+    every --configfile over it; so a key can only be missing from a config that replaced it (an
+    older copy, a config run without config/config.yaml), and it is refused before any job."""
+    defs = schema.get("$defs", {})
+    node, _ = _types(schema if node is None else node, defs)
+    out = []
+    for key, sub in node.get("properties", {}).items():
+        where = (*path, key)
+        if key not in config:
+            out.append(f"{_key(where)}: missing (every key needs a value: copy it from config/config.yaml)")
+        elif isinstance(config[key], dict) and _types(sub, defs)[0].get("properties"):
+            out += missing_key_problems(config[key], schema, sub, where)
+    return out
+
+
 def missing_config_problem(config: dict, workdir: str | os.PathLike) -> str | None:
     """A clear line when no config was loaded at all (e.g. ``--directory`` elsewhere, no --configfile)."""
     if config:
@@ -297,7 +314,9 @@ def check(
     configfiles: list | None = None,
     environ: dict | None = None,
 ) -> None:
-    """Raise :class:`ConfigError` listing every problem of ``config``; fills the schema's defaults in."""
+    """Raise :class:`ConfigError` listing every problem of ``config``: the schema's, a documented key
+    missing, then the rules between keys. Fills in only the defaults of list entries (a pool
+    source's ``format``, ...): every other default is a value of config/config.yaml."""
     missing = missing_config_problem(config, cwd)
     if missing:
         raise ConfigError([missing])
@@ -313,12 +332,16 @@ def check(
     config.update(coerced)  # in place: the workflow's config object is the one the rules read
     before = copy.deepcopy(config)
     try:
-        validate(config, str(schema_path))  # fills in the schema's defaults
+        validate(config, str(schema_path))  # fills in the list entries' defaults
     except WorkflowError:
         problems = schema_problems(before, schema_path)
         if not problems:
             raise
         raise ConfigError(problems, source) from None
+    with open(schema_path, encoding="utf-8") as fh:
+        problems = missing_key_problems(config, yaml.safe_load(fh))
+    if problems:
+        raise ConfigError(problems, source)
     problems = cross_key_problems(config, environ)
     if problems:
         raise ConfigError(problems, source)

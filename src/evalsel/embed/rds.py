@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from evalsel.core.io import write_json
 from evalsel.core.precision import resolve_device
+from evalsel.core.settings import default
 from evalsel.core.texts import length_batches, read_benchmark_queries
 from evalsel.core.vectors import EmbedResult, save_vectors
 from evalsel.data.poolindex import iter_records
@@ -33,10 +34,10 @@ class RdsSettings:
     """Everything that decides an RDS+ vector, plus how fast it is computed."""
 
     model: str
-    device: str = "auto"
-    batch_size: int = 16
-    max_tokens: int = 1024
-    dtype: str = "float16"  # storage dtype of the vectors
+    device: str = default("rds.device")
+    batch_size: int = default("rds.batch_size")
+    max_tokens: int = default("rds.max_tokens")
+    dtype: str = default("rds.dtype")  # storage dtype of the vectors
     threads: int | None = None
 
     def __post_init__(self):

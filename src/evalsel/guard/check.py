@@ -43,6 +43,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from evalsel.core.settings import default
 from evalsel.guard.leak import BenchmarkItem, char_ngrams
 
 REASONS = ("exact_ngram", "containment", "fuzzy", "short_question", "options", "max_similarity")
@@ -114,20 +115,20 @@ _SEP = "\x00"
 class GuardSettings:
     """Thresholds of the text checks (config ``leak_guard``); see README "Contamination guard"."""
 
-    ngram_n: int = 13
-    shingle_n: int = 3
-    containment: float = 0.6
-    min_containment_chars: int = 13
-    fuzzy: float = 80.0
-    min_fuzzy_chars: int = 13
-    options_share: float = 0.75
-    min_option_chars: int = 2
-    options_question_share: float = 0.5
-    min_all_options_chars: int = 8
-    min_strong_option_chars: int = 2
-    min_ngram_letters: int = 6
-    candidate_share: float = 0.25
-    common_df: int = 40
+    ngram_n: int = default("leak_guard.ngram_n")
+    shingle_n: int = default("leak_guard.shingle_n")
+    containment: float = default("leak_guard.containment")
+    min_containment_chars: int = default("leak_guard.min_containment_chars")
+    fuzzy: float = default("leak_guard.fuzzy")
+    min_fuzzy_chars: int = default("leak_guard.min_fuzzy_chars")
+    options_share: float = default("leak_guard.options_share")
+    min_option_chars: int = default("leak_guard.min_option_chars")
+    options_question_share: float = default("leak_guard.options_question_share")
+    min_all_options_chars: int = default("leak_guard.min_all_options_chars")
+    min_strong_option_chars: int = default("leak_guard.min_strong_option_chars")
+    min_ngram_letters: int = default("leak_guard.min_ngram_letters")
+    candidate_share: float = default("leak_guard.candidate_share")
+    common_df: int = default("leak_guard.common_df")
 
     def validate(self) -> None:
         if self.ngram_n < 4 or not 2 <= self.shingle_n <= min(3, self.ngram_n):

@@ -30,6 +30,7 @@ from typing import Any
 from evalsel.core.io import InputError, read_jsonl, write_json
 from evalsel.core.precision import PRECISIONS
 from evalsel.core.records import LETTERS
+from evalsel.core.settings import default
 from evalsel.train.lora import check_at_least_one
 from evalsel.train.runs import reference_kept, run_figures, trainer_args
 
@@ -135,23 +136,23 @@ def load_rl_prompts(path: str | os.PathLike) -> list[dict]:
 class RLSettings:
     """Knobs of one RL run: the ``rl:`` config section, plus precision and cadences from ``train:``."""
 
-    method: str = "grpo"
-    num_generations: int = 4
-    prompts_per_step: int = 4
-    max_completion_length: int = 16
-    temperature: float = 1.0
-    beta: float = 0.04
-    learning_rate: float = 1e-5
-    epochs: float = 1
-    max_steps: int | None = None
-    format_weight: float = 0.0
-    precision: str = "bf16"
-    gradient_checkpointing: bool = False
-    logging_steps: int = 10
-    save_steps: int = 200
-    seed: int = 42
-    gpus: int = 1
-    keep_checkpoints: bool = False
+    method: str = default("rl.method")
+    num_generations: int = default("rl.num_generations")
+    prompts_per_step: int = default("rl.prompts_per_step")
+    max_completion_length: int = default("rl.max_completion_length")
+    temperature: float = default("rl.temperature")
+    beta: float = default("rl.beta")
+    learning_rate: float = default("rl.learning_rate")
+    epochs: float = default("rl.epochs")
+    max_steps: int | None = default("rl.max_steps")
+    format_weight: float = default("rl.format_weight")
+    precision: str = default("train.precision")
+    gradient_checkpointing: bool = default("train.gradient_checkpointing")
+    logging_steps: int = default("train.logging_steps")
+    save_steps: int = default("train.save_steps")
+    seed: int = default("train.seeds")[0]
+    gpus: int = min(1, default("train.gpus"))  # one process
+    keep_checkpoints: bool = default("train.keep_checkpoints")
 
     def validate(self) -> None:
         """Raises ValueError naming the first setting out of range."""

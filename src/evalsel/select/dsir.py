@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from evalsel.core.io import atomic_write, write_json, write_jsonl
+from evalsel.core.settings import entry_default
 from evalsel.core.texts import recall_texts
 from evalsel.data.poolindex import PoolIndex, iter_records
 from evalsel.guard import leak
@@ -35,11 +36,13 @@ EPS = 1e-8
 
 @dataclass(frozen=True)
 class DsirSettings:
-    ngrams: int = 2  # 2: unigrams and bigrams (the paper's default)
-    buckets: int = 65536
-    laplace: float = 0.0  # pseudo-count added to every target bucket
-    gumbel: bool = True
-    min_tokens: int = 0  # shorter samples are never selected (the paper's min_example_length)
+    ngrams: int = entry_default("arm", "dsir.ngrams")  # 2: unigrams and bigrams (the paper's default)
+    buckets: int = entry_default("arm", "dsir.buckets")
+    laplace: float = entry_default("arm", "dsir.laplace")  # pseudo-count added to every target bucket
+    gumbel: bool = entry_default("arm", "dsir.gumbel")
+    min_tokens: int = entry_default(
+        "arm", "dsir.min_tokens"
+    )  # shorter samples are never selected (the paper's min_example_length)
 
     def __post_init__(self):
         if not 1 <= self.ngrams <= 5:

@@ -18,6 +18,7 @@ from typing import Any
 
 from evalsel.core.io import InputError, read_jsonl, write_json
 from evalsel.core.precision import PRECISIONS
+from evalsel.core.settings import default
 from evalsel.train.lora import check_at_least_one, lora_of
 from evalsel.train.runs import reference_kept, run_figures, trainer_args
 
@@ -30,24 +31,24 @@ _NOT_FINGERPRINTED = {"save_steps", "logging_steps", "keep_checkpoints", "gpus"}
 class DPOSettings:
     """Knobs of one DPO run: ``dpo:`` config section, plus batch/LoRA/precision from ``train:``."""
 
-    beta: float = 0.1
-    epochs: float = 1
-    max_steps: int | None = None
-    learning_rate: float = 5e-5
-    per_device_batch_size: int = 2
-    gradient_accumulation_steps: int = 1
-    max_length: int = 1024
-    precision: str = "bf16"
-    gradient_checkpointing: bool = True
-    lora_r: int = 16
-    lora_alpha: float = 32
-    lora_dropout: float = 0.05
-    lora_target_modules: str | list[str] = "all"
-    logging_steps: int = 10
-    save_steps: int = 200
-    seed: int = 42
-    gpus: int = 1
-    keep_checkpoints: bool = False
+    beta: float = default("dpo.beta")
+    epochs: float = default("dpo.epochs")
+    max_steps: int | None = default("train.max_steps")
+    learning_rate: float = default("dpo.learning_rate")
+    per_device_batch_size: int = default("train.per_device_batch_size")
+    gradient_accumulation_steps: int = default("train.gradient_accumulation_steps")
+    max_length: int = default("train.max_length")
+    precision: str = default("train.precision")
+    gradient_checkpointing: bool = default("train.gradient_checkpointing")
+    lora_r: int = default("train.lora_r")
+    lora_alpha: float = default("train.lora_alpha")
+    lora_dropout: float = default("train.lora_dropout")
+    lora_target_modules: str | list[str] = default("train.lora_target_modules")
+    logging_steps: int = default("train.logging_steps")
+    save_steps: int = default("train.save_steps")
+    seed: int = default("train.seeds")[0]
+    gpus: int = min(1, default("train.gpus"))  # one process
+    keep_checkpoints: bool = default("train.keep_checkpoints")
 
     def validate(self) -> None:
         """Raises ValueError naming the first setting out of range."""

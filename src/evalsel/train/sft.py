@@ -23,6 +23,7 @@ from typing import Any
 from evalsel.core.io import InputError, read_json, read_jsonl, write_json
 from evalsel.core.models import set_threads
 from evalsel.core.precision import PRECISIONS
+from evalsel.core.settings import default
 from evalsel.train.lora import check_at_least_one, lora_of
 
 log = logging.getLogger(__name__)
@@ -38,27 +39,27 @@ _NOT_FINGERPRINTED = {"save_steps", "logging_steps", "keep_checkpoints", "thread
 class TrainSettings:
     """Every knob of one training run (the ``train:`` config section, seed from the job)."""
 
-    method: str = "lora"
-    lora_r: int = 16
-    lora_alpha: float = 32
-    lora_dropout: float = 0.05
-    lora_target_modules: str | list[str] = "all"
-    epochs: float = 3
-    max_steps: int | None = None
-    learning_rate: float = 2e-4
-    per_device_batch_size: int = 4
-    gradient_accumulation_steps: int = 4
-    warmup_ratio: float = 0.03
-    lr_scheduler: str = "cosine"
-    max_length: int = 1024
-    precision: str = "bf16"
-    gradient_checkpointing: bool = True
-    save_steps: int = 200
-    logging_steps: int = 10
+    method: str = default("train.method")
+    lora_r: int = default("train.lora_r")
+    lora_alpha: float = default("train.lora_alpha")
+    lora_dropout: float = default("train.lora_dropout")
+    lora_target_modules: str | list[str] = default("train.lora_target_modules")
+    epochs: float = default("train.epochs")
+    max_steps: int | None = default("train.max_steps")
+    learning_rate: float = default("train.learning_rate")
+    per_device_batch_size: int = default("train.per_device_batch_size")
+    gradient_accumulation_steps: int = default("train.gradient_accumulation_steps")
+    warmup_ratio: float = default("train.warmup_ratio")
+    lr_scheduler: str = default("train.lr_scheduler")
+    max_length: int = default("train.max_length")
+    precision: str = default("train.precision")
+    gradient_checkpointing: bool = default("train.gradient_checkpointing")
+    save_steps: int = default("train.save_steps")
+    logging_steps: int = default("train.logging_steps")
     deepspeed: str | None = None
-    gpus: int = 1
-    seed: int = 42
-    keep_checkpoints: bool = False
+    gpus: int = default("train.gpus")
+    seed: int = default("train.seeds")[0]
+    keep_checkpoints: bool = default("train.keep_checkpoints")
     # CPU threads of this job (torch.set_num_threads); None leaves torch's default (every core)
     threads: int | None = None
 
