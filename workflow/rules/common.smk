@@ -40,6 +40,29 @@ if (
         workflow.register_resource("gpu", _LOCAL_GPUS)
 
 
+# Every results path that more than one rule or helper names, written once here: the rules'
+# inputs and outputs refer to these names (wildcards filled by Snakemake, or by .format()).
+BENCHMARK = "results/benchmark/{subject}.jsonl"
+POOL_SHARD = "results/pool/{source}/{shard}.jsonl"
+SELECTED = "results/select/{arm}/selected.jsonl"
+SELECT_STATISTICS = "results/select/{arm}/statistics.json"
+SIMILARITY_HIST = "results/select/{arm}/similarity_hist.png"
+SFT_SET = "results/sft/{arm}.jsonl"
+SFT_SET_STATS = "results/sft/{arm}.stats.json"
+SFT_SET_DROPS = "results/sft/{arm}.drops.json"
+CONTAMINATION = "results/sft/contamination.json"
+SFT_STATISTICS = "results/sft/sft_statistics.json"
+OVERLAP = "results/sft/overlap.json"
+ADAPTER = "results/train/{arm}/seed{seed}/adapter"
+EVAL_JSON = "results/eval/{model}.json"
+TINY_LM = "results/models/tiny_lm"
+TINY_EMBEDDER = "results/models/tiny_embedder"
+RL_BENCHMARK = "results/rl/benchmark/{subject}.jsonl"
+RL_PROMPTS = "results/rl/prompts.jsonl"
+REPORT_MD = "results/report/compare.md"
+REPORT_JSON = "results/report/compare.json"
+REPORT_PNG = "results/report/compare.png"
+
 SUBJECTS = list(config["benchmark"]["subjects"])
 SOURCES = {s["name"]: s for s in config["pool"]["sources"]}
 TRANSFER = {b["name"]: b for b in config["transfer"]}
@@ -127,15 +150,15 @@ def guard_query_vectors():
 def selection_files(arm):
     """The selection job's output an SFT arm is built from."""
     if ARM[arm].strategy in ("dsir", "listed"):
-        return [f"results/select/{arm}/selected.jsonl"]
+        return [SELECTED.format(arm=arm)]
     return [f"results/select/{arm}/{s}.jsonl" for s in SUBJECTS]
 
 
 def sft_arm_files(arm):
     return [
-        f"results/sft/{arm}.jsonl",
-        f"results/sft/{arm}.stats.json",
-        f"results/sft/{arm}.drops.json",
+        SFT_SET.format(arm=arm),
+        SFT_SET_STATS.format(arm=arm),
+        SFT_SET_DROPS.format(arm=arm),
     ]
 
 
@@ -163,7 +186,7 @@ def base_model_path():
     """The base causal LM: the tiny demo model built by the DAG, the folder a GGUF file is imported
     into, or a hub name / local path."""
     if config["demo"]["build_tiny_lm"]:
-        return "results/models/tiny_lm"
+        return TINY_LM
     return GGUF_MODEL or config["train"]["base_model"]
 
 
@@ -171,7 +194,7 @@ def base_model_input():
     """Input list that makes the model jobs depend on the base model when the DAG builds it (the
     tiny demo model, an imported GGUF file)."""
     if config["demo"]["build_tiny_lm"]:
-        return ["results/models/tiny_lm"]
+        return [TINY_LM]
     return [GGUF_MODEL] if GGUF_MODEL else []
 
 
@@ -187,16 +210,12 @@ def rds_model_input():
 
 def embedder_model():
     if config["demo"]["build_tiny_embedder"]:
-        return "results/models/tiny_embedder"
+        return TINY_EMBEDDER
     return config["embedding"]["model"]
 
 
 def embedder_input():
-    return (
-        ["results/models/tiny_embedder"]
-        if config["demo"]["build_tiny_embedder"]
-        else []
-    )
+    return [TINY_EMBEDDER] if config["demo"]["build_tiny_embedder"] else []
 
 
 def model_adapter(model):
@@ -204,15 +223,15 @@ def model_adapter(model):
     if model == "base":
         return []
     arm, seed = model.rsplit("-seed", 1)
-    return [f"results/train/{arm}/seed{seed}/adapter"]
+    return [ADAPTER.format(arm=arm, seed=seed)]
 
 
 def final_targets():
     targets = [
-        "results/report/compare.md",
-        "results/report/compare.json",
-        "results/report/compare.png",
-        "results/sft/contamination.json",
+        REPORT_MD,
+        REPORT_JSON,
+        REPORT_PNG,
+        CONTAMINATION,
     ]
     if config["crosscheck"]["lm_eval"]:
         targets += [f"results/crosscheck/{m}.json" for m in MODELS]

@@ -4,8 +4,8 @@
 
 rule crosscheck:
     input:
-        eval="results/eval/{model}.json",
-        benchmark=expand("results/benchmark/{subject}.jsonl", subject=SUBJECTS),
+        eval=EVAL_JSON,
+        benchmark=expand(BENCHMARK, subject=SUBJECTS),
         base=base_model_input(),
         adapter=lambda wc: model_adapter(wc.model),
         code=code_of("crosscheck"),

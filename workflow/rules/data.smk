@@ -32,7 +32,7 @@ rule benchmark_fetch:
         # Local files are inputs, so that editing one re-runs the rule.
         local=BENCHMARK_LOCAL_FILES,
     output:
-        "results/benchmark/{subject}.jsonl",
+        BENCHMARK,
     log:
         "logs/benchmark_fetch/{subject}.log",
     benchmark:

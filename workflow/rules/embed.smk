@@ -32,11 +32,11 @@ EMBED_THREADS = 1 if EMBED_ZHIPU else 4
 
 rule tiny_embedder_build:
     input:
-        benchmark=expand("results/benchmark/{subject}.jsonl", subject=SUBJECTS),
+        benchmark=expand(BENCHMARK, subject=SUBJECTS),
         pool=all_pool_shards,
         code=code_of("tiny_embedder_build"),
     output:
-        directory("results/models/tiny_embedder"),
+        directory(TINY_EMBEDDER),
     log:
         "logs/tiny_embedder_build/tiny_embedder_build.log",
     benchmark:
@@ -54,7 +54,7 @@ rule tiny_embedder_build:
 
 rule benchmark_embed:
     input:
-        benchmark="results/benchmark/{subject}.jsonl",
+        benchmark=BENCHMARK,
         model=EMBED_INPUT,
         code=code_of("benchmark_embed", skip=EMBED_SKIP),
     output:
@@ -81,7 +81,7 @@ rule benchmark_embed:
 
 rule pool_embed:
     input:
-        shard="results/pool/{source}/{shard}.jsonl",
+        shard=POOL_SHARD,
         model=EMBED_INPUT,
         code=code_of("pool_embed", skip=EMBED_SKIP),
     output:
@@ -122,7 +122,7 @@ RDS_GPU = 0 if RDS["device"] == "cpu" else 1
 
 rule rds_benchmark_embed:
     input:
-        benchmark="results/benchmark/{subject}.jsonl",
+        benchmark=BENCHMARK,
         model=rds_model_input(),
         code=code_of("rds_benchmark_embed"),
     output:
@@ -148,7 +148,7 @@ rule rds_benchmark_embed:
 
 rule rds_pool_embed:
     input:
-        shard="results/pool/{source}/{shard}.jsonl",
+        shard=POOL_SHARD,
         model=rds_model_input(),
         code=code_of("rds_pool_embed"),
     output:

@@ -3,13 +3,13 @@
 
 rule report:
     input:
-        evals=expand("results/eval/{model}.json", model=MODELS),
+        evals=expand(EVAL_JSON, model=MODELS),
         selection_statistics=[
             f"results/select/{a}/statistics.json" for a in SELECT_ARMS
         ],
-        overlap="results/sft/overlap.json",
-        contamination="results/sft/contamination.json",
-        sft_statistics="results/sft/sft_statistics.json",
+        overlap=OVERLAP,
+        contamination=CONTAMINATION,
+        sft_statistics=SFT_STATISTICS,
         transfer_evals=[
             f"results/transfer/{b}/eval/{m}.json" for b in TRANSFER for m in MODELS
         ],
@@ -21,17 +21,17 @@ rule report:
         code=code_of("report"),
     output:
         md=report(
-            "results/report/compare.md",
+            REPORT_MD,
             caption="../report/compare_md.rst",
             category="1. Comparison",
         ),
         json=report(
-            "results/report/compare.json",
+            REPORT_JSON,
             caption="../report/compare_json.rst",
             category="1. Comparison",
         ),
         png=report(
-            "results/report/compare.png",
+            REPORT_PNG,
             caption="../report/compare_png.rst",
             category="1. Comparison",
         ),

@@ -47,7 +47,7 @@ rule rl_fetch:
             else []
         ),
     output:
-        "results/rl/benchmark/{subject}.jsonl",
+        RL_BENCHMARK,
     log:
         "logs/rl_fetch/{subject}.log",
     benchmark:
@@ -80,11 +80,11 @@ rule rl_fetch:
 
 rule rl_prompts:
     input:
-        rl=expand("results/rl/benchmark/{subject}.jsonl", subject=SUBJECTS),
-        scored=expand("results/benchmark/{subject}.jsonl", subject=SUBJECTS),
+        rl=expand(RL_BENCHMARK, subject=SUBJECTS),
+        scored=expand(BENCHMARK, subject=SUBJECTS),
         code=code_of("rl_prompts"),
     output:
-        prompts="results/rl/prompts.jsonl",
+        prompts=RL_PROMPTS,
         stats="results/rl/prompts.stats.json",
     log:
         "logs/rl_prompts/rl_prompts.log",
@@ -106,8 +106,8 @@ rule rl_prompts:
 
 rule rl_train:
     input:
-        prompts="results/rl/prompts.jsonl",
-        sft=f"results/train/{RL['arm']}/seed{{seed}}/adapter",
+        prompts=RL_PROMPTS,
+        sft=ADAPTER.format(arm=RL["arm"], seed="{seed}"),
         base=base_model_input(),
         code=code_of("rl_train"),
     output:

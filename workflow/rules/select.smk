@@ -14,19 +14,19 @@ rule recall:
     input:
         code=code_of("recall"),
         queries=arm_query_vectors,
-        benchmark=expand("results/benchmark/{subject}.jsonl", subject=SUBJECTS),
+        benchmark=expand(BENCHMARK, subject=SUBJECTS),
         pool_vectors=arm_pool_vectors,
         pool_shards=all_pool_shards,
     output:
         recalled=expand("results/select/{{arm}}/{subject}.jsonl", subject=SUBJECTS),
         statistics=report(
-            "results/select/{arm}/statistics.json",
+            SELECT_STATISTICS,
             caption="../report/recall_statistics.rst",
             category="2. Selection",
             subcategory="{arm}",
         ),
         histogram=report(
-            "results/select/{arm}/similarity_hist.png",
+            SIMILARITY_HIST,
             caption="../report/similarity_hist.rst",
             category="2. Selection",
             subcategory="{arm}",
@@ -60,18 +60,18 @@ rule recall:
 rule dsir_select:
     input:
         code=code_of("dsir_select"),
-        benchmark=expand("results/benchmark/{subject}.jsonl", subject=SUBJECTS),
+        benchmark=expand(BENCHMARK, subject=SUBJECTS),
         pool_shards=all_pool_shards,
     output:
-        selected="results/select/{arm}/selected.jsonl",
+        selected=SELECTED,
         statistics=report(
-            "results/select/{arm}/statistics.json",
+            SELECT_STATISTICS,
             caption="../report/dsir_statistics.rst",
             category="2. Selection",
             subcategory="{arm}",
         ),
         histogram=report(
-            "results/select/{arm}/similarity_hist.png",
+            SIMILARITY_HIST,
             caption="../report/dsir_hist.rst",
             category="2. Selection",
             subcategory="{arm}",
@@ -105,8 +105,8 @@ rule listed_select:
         ids=lambda wc: ARM[wc.arm].ids,
         pool_shards=all_pool_shards,
     output:
-        selected="results/select/{arm}/selected.jsonl",
-        statistics="results/select/{arm}/statistics.json",
+        selected=SELECTED,
+        statistics=SELECT_STATISTICS,
     log:
         "logs/listed_select/{arm}.log",
     benchmark:
@@ -127,15 +127,15 @@ rule sft_build:
     input:
         code=code_of("sft_build"),
         selected=lambda wc: selection_files(wc.arm),
-        selection_statistics="results/select/{arm}/statistics.json",
+        selection_statistics=SELECT_STATISTICS,
         queries=guard_query_vectors(),
-        benchmark=expand("results/benchmark/{subject}.jsonl", subject=SUBJECTS),
+        benchmark=expand(BENCHMARK, subject=SUBJECTS),
         pool_vectors=guard_pool_vectors,
         pool_shards=all_pool_shards,
     output:
-        sft="results/sft/{arm}.jsonl",
-        statistics="results/sft/{arm}.stats.json",
-        drops="results/sft/{arm}.drops.json",
+        sft=SFT_SET,
+        statistics=SFT_SET_STATS,
+        drops=SFT_SET_DROPS,
     log:
         "logs/sft_build/{arm}.log",
     benchmark:
@@ -164,13 +164,13 @@ rule sft_random:
         code=code_of("sft_random"),
         match=lambda wc: f"results/sft/{ARM[wc.arm].match}.stats.json",
         queries=guard_query_vectors(),
-        benchmark=expand("results/benchmark/{subject}.jsonl", subject=SUBJECTS),
+        benchmark=expand(BENCHMARK, subject=SUBJECTS),
         pool_vectors=guard_pool_vectors,
         pool_shards=all_pool_shards,
     output:
-        sft="results/sft/{arm}.jsonl",
-        statistics="results/sft/{arm}.stats.json",
-        drops="results/sft/{arm}.drops.json",
+        sft=SFT_SET,
+        statistics=SFT_SET_STATS,
+        drops=SFT_SET_DROPS,
     log:
         "logs/sft_random/{arm}.log",
     benchmark:
@@ -199,17 +199,17 @@ rule sft_summary:
         code=code_of("sft_summary"),
         arms=[f for arm in ARM for f in sft_arm_files(arm)],
         queries=guard_query_vectors(),
-        benchmark=expand("results/benchmark/{subject}.jsonl", subject=SUBJECTS),
+        benchmark=expand(BENCHMARK, subject=SUBJECTS),
         pool_vectors=guard_pool_vectors,
         pool_shards=all_pool_shards,
     output:
         statistics=report(
-            "results/sft/sft_statistics.json",
+            SFT_STATISTICS,
             caption="../report/sft_statistics.rst",
             category="2. Selection",
         ),
         contamination=report(
-            "results/sft/contamination.json",
+            CONTAMINATION,
             caption="../report/contamination.rst",
             category="2. Selection",
         ),
@@ -243,10 +243,10 @@ rule sft_summary:
 rule arms_overlap:
     input:
         code=code_of("arms_overlap"),
-        sft=[f"results/sft/{arm}.jsonl" for arm in ARM],
-        benchmark=expand("results/benchmark/{subject}.jsonl", subject=SUBJECTS),
+        sft=[SFT_SET.format(arm=arm) for arm in ARM],
+        benchmark=expand(BENCHMARK, subject=SUBJECTS),
     output:
-        json="results/sft/overlap.json",
+        json=OVERLAP,
         png=report(
             "results/sft/overlap.png",
             caption="../report/overlap.rst",

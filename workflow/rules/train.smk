@@ -60,11 +60,11 @@ HUB_BASE_MODEL = None if base_model_input() else str(TRAIN["base_model"])
 
 rule tiny_lm_build:
     input:
-        benchmark=expand("results/benchmark/{subject}.jsonl", subject=SUBJECTS),
+        benchmark=expand(BENCHMARK, subject=SUBJECTS),
         pool=all_pool_shards,
         code=code_of("tiny_lm_build"),
     output:
-        directory("results/models/tiny_lm"),
+        directory(TINY_LM),
     log:
         "logs/tiny_lm_build/tiny_lm_build.log",
     benchmark:
@@ -108,12 +108,12 @@ if GGUF_MODEL:
 
 rule train:
     input:
-        sft="results/sft/{arm}.jsonl",
+        sft=SFT_SET,
         base=base_model_input(),
         deepspeed=[DEEPSPEED_CONFIG] if DEEPSPEED_CONFIG else [],
         code=code_of("train"),
     output:
-        adapter=directory("results/train/{arm}/seed{seed}/adapter"),
+        adapter=directory(ADAPTER),
         metrics="results/train/{arm}/seed{seed}/metrics.json",
         curves=report(
             "results/train/{arm}/seed{seed}/curves.png",
@@ -146,12 +146,12 @@ rule train:
 
 rule evaluate:
     input:
-        benchmark=expand("results/benchmark/{subject}.jsonl", subject=SUBJECTS),
+        benchmark=expand(BENCHMARK, subject=SUBJECTS),
         base=base_model_input(),
         adapter=lambda wc: model_adapter(wc.model),
         code=code_of("evaluate"),
     output:
-        "results/eval/{model}.json",
+        EVAL_JSON,
     log:
         "logs/evaluate/{model}.log",
     benchmark:
@@ -182,7 +182,7 @@ rule dpo_train:
         preferences=config["dpo"]["preferences"] or [],
         # DPO continues the eval-driven SFT adapter of the same seed (without that arm: from the base)
         sft_adapter=lambda wildcards: (
-            f"results/train/eval_driven/seed{wildcards.seed}/adapter"
+            ADAPTER.format(arm="eval_driven", seed=wildcards.seed)
             if "eval_driven" in ARM
             else []
         ),
@@ -214,7 +214,7 @@ rule dpo_train:
 
 rule merge:
     input:
-        adapter="results/train/{arm}/seed{seed}/adapter",
+        adapter=ADAPTER,
         base=base_model_input(),
         code=code_of("merge"),
     output:

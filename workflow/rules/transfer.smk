@@ -45,7 +45,7 @@ rule transfer_fetch:
 
 rule transfer_guard:
     input:
-        sft="results/sft/{arm}.jsonl",
+        sft=SFT_SET,
         benchmark=lambda wc: transfer_files(wc.bench),
         code=code_of("transfer_guard"),
     output:

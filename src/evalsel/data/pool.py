@@ -26,6 +26,7 @@ from evalsel.core.io import (
     text_hash,
     write_json,
 )
+from evalsel.core.settings import default
 
 log = logging.getLogger(__name__)
 
@@ -439,11 +440,11 @@ def run_pool_prepare(
     fmt: str = "auto",
     medical: bool = True,
     max_samples: int | None = None,
-    shard_size: int = 50000,
-    embed_text: str = "prompt",
-    max_chars: int = 512,
-    min_chars: int = 2,
-    on_bad_record: str = "error",
+    shard_size: int = default("pool.shard_size"),
+    embed_text: str = default("pool.embed_text"),
+    max_chars: int = default("pool.max_chars"),
+    min_chars: int = default("pool.min_chars"),
+    on_bad_record: str = default("pool.on_bad_record"),
     encoding: str = "utf-8",
     hub_mirror: str | os.PathLike | None = None,
 ) -> dict:

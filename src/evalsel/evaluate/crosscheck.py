@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 
 from evalsel.core.io import atomic_write, read_json, write_json, write_jsonl
+from evalsel.core.settings import default
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ def crosscheck(
     out_path: str | os.PathLike,
     task_dir: str | os.PathLike,
     few_shot: int = 0,
-    batch_size: int = 8,
+    batch_size: int = default("crosscheck.batch_size"),
 ) -> dict:
     """Export, run lm-eval on the same model and compare with ``eval_path``; writes the comparison."""
     ev = read_json(eval_path)

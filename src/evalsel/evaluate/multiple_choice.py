@@ -17,6 +17,7 @@ from typing import Any
 from evalsel.core.chat import LANGUAGES, LETTERS, ceval_header, question_messages
 from evalsel.core.io import InputError, write_json
 from evalsel.core.records import read_records
+from evalsel.core.settings import default
 
 log = logging.getLogger(__name__)
 
@@ -327,13 +328,13 @@ def evaluate(
     out_path: str | os.PathLike,
     adapter: str | os.PathLike | None = None,
     model_name: str | None = None,
-    mode: str = "logprob",
-    few_shot: int = 0,
-    batch_size: int = 8,
-    max_new_tokens: int = 32,
+    mode: str = default("eval.mode"),
+    few_shot: int = default("eval.few_shot"),
+    batch_size: int = default("eval.batch_size"),
+    max_new_tokens: int = default("eval.max_new_tokens"),
     gpus: int = 0,
     threads: int | None = None,
-    repetition_penalty: float = 1.0,
+    repetition_penalty: float = default("eval.repetition_penalty"),
     language: str = "zh",
 ) -> dict:
     """Score every question of ``eval_splits`` and write the eval JSON (see docs/ARCHITECTURE.md).

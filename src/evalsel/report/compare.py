@@ -15,6 +15,7 @@ import numpy as np
 
 from evalsel.core.io import InputError, atomic_write, read_json, write_json
 from evalsel.core.records import LETTERS
+from evalsel.core.settings import default
 from evalsel.report.caveats import (
     DEFAULT_MAX_LETTER_SHARE,
     answer_distribution,
@@ -369,8 +370,8 @@ def build_comparison(
     eval_paths: Sequence[str | os.PathLike],
     arms: Sequence[str],
     seeds: Sequence[int],
-    alpha: float = 0.05,
-    bootstrap_samples: int = 10000,
+    alpha: float = default("report.alpha"),
+    bootstrap_samples: int = default("report.bootstrap_samples"),
     seed: int = 0,
     recall_splits: Sequence[str] = (),
     eval_splits: Sequence[str] = (),

@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from evalsel.core.io import atomic_write, write_json, write_jsonl
-from evalsel.core.settings import entry_default
+from evalsel.core.settings import default, entry_default
 from evalsel.core.texts import recall_texts
 from evalsel.data.poolindex import PoolIndex, iter_records
 from evalsel.guard import leak
@@ -153,7 +153,7 @@ def dsir_job(
     query_text: str = "question",
     settings: dict | None = None,
     leak_guard: dict | None = None,
-    seed: int = 42,
+    seed: int = default("seed"),
     progress: bool = True,
 ) -> dict:
     """Fit both models, weigh every pool sample, keep ``budget`` samples in Gumbel top-k order that

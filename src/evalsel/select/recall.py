@@ -15,6 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from evalsel.core.io import atomic_write, write_json, write_jsonl
+from evalsel.core.settings import default
 from evalsel.core.vectors import load_queries
 from evalsel.data.poolindex import PoolIndex
 from evalsel.guard import leak
@@ -363,7 +364,7 @@ def plot_histogram(
     plt.close(fig)
 
 
-def run_recall(*, gpus: int = 0, backend: str = "auto", **settings) -> dict:
+def run_recall(*, gpus: int = 0, backend: str = default("recall.backend"), **settings) -> dict:
     """:func:`recall_job` holding ``gpus`` GPUs (evalsel.core.gpu.claim) unless the backend is numpy:
     on CUDA the torch backend computes on a device the scheduler gave this job, never on one
     another job holds."""
@@ -383,17 +384,17 @@ def recall_job(
     recall_outputs: list[str | os.PathLike],
     statistics_path: str | os.PathLike,
     histogram_path: str | os.PathLike,
-    strategy: str = "per_query_topk",
-    top_k: int = 20,
-    similarity_threshold: float = 0.5,
-    max_similarity: float | None = 0.95,
-    topk_mean_m: int = 3,
+    strategy: str = default("recall.strategy"),
+    top_k: int = default("recall.top_k"),
+    similarity_threshold: float = default("recall.similarity_threshold"),
+    max_similarity: float | None = default("recall.max_similarity"),
+    topk_mean_m: int = default("recall.topk_mean_m"),
     budget: int | None = None,
-    per_subject_quota: bool = True,
+    per_subject_quota: bool = default("recall.per_subject_quota"),
     near_duplicate_threshold: float | None = None,
-    block_size: int = 65536,
+    block_size: int = default("recall.block_size"),
     leak_guard: dict | None = None,
-    backend: str = "auto",
+    backend: str = default("recall.backend"),
     progress: bool = True,
     threads: int | None = None,
 ) -> dict:

@@ -15,6 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from evalsel.core.io import InputError, read_json, read_jsonl, write_json, write_jsonl
+from evalsel.core.settings import default
 from evalsel.core.vectors import load_queries
 from evalsel.data.poolindex import PoolIndex
 from evalsel.guard import leak
@@ -397,9 +398,9 @@ def build_arm(
     statistics_path: str | os.PathLike,
     drops_path: str | os.PathLike,
     fmt: str = "sharegpt",
-    random_mix_ratio: float = 0.2,
+    random_mix_ratio: float = default("sft.random_mix_ratio"),
     tokenizer: str | None = None,
-    seed: int = 42,
+    seed: int = default("seed"),
     progress: bool = True,
 ) -> dict:
     """One selection arm's SFT set: its selected samples, checked again by the guard (the benchmark
@@ -495,9 +496,9 @@ def build_random(
     statistics_path: str | os.PathLike,
     drops_path: str | os.PathLike,
     fmt: str = "sharegpt",
-    random_match: str = "samples",
+    random_match: str = default("sft.random_match"),
     tokenizer: str | None = None,
-    seed: int = 42,
+    seed: int = default("seed"),
     progress: bool = True,
 ) -> dict:
     """A random arm: uniform over the whole pool, the same guard, as many samples (or, with
@@ -570,10 +571,10 @@ def summarize(
     statistics_path: str | os.PathLike,
     contamination_path: str | os.PathLike,
     review_path: str | os.PathLike | None = None,
-    longest_seed_n: int = 8,
+    longest_seed_n: int = default("leak_guard.longest_seed_n"),
     recall_splits: list[str] = (),
     eval_splits: list[str] = (),
-    seed: int = 42,
+    seed: int = default("seed"),
     progress: bool = True,
 ) -> dict:
     """The contamination report over every arm's final set (``arms``: name -> (SFT file, its
@@ -638,13 +639,13 @@ def build_sft(
     contamination_path: str | os.PathLike,
     review_path: str | os.PathLike | None = None,
     fmt: str = "sharegpt",
-    random_mix_ratio: float = 0.2,
-    random_match: str = "samples",
+    random_mix_ratio: float = default("sft.random_mix_ratio"),
+    random_match: str = default("sft.random_match"),
     tokenizer: str | None = None,
-    seed: int = 42,
+    seed: int = default("seed"),
     leak_guard: dict | None = None,
-    longest_seed_n: int = 8,
-    max_similarity: float | None = 0.95,
+    longest_seed_n: int = default("leak_guard.longest_seed_n"),
+    max_similarity: float | None = default("recall.max_similarity"),
     recall_splits: list[str] = (),
     eval_splits: list[str] = (),
     progress: bool = True,
