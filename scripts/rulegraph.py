@@ -28,7 +28,9 @@ def rulegraph() -> str:
     lines = [line.strip() for line in proc.stdout.splitlines()]
     names = dict(re.findall(r"^(id\d+)\[(\w+)\]$", "\n".join(lines), re.M))
     # snakemake numbers the rules and orders the edges differently from run to run: name them, sorted
-    edges = sorted({f"{names[a]} --> {names[b]}" for a, b in re.findall(r"^(id\d+) --> (id\d+)$", "\n".join(lines), re.M)})
+    edges = sorted(
+        {f"{names[a]} --> {names[b]}" for a, b in re.findall(r"^(id\d+) --> (id\d+)$", "\n".join(lines), re.M)}
+    )
     alone = sorted(set(names.values()) - {n for e in edges for n in e.split(" --> ")})
     return "\n".join(["```mermaid", "flowchart TB", *(f"    {line}" for line in edges + alone), "```"])
 

@@ -43,7 +43,17 @@ def test_the_readme_rule_graph_is_current():
     )
     assert proc.returncode == 0, proc.stderr
     graph = README.read_text(encoding="utf-8")
-    for rule in ("recall", "sft_build", "train", "evaluate", "report", "dsir_select", "rl_train", "dpo_train", "crosscheck"):
+    for rule in (
+        "recall",
+        "sft_build",
+        "train",
+        "evaluate",
+        "report",
+        "dsir_select",
+        "rl_train",
+        "dpo_train",
+        "crosscheck",
+    ):
         assert f" {rule}\n" in graph or f"{rule} -->" in graph or f"--> {rule}\n" in graph, rule
 
 
