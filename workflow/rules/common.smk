@@ -40,8 +40,8 @@ if (
         workflow.register_resource("gpu", _LOCAL_GPUS)
 
 
-# Every results path that more than one rule or helper names, written once here: the rules'
-# inputs and outputs refer to these names (wildcards filled by Snakemake, or by .format()).
+# Every results path named in more than one place, written once here: the inputs and outputs
+# of the rules refer to these names (wildcards filled by Snakemake, or by .format()).
 BENCHMARK = "results/benchmark/{subject}.jsonl"
 POOL_SHARD = "results/pool/{source}/{shard}.jsonl"
 SELECTED = "results/select/{arm}/selected.jsonl"
