@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from evalsel.core.settings import default
-from evalsel.guard.leak import BenchmarkItem, char_ngrams
+from evalsel.guard.leak import BenchmarkItem, char_ngrams, sample_texts
 
 REASONS = ("exact_ngram", "containment", "fuzzy", "short_question", "options", "max_similarity")
 # an item is a candidate when the sample holds half of its options' rare shingles
@@ -564,3 +564,25 @@ class ContentGuard:
     def check(self, texts: list[str]) -> list[Hit]:
         """Every (item, reason) the sample is dropped for, best reason per item."""
         return self.check_many([texts])[0]
+
+    def hits_of(self, positions: list[int], records: dict[int, dict], batch: int = 1024) -> dict[int, list[Hit]]:
+        """``{position: hits}`` of the pool samples ``records[position]`` that fail, checked ``batch``
+        at a time (recall's candidates and an SFT set's samples go through this one loop)."""
+        out: dict[int, list[Hit]] = {}
+        for lo in range(0, len(positions), batch):
+            chunk = positions[lo : lo + batch]
+            for p, hits in zip(chunk, self.check_many([sample_texts(records[p]) for p in chunk])):
+                if hits:
+                    out[p] = hits
+        return out
+
+
+def rows_above(vectors: np.ndarray, queries: np.ndarray, threshold: float, batch: int = 4096):
+    """``(row, query indices, similarities)`` of every row of ``vectors`` whose cosine with a
+    benchmark query exceeds ``threshold`` (unit vectors), ``batch`` rows at a time: the guard's
+    max_similarity check, one implementation for recall and the SFT sets."""
+    for lo in range(0, len(vectors), batch):
+        sims = vectors[lo : lo + batch] @ queries.T
+        for j in np.flatnonzero(sims.max(axis=1) > threshold):
+            qs = np.flatnonzero(sims[j] > threshold)
+            yield lo + int(j), qs, sims[j, qs]

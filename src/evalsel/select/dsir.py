@@ -123,11 +123,11 @@ def _take(order: np.ndarray, pool: PoolIndex, guard: ContentGuard, items, budget
         chunk = order[ptr : ptr + max(256, int(1.5 * (budget - len(kept))))].tolist()
         ptr += len(chunk)
         records = pool.fetch(chunk)
-        checked = guard.check_many([leak.sample_texts(records[p]) for p in chunk])
-        for p, hits in zip(chunk, checked):
+        failing = guard.hits_of(chunk, records, batch=len(chunk))
+        for p in chunk:
             if len(kept) >= budget:
                 break
-            rec = records[p]
+            rec, hits = records[p], failing.get(p)
             if hits:
                 drops[hits[0].reason] += 1
                 guard_drops.extend({"sample_id": rec["id"], **h.record(items)} for h in hits)

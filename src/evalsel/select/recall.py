@@ -20,7 +20,7 @@ from evalsel.core.vectors import load_queries
 from evalsel.data.poolindex import PoolIndex
 from evalsel.guard import leak
 from evalsel.guard.check import REASONS as GUARD_REASONS
-from evalsel.guard.check import ContentGuard, guard_settings
+from evalsel.guard.check import ContentGuard, guard_settings, rows_above
 from evalsel.select.kernels import resolve_backend, score_subject_max, score_topk_mean, search_topk
 
 log = logging.getLogger(__name__)
@@ -73,19 +73,13 @@ class _Selector:
             return
         self.records.update(self.pool.fetch(new, progress=self.progress))
         if self.guard is not None:
-            for lo in range(0, len(new), 1024):
-                chunk = new[lo : lo + 1024]
-                for p, hits in zip(chunk, self.guard.check_many([leak.sample_texts(self.records[p]) for p in chunk])):
-                    if hits:
-                        self.hits[p] = hits
+            self.hits.update(self.guard.hits_of(new, self.records))
         if self.queries is None and self.near_dup is None:
             self.loaded.extend(new)
             return
         nv = self.pool.gather(new)
         if self.queries is not None:
-            for lo in range(0, len(new), 4096):
-                top = (nv[lo : lo + 4096] @ self.queries.T).max(axis=1)
-                self.leaky.update(new[lo + j] for j in np.flatnonzero(top > self.max_similarity))
+            self.leaky.update(new[j] for j, _, _ in rows_above(nv, self.queries, self.max_similarity))
         if self.near_dup is not None:
             old = len(self.loaded)
             self.vecs = np.concatenate([self.vecs, nv])

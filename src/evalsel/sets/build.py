@@ -19,7 +19,7 @@ from evalsel.core.settings import default
 from evalsel.core.vectors import load_queries
 from evalsel.data.poolindex import PoolIndex
 from evalsel.guard import leak
-from evalsel.guard.check import ContentGuard, GuardSettings, guard_settings
+from evalsel.guard.check import ContentGuard, GuardSettings, guard_settings, rows_above
 
 log = logging.getLogger(__name__)
 
@@ -106,26 +106,15 @@ class Guard:
 
     def check(self, positions: list[int], records: dict[int, dict]) -> dict[int, list[dict]]:
         """``{position: [drop records]}`` for the samples that fail; one drop record per benchmark item."""
-        out: dict[int, list[dict]] = {}
-        for lo in range(0, len(positions), 1024):
-            chunk = positions[lo : lo + 1024]
-            for p, hits in zip(chunk, self.content.check_many([leak.sample_texts(records[p]) for p in chunk])):
-                if hits:
-                    out[p] = [h.record(self.items) for h in hits]
+        out = {p: [h.record(self.items) for h in hits] for p, hits in self.content.hits_of(positions, records).items()}
         rest = [p for p in positions if p not in out]
         if self.max_similarity is not None and len(self.queries) and rest:
-            for lo in range(0, len(rest), 4096):
+            for lo in range(0, len(rest), 4096):  # gathered a batch at a time: bounded memory
                 chunk = rest[lo : lo + 4096]
-                sims = self.pool.gather(chunk) @ self.queries.T
-                for j in np.flatnonzero(sims.max(axis=1) > self.max_similarity):
-                    qs = np.flatnonzero(sims[j] > self.max_similarity)
+                for j, qs, sims in rows_above(self.pool.gather(chunk), self.queries, self.max_similarity):
                     out[chunk[j]] = [
-                        {
-                            "benchmark_id": self.query_ids[q],
-                            "reason": "max_similarity",
-                            "score": round(float(sims[j, q]), 6),
-                        }
-                        for q in qs
+                        {"benchmark_id": self.query_ids[q], "reason": "max_similarity", "score": round(float(v), 6)}
+                        for q, v in zip(qs, sims)
                     ]
         return out
 
