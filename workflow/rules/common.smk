@@ -266,3 +266,28 @@ def transfer_column(name, default):
         .get("columns", {})
         .get(name, default)
     )
+
+
+# --- benchmark loading (workflow/rules/data.smk, workflow/rules/rl.smk)
+
+
+def benchmark_fetch_params(splits, unscored_splits):
+    """The params of a job loading ``splits`` of the benchmark (benchmark_fetch, rl_fetch): every
+    loading setting of config `benchmark`, written once."""
+    hub = config["benchmark"]["source"] == "hf"
+    return dict(
+        source=config["benchmark"]["source"],
+        hf_name=config["benchmark"]["hf_name"],
+        splits=splits,
+        unscored_splits=unscored_splits,
+        # functions, so that Snakemake leaves the {subject}/{split} patterns unexpanded
+        local_path=lambda wildcards: BENCHMARK_LOCAL["path"],
+        encoding=BENCHMARK_LOCAL["encoding"],
+        hf_data_files=lambda wildcards: config["benchmark"]["hf_data_files"],
+        hub_mirror=config["hub_mirror"] if hub else None,
+        column_id=BENCHMARK_COLUMNS["id"],
+        column_question=BENCHMARK_COLUMNS["question"],
+        column_answer=BENCHMARK_COLUMNS["answer"],
+        column_options=list(BENCHMARK_COLUMNS["options"]),
+        column_explanation=BENCHMARK_COLUMNS["explanation"],
+    )

@@ -13,8 +13,8 @@ BENCHMARK_UNSCORED = sorted(
     - {str(s) for s in config["benchmark"]["eval_splits"]}
     - ({"dev"} if int(config["eval"]["few_shot"]) > 0 else set())
 )
-BENCHMARK_LOCAL = config["benchmark"].get("local", {})
-BENCHMARK_COLUMNS = BENCHMARK_LOCAL.get("columns", {})
+BENCHMARK_LOCAL = config["benchmark"]["local"]
+BENCHMARK_COLUMNS = BENCHMARK_LOCAL["columns"]
 BENCHMARK_LOCAL_FILES = (
     [
         # {subject} stays a wildcard; {split} is filled in here.
@@ -43,22 +43,7 @@ rule benchmark_fetch:
         mem_mb=2000,
         runtime=30,
     params:
-        source=config["benchmark"]["source"],
-        hf_name=config["benchmark"].get("hf_name", "ceval/ceval-exam"),
-        splits=BENCHMARK_SPLITS,
-        unscored_splits=BENCHMARK_UNSCORED,
-        # A function, so that Snakemake leaves the {subject}/{split} pattern unexpanded.
-        local_path=lambda wildcards: BENCHMARK_LOCAL.get("path"),
-        encoding=BENCHMARK_LOCAL.get("encoding", "utf-8"),
-        hf_data_files=lambda wildcards: config["benchmark"]["hf_data_files"],
-        hub_mirror=(
-            config["hub_mirror"] if config["benchmark"]["source"] == "hf" else None
-        ),
-        column_id=BENCHMARK_COLUMNS.get("id", "id"),
-        column_question=BENCHMARK_COLUMNS.get("question", "question"),
-        column_answer=BENCHMARK_COLUMNS.get("answer", "answer"),
-        column_options=list(BENCHMARK_COLUMNS.get("options", ["A", "B", "C", "D", "E"])),
-        column_explanation=BENCHMARK_COLUMNS.get("explanation", "explanation"),
+        **benchmark_fetch_params(BENCHMARK_SPLITS, BENCHMARK_UNSCORED),
     script:
         "../scripts/benchmark_fetch.py"
 

@@ -58,22 +58,8 @@ rule rl_fetch:
         mem_mb=2000,
         runtime=30,
     params:
-        source=config["benchmark"]["source"],
-        hf_name=config["benchmark"].get("hf_name", "ceval/ceval-exam"),
-        splits=RL_SPLITS,
         # every RL question needs its answer: the reward is computed from it
-        unscored_splits=[],
-        local_path=lambda wildcards: BENCHMARK_LOCAL.get("path"),
-        encoding=BENCHMARK_LOCAL.get("encoding", "utf-8"),
-        hf_data_files=lambda wildcards: config["benchmark"]["hf_data_files"],
-        hub_mirror=(
-            config["hub_mirror"] if config["benchmark"]["source"] == "hf" else None
-        ),
-        column_id=BENCHMARK_COLUMNS.get("id", "id"),
-        column_question=BENCHMARK_COLUMNS.get("question", "question"),
-        column_answer=BENCHMARK_COLUMNS.get("answer", "answer"),
-        column_options=list(BENCHMARK_COLUMNS.get("options", ["A", "B", "C", "D", "E"])),
-        column_explanation=BENCHMARK_COLUMNS.get("explanation", "explanation"),
+        **benchmark_fetch_params(RL_SPLITS, []),
     script:
         "../scripts/benchmark_fetch.py"
 
