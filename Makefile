@@ -38,7 +38,7 @@ demo: install demo-negative
 demo-negative:
 	$(PYTHON) -m snakemake --cores $(CORES) --configfile demo/config.yaml --show-failed-logs
 
-# The real-model controls (README "Real-model controls"): SmolLM2-135M-Instruct + LoRA, held out,
+# The real-model controls (docs/results.md "Real-model controls"): SmolLM2-135M-Instruct + LoRA, held out,
 # three seeds, in results/control/ (positive, with the oracle arm), results/control-negative/
 # (recall on diseases A, score diseases B) and results/control-crossfact/ (recall the drug
 # questions, score the germ questions). `make control` runs all three (about two hours on 2 cores);
@@ -57,7 +57,7 @@ control-crossfact:
 	mkdir -p results/control-crossfact/config && cp config/config.yaml results/control-crossfact/config/config.yaml
 	$(PYTHON) -m snakemake --cores $(CORES) --directory results/control-crossfact --configfile config/config.yaml demo/control/config.yaml demo/control/crossfact.yaml --show-failed-logs
 
-# RL after SFT in the positive world (README "Reinforcement learning after SFT"): GRPO from each
+# RL after SFT in the positive world (docs/rl.md): GRPO from each
 # seed's eval-driven adapter, in results/control-rl/ (about 40 minutes on 2 cores).
 control-rl:
 	mkdir -p results/control-rl/config && cp config/config.yaml results/control-rl/config/config.yaml

@@ -1,5 +1,5 @@
 """The real-model controls with three training seeds (``make test-heavy``; about an hour and a half
-on 2 cores, not part of ``make test``): the figures of README "Real-model controls".
+on 2 cores, not part of ``make test``): the figures of docs/results.md "Real-model controls".
 
 - held out, SmolLM2 + LoRA, seeds 1-3 pooled by the report's sign-flip test: eval-driven beats
   random and base with p < 0.01 after Holm over the family, the oracle arm is at least as good,

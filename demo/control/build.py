@@ -13,7 +13,7 @@ is an English-centric model: Chinese costs it about 1.7 tokens a character and i
 
     python demo/control/build.py       # rewrites demo/control/data/ (deterministic)
 
-What rules the shortcuts out (README "Real-model controls"):
+What rules the shortcuts out (docs/results.md "Real-model controls"):
 - every option of a question is the value of the same type of another scored disease, so in the
   eval-driven set every option is as frequent as the answer: "prefer the familiar string" scores
   chance; all drugs and germs are 8 letters, so no option wins by its length;

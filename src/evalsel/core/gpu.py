@@ -134,7 +134,7 @@ def _assigned_ids(owner: str, visible: str, n: int) -> list[str]:
     if len(ids) < n:
         hint = (
             ": the job was probably split into one task per GPU; request the GPUs for a single "
-            "task (resources gpu=N without tasks, or gres=gpu:N), see the README's 'Running on a cluster'"
+            "task (resources gpu=N without tasks, or gres=gpu:N), see docs/cluster.md"
             if owner == "SLURM"
             else ""
         )
@@ -191,7 +191,7 @@ def claim(
 
     Refuses: ``n`` < 0; more GPUs than the host (or the SLURM allocation) has, which no
     wait can satisfy (on SLURM this is the sign of a multi-GPU job split into single-GPU
-    tasks, see the README's 'Running on a cluster'); a process that already initialised CUDA (the variable
+    tasks, see docs/cluster.md); a process that already initialised CUDA (the variable
     would no longer apply). Raises ``TimeoutError`` when the devices stay busy.
     """
     n = int(n)

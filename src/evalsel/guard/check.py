@@ -113,7 +113,7 @@ _SEP = "\x00"
 
 @dataclass(frozen=True)
 class GuardSettings:
-    """Thresholds of the text checks (config ``leak_guard``); see README "Contamination guard"."""
+    """Thresholds of the text checks (config ``leak_guard``); see docs/method.md "Contamination guard"."""
 
     ngram_n: int = default("leak_guard.ngram_n")
     shingle_n: int = default("leak_guard.shingle_n")
