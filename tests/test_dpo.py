@@ -150,3 +150,31 @@ def test_dpo_without_sft_adapter_trains_a_fresh_lora_and_resumes(tiny_lm_dir, tm
     again = train_dpo(*args, **kw)
     assert again["resumed_from"] == "checkpoint-1" and again["global_step"] == 2
     assert again["after"]["loss"] == pytest.approx(first["after"]["loss"], abs=1e-5)
+
+
+def test_dpo_and_rl_take_the_train_fields_from_train_settings():
+    """DPO and RL declare only their own settings; the ones they take from `train:` are
+    TrainSettings' declarations (evalsel.core.settings.fields_from), so a default changes once."""
+    import dataclasses
+
+    from evalsel.core.settings import fields_from
+    from evalsel.rl.train import RLSettings
+    from evalsel.train.dpo import DPOSettings
+    from evalsel.train.sft import TrainSettings
+
+    train = {f.name: f for f in dataclasses.fields(TrainSettings)}
+    rl_own = {"method", "num_generations", "prompts_per_step", "max_completion_length", "temperature", "beta"}
+    rl_own |= {"learning_rate", "epochs", "max_steps", "format_weight", "gpus"}
+    for cls, own in ((DPOSettings, {"beta", "epochs", "learning_rate", "gpus"}), (RLSettings, rl_own)):
+        taken = [f for f in dataclasses.fields(cls) if f.name not in own]
+        assert taken and all(f.name in train for f in taken)
+        for f in taken:
+            assert (f.type, f.default) == (train[f.name].type, train[f.name].default), f.name
+    assert [f.name for f in dataclasses.fields(DPOSettings)][:4] == ["beta", "epochs", "learning_rate", "gpus"]
+
+    @dataclasses.dataclass
+    class WithFactory:
+        tags: list = dataclasses.field(default_factory=list)
+
+    with pytest.raises(TypeError, match="no plain default"):
+        fields_from(WithFactory, "tags")(type("X", (), {}))

@@ -50,3 +50,27 @@ def entry_default(definition: str, key: str) -> Any:
     if "default" not in node:
         raise KeyError(f"{definition}.{key} has no default in {SCHEMA}")
     return copy.deepcopy(node["default"])
+
+
+def fields_from(source: type, *names: str):
+    """Class decorator (under ``@dataclass``): declare the fields ``names`` as the dataclass
+    ``source`` declares them (type and default), after the class's own fields, so that a stage
+    taking settings from another (DPO and RL from ``train:``) does not write them again."""
+    import dataclasses
+
+    declared = {f.name: f for f in dataclasses.fields(source)}
+
+    def wrap(cls: type) -> type:
+        annotations = cls.__dict__.get("__annotations__")
+        if annotations is None:
+            annotations = {}
+            cls.__annotations__ = annotations
+        for name in names:
+            f = declared[name]
+            if f.default is dataclasses.MISSING:
+                raise TypeError(f"{source.__name__}.{name} has no plain default to take")
+            annotations[name] = f.type
+            setattr(cls, name, f.default)
+        return cls
+
+    return wrap

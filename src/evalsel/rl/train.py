@@ -30,9 +30,10 @@ from typing import Any
 from evalsel.core.io import InputError, read_jsonl, write_json
 from evalsel.core.precision import PRECISIONS
 from evalsel.core.records import LETTERS
-from evalsel.core.settings import default
+from evalsel.core.settings import default, fields_from
 from evalsel.train.lora import check_at_least_one
 from evalsel.train.runs import reference_kept, run_figures, trainer_args
+from evalsel.train.sft import TrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +134,12 @@ def load_rl_prompts(path: str | os.PathLike) -> list[dict]:
 
 
 @dataclasses.dataclass
+@fields_from(
+    TrainSettings, "precision", "gradient_checkpointing", "logging_steps", "save_steps", "seed", "keep_checkpoints"
+)
 class RLSettings:
-    """Knobs of one RL run: the ``rl:`` config section, plus precision and cadences from ``train:``."""
+    """Knobs of one RL run: the ``rl:`` config section's own, then precision and cadences of
+    ``train:`` (declared by TrainSettings, taken from there)."""
 
     method: str = default("rl.method")
     num_generations: int = default("rl.num_generations")
@@ -146,13 +151,7 @@ class RLSettings:
     epochs: float = default("rl.epochs")
     max_steps: int | None = default("rl.max_steps")
     format_weight: float = default("rl.format_weight")
-    precision: str = default("train.precision")
-    gradient_checkpointing: bool = default("train.gradient_checkpointing")
-    logging_steps: int = default("train.logging_steps")
-    save_steps: int = default("train.save_steps")
-    seed: int = default("train.seeds")[0]
     gpus: int = min(1, default("train.gpus"))  # one process
-    keep_checkpoints: bool = default("train.keep_checkpoints")
 
     def validate(self) -> None:
         """Raises ValueError naming the first setting out of range."""

@@ -18,9 +18,10 @@ from typing import Any
 
 from evalsel.core.io import InputError, read_jsonl, write_json
 from evalsel.core.precision import PRECISIONS
-from evalsel.core.settings import default
+from evalsel.core.settings import default, fields_from
 from evalsel.train.lora import check_at_least_one, lora_of
 from evalsel.train.runs import reference_kept, run_figures, trainer_args
+from evalsel.train.sft import TrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -28,27 +29,31 @@ _NOT_FINGERPRINTED = {"save_steps", "logging_steps", "keep_checkpoints", "gpus"}
 
 
 @dataclasses.dataclass
+@fields_from(
+    TrainSettings,
+    "max_steps",
+    "per_device_batch_size",
+    "gradient_accumulation_steps",
+    "max_length",
+    "precision",
+    "gradient_checkpointing",
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
+    "lora_target_modules",
+    "logging_steps",
+    "save_steps",
+    "seed",
+    "keep_checkpoints",
+)
 class DPOSettings:
-    """Knobs of one DPO run: ``dpo:`` config section, plus batch/LoRA/precision from ``train:``."""
+    """Knobs of one DPO run: the ``dpo:`` config section's own, then the batch, LoRA, precision and
+    cadence settings of ``train:`` (declared by TrainSettings, taken from there)."""
 
     beta: float = default("dpo.beta")
     epochs: float = default("dpo.epochs")
-    max_steps: int | None = default("train.max_steps")
     learning_rate: float = default("dpo.learning_rate")
-    per_device_batch_size: int = default("train.per_device_batch_size")
-    gradient_accumulation_steps: int = default("train.gradient_accumulation_steps")
-    max_length: int = default("train.max_length")
-    precision: str = default("train.precision")
-    gradient_checkpointing: bool = default("train.gradient_checkpointing")
-    lora_r: int = default("train.lora_r")
-    lora_alpha: float = default("train.lora_alpha")
-    lora_dropout: float = default("train.lora_dropout")
-    lora_target_modules: str | list[str] = default("train.lora_target_modules")
-    logging_steps: int = default("train.logging_steps")
-    save_steps: int = default("train.save_steps")
-    seed: int = default("train.seeds")[0]
     gpus: int = min(1, default("train.gpus"))  # one process
-    keep_checkpoints: bool = default("train.keep_checkpoints")
 
     def validate(self) -> None:
         """Raises ValueError naming the first setting out of range."""
