@@ -8,6 +8,9 @@ SFT_ARMS = list(ARM)
 # GPUs are declared only when a job uses them: a torchrun job is ONE job holding all its GPUs.
 TRAIN_GPU = {"gpu": int(TRAIN["gpus"])} if int(TRAIN["gpus"]) > 0 else {}
 EVAL_GPU = {"gpu": int(EVAL["gpus"])} if int(EVAL["gpus"]) > 0 else {}
+# The eval settings every scoring job reads (evalsel.evaluate.multiple_choice.evaluate), passed
+# whole; the benchmark's few_shot and language are params of their own (transfer benchmarks differ).
+EVAL_SETTINGS = {k: v for k, v in EVAL.items() if k != "few_shot"}
 
 
 # The DeepSpeed JSON of train.deepspeed (zero2/zero3) in the workflow's folder, relative to the
@@ -166,13 +169,9 @@ rule evaluate:
     params:
         hub_base_model=HUB_BASE_MODEL,
         eval_splits=[str(s) for s in config["benchmark"]["eval_splits"]],
-        mode=EVAL["mode"],
+        settings=EVAL_SETTINGS,
         few_shot=EVAL["few_shot"],
-        batch_size=EVAL["batch_size"],
-        max_new_tokens=EVAL["max_new_tokens"],
-        repetition_penalty=EVAL["repetition_penalty"],
         language=config["benchmark"]["language"],
-        gpus=EVAL["gpus"],
     script:
         "../scripts/evaluate.py"
 

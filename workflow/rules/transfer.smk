@@ -87,12 +87,8 @@ rule transfer_evaluate:
     params:
         hub_base_model=HUB_BASE_MODEL,
         eval_splits=lambda wc: [str(s) for s in TRANSFER[wc.bench]["splits"]],
-        mode=EVAL["mode"],
+        settings=EVAL_SETTINGS,
         few_shot=0,
-        batch_size=EVAL["batch_size"],
-        max_new_tokens=EVAL["max_new_tokens"],
-        repetition_penalty=EVAL["repetition_penalty"],
-        language=lambda wc: TRANSFER[wc.bench].get("language", "zh"),
-        gpus=EVAL["gpus"],
+        language=lambda wc: TRANSFER[wc.bench]["language"],
     script:
         "../scripts/evaluate.py"

@@ -19,12 +19,8 @@ with job_logging(snakemake):
         out_path=snakemake.output[0],
         adapter=adapter[0] if adapter else None,
         model_name=snakemake.wildcards.model,
-        mode=p.mode,
         few_shot=p.few_shot,
-        batch_size=p.batch_size,
-        max_new_tokens=p.max_new_tokens,
-        repetition_penalty=p.repetition_penalty,
         language=p.language,
-        gpus=p.gpus,
         threads=snakemake.threads,
+        **dict(p.settings),
     )
