@@ -208,9 +208,9 @@ def normalise_record(
     source: str,
     medical: bool,
     origin: str = "",
-    embed_text: str = "prompt",
-    max_chars: int = 512,
-    min_chars: int = 2,
+    embed_text: str = default("pool.embed_text"),
+    max_chars: int = default("pool.max_chars"),
+    min_chars: int = default("pool.min_chars"),
     modified: Counter | None = None,
 ) -> dict:
     """One raw record as a pool sample ``{"id", "source", "medical", "system", "conversations", "text", "origin"}``.

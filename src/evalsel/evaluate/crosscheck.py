@@ -36,7 +36,7 @@ def export_task(
     eval_splits: list[str],
     base_model: str,
     out_dir: str | os.PathLike,
-    few_shot: int = 0,
+    few_shot: int = default("eval.few_shot"),
 ) -> Path:
     """Write the task directory (``<TASK>.yaml`` and ``<TASK>.jsonl``); returns it."""
     from transformers import AutoTokenizer
@@ -87,7 +87,12 @@ def export_task(
     return out
 
 
-def run_lm_eval(task_dir: str | os.PathLike, base_model: str, adapter: str | None, batch_size: int = 8) -> list[dict]:
+def run_lm_eval(
+    task_dir: str | os.PathLike,
+    base_model: str,
+    adapter: str | None,
+    batch_size: int = default("crosscheck.batch_size"),
+) -> list[dict]:
     """lm-eval's samples of the exported task: per question its choices' log-likelihoods."""
     import lm_eval
     from lm_eval.tasks import TaskManager
@@ -159,7 +164,7 @@ def crosscheck(
     eval_path: str | os.PathLike,
     out_path: str | os.PathLike,
     task_dir: str | os.PathLike,
-    few_shot: int = 0,
+    few_shot: int = default("eval.few_shot"),
     batch_size: int = default("crosscheck.batch_size"),
 ) -> dict:
     """Export, run lm-eval on the same model and compare with ``eval_path``; writes the comparison."""

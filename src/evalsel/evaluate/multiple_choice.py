@@ -31,7 +31,7 @@ CLOZE_NORMS = ("total", "per_token", "per_char")
 
 
 def load_questions(
-    benchmark_paths: list[str | os.PathLike], eval_splits: list[str], few_shot: int = 0
+    benchmark_paths: list[str | os.PathLike], eval_splits: list[str], few_shot: int = default("eval.few_shot")
 ) -> tuple[list[dict], dict[str, list[dict]]]:
     """Questions of ``eval_splits`` (file order) and, per subject, its first ``few_shot`` dev questions.
 
@@ -153,7 +153,9 @@ def _batches(lengths: list[int], batch_size: int) -> Iterator[list[int]]:
         yield order[k : k + batch_size]
 
 
-def score_letters(model, tokenizer, prompts: list[str], n_options: list[int], batch_size: int = 8) -> list[dict]:
+def score_letters(
+    model, tokenizer, prompts: list[str], n_options: list[int], batch_size: int = default("eval.batch_size")
+) -> list[dict]:
     """Next-token letter probabilities of each prompt, one forward pass per batch.
 
     Returns, per prompt, ``{"probs": {letter: p}, "letter_mass": m}``: ``probs`` is the softmax
@@ -194,7 +196,9 @@ def cloze_prompt(tokenizer, record: dict, language: str = "zh") -> str:
     )
 
 
-def score_cloze(model, tokenizer, prompts: list[str], choices: list[list[str]], batch_size: int = 8) -> list[dict]:
+def score_cloze(
+    model, tokenizer, prompts: list[str], choices: list[list[str]], batch_size: int = default("eval.batch_size")
+) -> list[dict]:
     """Log-likelihood of each option's text as the continuation of its prompt (batched).
 
     Context and option are tokenised apart and concatenated, so the option's tokens are the same
@@ -241,7 +245,12 @@ def score_cloze(model, tokenizer, prompts: list[str], choices: list[list[str]], 
 
 
 def generate_answers(
-    model, tokenizer, prompts: list[str], batch_size: int = 8, max_new_tokens: int = 32, repetition_penalty: float = 1.0
+    model,
+    tokenizer,
+    prompts: list[str],
+    batch_size: int = default("eval.batch_size"),
+    max_new_tokens: int = default("eval.max_new_tokens"),
+    repetition_penalty: float = default("eval.repetition_penalty"),
 ) -> list[str]:
     """Greedy completions (special tokens removed) of each prompt, batched with left padding.
 

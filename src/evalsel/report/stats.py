@@ -11,6 +11,8 @@ from statistics import NormalDist
 
 import numpy as np
 
+from evalsel.core.settings import default
+
 
 def _check_alpha(alpha: float) -> None:
     if not 0.0 < alpha < 1.0:
@@ -22,7 +24,7 @@ def _z(alpha: float) -> float:
     return NormalDist().inv_cdf(1.0 - alpha / 2.0)
 
 
-def wilson_interval(k: float, n: int, alpha: float = 0.05) -> tuple[float, float]:
+def wilson_interval(k: float, n: int, alpha: float = default("report.alpha")) -> tuple[float, float]:
     """Wilson score interval of a proportion ``k / n`` at confidence ``1 - alpha``; returns ``(low, high)``.
 
     ``k`` may be fractional (a mean count over training seeds). ``n == 0`` returns ``(0.0, 1.0)``:
@@ -106,7 +108,7 @@ def paired_bootstrap(
     b_correct: Sequence[float],
     n_boot: int = 10000,
     seed: int = 0,
-    alpha: float = 0.05,
+    alpha: float = default("report.alpha"),
 ) -> dict:
     """Percentile bootstrap of the paired difference ``mean(b) - mean(a)``, resampling items.
 
@@ -137,7 +139,7 @@ def paired_bootstrap(
     return {"diff": float(d.mean()), "ci_low": float(low), "ci_high": float(high), "n": int(n), "n_boot": int(n_boot)}
 
 
-def min_significant_count(alpha: float = 0.05) -> int:
+def min_significant_count(alpha: float = default("report.alpha")) -> int:
     """Smallest number of discordant pairs, all one way, that exact McNemar finds significant at ``alpha``."""
     _check_alpha(alpha)
     k = 1
@@ -146,7 +148,7 @@ def min_significant_count(alpha: float = 0.05) -> int:
     return k
 
 
-def min_significant_difference(n: int, alpha: float = 0.05) -> float | None:
+def min_significant_difference(n: int, alpha: float = default("report.alpha")) -> float | None:
     """Smallest accuracy difference that could ever be significant on ``n`` paired questions.
 
     That is ``k / n`` with ``k`` from :func:`min_significant_count` (every discordant pair one way);
@@ -156,7 +158,9 @@ def min_significant_difference(n: int, alpha: float = 0.05) -> float | None:
     return None if n < k else k / n
 
 
-def mcnemar_mdd(n: int, discordant_rate: float, alpha: float = 0.05, power: float = 0.8) -> float | None:
+def mcnemar_mdd(
+    n: int, discordant_rate: float, alpha: float = default("report.alpha"), power: float = 0.8
+) -> float | None:
     """Minimum detectable accuracy difference of McNemar's test with ``n`` pairs at ``power``.
 
     Uses the normal approximation (Connor 1987): ``n = (z_a sqrt(psi) + z_b sqrt(psi - d^2))^2 / d^2``
@@ -190,7 +194,7 @@ def mcnemar_mdd(n: int, discordant_rate: float, alpha: float = 0.05, power: floa
     return max(hi, floor)
 
 
-def verdict(diff: float, p_value: float, alpha: float = 0.05) -> str:
+def verdict(diff: float, p_value: float, alpha: float = default("report.alpha")) -> str:
     """Plain verdict of a paired comparison: significant gain, significant loss, or no detectable difference."""
     if p_value < alpha and diff > 0:
         return "significant gain"

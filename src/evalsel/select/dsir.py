@@ -150,7 +150,7 @@ def dsir_job(
     histogram_path: str | os.PathLike,
     budget: int,
     recall_splits: list[str],
-    query_text: str = "question",
+    query_text: str = default("benchmark.query_text"),
     settings: dict | None = None,
     leak_guard: dict | None = None,
     seed: int = default("seed"),

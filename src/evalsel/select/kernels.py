@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from evalsel.core.settings import default
 from evalsel.data.poolindex import PoolIndex
 
 BACKENDS = ("auto", "numpy", "torch")
@@ -327,8 +328,8 @@ def search_topk(
     pool: PoolIndex,
     k: int,
     max_similarity: float | None = None,
-    block_size: int = 65536,
-    backend: str = "auto",
+    block_size: int = default("recall.block_size"),
+    backend: str = default("recall.backend"),
     progress: bool = False,
     threads: int | None = None,
 ) -> TopK:
@@ -406,7 +407,7 @@ def score_topk_mean(
     keep: int,
     threshold: float,
     max_similarity: float | None = None,
-    block_size: int = 65536,
+    block_size: int = default("recall.block_size"),
     progress: bool = False,
 ) -> MeanScores:
     """Score every pool sample by the mean of its ``m`` highest question similarities.
@@ -478,7 +479,7 @@ def score_subject_max(
     keep: int,
     threshold: float = -math.inf,
     max_similarity: float | None = None,
-    block_size: int = 65536,
+    block_size: int = default("recall.block_size"),
     progress: bool = False,
 ) -> SubjectMax:
     """RDS+ scores (Ivison et al. 2025, the "max" reduction within a task): per subject, a pool
