@@ -327,7 +327,8 @@ def check(
 
     source = "config" if not configfiles else "config (" + ", ".join(str(c) for c in configfiles) + ")"
     with open(schema_path, encoding="utf-8") as fh:
-        coerced = coerce_strings(config, yaml.safe_load(fh))
+        schema = yaml.safe_load(fh)
+    coerced = coerce_strings(config, schema)
     config.clear()
     config.update(coerced)  # in place: the workflow's config object is the one the rules read
     before = copy.deepcopy(config)
@@ -338,8 +339,7 @@ def check(
         if not problems:
             raise
         raise ConfigError(problems, source) from None
-    with open(schema_path, encoding="utf-8") as fh:
-        problems = missing_key_problems(config, yaml.safe_load(fh))
+    problems = missing_key_problems(config, schema)
     if problems:
         raise ConfigError(problems, source)
     problems = cross_key_problems(config, environ)

@@ -9,6 +9,7 @@ Only absolute imports are followed (ruff's TID252 refuses relative ones in this 
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -29,7 +30,15 @@ def imported_modules(path: Path, src: Path = SRC) -> set[str]:
     """Dotted names of the project modules one file imports anywhere in it, with their parent
     packages (importing ``evalsel.guard.leak`` runs ``evalsel/__init__.py`` and
     ``evalsel/guard/__init__.py`` too)."""
-    tree = ast.parse(Path(path).read_text(encoding="utf-8"), filename=str(path))
+    return set(_imported_modules(Path(path).read_text(encoding="utf-8"), str(path), str(src)))
+
+
+@functools.cache
+def _imported_modules(text: str, path: str, src_dir: str) -> frozenset[str]:
+    """:func:`imported_modules` of a file's text, parsed once per text and process: the rules'
+    code inputs share most modules, and the workflow computes them at every start."""
+    src = Path(src_dir)
+    tree = ast.parse(text, filename=path)
     names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -48,7 +57,7 @@ def imported_modules(path: Path, src: Path = SRC) -> set[str]:
     for name in names:
         parts = name.split(".")
         out.update(".".join(parts[: i + 1]) for i in range(len(parts)))
-    return {n for n in out if module_file(n, src) is not None}
+    return frozenset(n for n in out if module_file(n, src) is not None)
 
 
 def closure(paths: Iterable[Path], src: Path = SRC, skip: Iterable[str] = ()) -> set[str]:
